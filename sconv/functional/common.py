@@ -1,0 +1,74 @@
+"""Grid and geometry shared by the spherical operators.
+
+The equirectangular grid of ``../shared/spec/spherical-ops.md``: row ``i`` sits at colatitude
+``theta_i = (i + 1/2) pi / H`` (row 0 next to the north pole), column ``j`` at longitude
+``phi_j = (j + 1/2) 2 pi / W``. Everything here is plain float64 math on small 1-D tensors; callers cast.
+"""
+
+import math
+import numbers
+
+import torch
+
+__all__ = [
+    "colatitudes",
+    "longitudes",
+    "pixel_solid_angle",
+    "quadrature_weight",
+    "check_input",
+    "pair",
+]
+
+
+def colatitudes(h, dtype=torch.float64, device=None):
+    """Colatitude of each row centre, shape ``[h]``."""
+    return (torch.arange(h, dtype=torch.float64, device=device) + 0.5).mul_(math.pi / h).to(dtype)
+
+
+def longitudes(w, dtype=torch.float64, device=None):
+    """Longitude of each column centre, shape ``[w]``."""
+    return (torch.arange(w, dtype=torch.float64, device=device) + 0.5).mul_(2 * math.pi / w).to(dtype)
+
+
+def pixel_solid_angle(h, w, dtype=torch.float64, device=None):
+    """Exact solid angle of one pixel of each row, shape ``[h]``; ``w * sum`` is ``4 pi``.
+
+    ``A_i = (2 pi / W) (cos(i pi / H) - cos((i + 1) pi / H))``.
+    """
+    edges = torch.arange(h + 1, dtype=torch.float64, device=device).mul_(math.pi / h)
+    # cos(a) - cos(b) = 2 sin((a+b)/2) sin((b-a)/2): no cancellation near the poles.
+    band = 2 * torch.sin((edges[:-1] + edges[1:]) / 2) * math.sin(math.pi / (2 * h))
+    return (band * (2 * math.pi / w)).to(dtype)
+
+
+def quadrature_weight(h, dtype=torch.float64, device=None):
+    """Quadrature weight ``w_q = sin(theta_q)`` of each row, shape ``[h]`` (proportional to pixel area)."""
+    return torch.sin(colatitudes(h, device=device)).to(dtype)
+
+
+def pair(value, name):
+    """``value`` as a pair of positive ints (an int means both); ``name`` is used in the error."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+    ):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(value) < 1:
+        raise ValueError(f"{name} must be positive, got {tuple(value)}")
+    return int(value[0]), int(value[1])
+
+
+def check_input(input, name="input", min_size=2):
+    """Check that ``input`` is a floating ``[B, C, H, W]`` tensor with ``H, W >= min_size``."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() != 4:
+        raise ValueError(f"{name} must have shape [B, C, H, W] (4 dimensions), got {input.dim()} dimensions")
+    if not input.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {input.dtype}")
+    h, w = input.shape[-2:]
+    if h < min_size or w < min_size:
+        raise ValueError(f"{name} must have H, W >= {min_size}, got H={h}, W={w}")
