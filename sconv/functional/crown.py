@@ -1,0 +1,265 @@
+"""Crown geometry of the spherical crown convolution: which input pixels each output pixel reads, and with what weight.
+
+Everything here depends only on ``(H, W, kernel_rad, stride, kernel_size)`` and is computed once, vectorised, in
+float64 on the CPU, then cached (``crown_taps``). ``conv_plan`` turns it into device tensors for the fast op.
+
+Longitude symmetry does the heavy lifting: an output pixel's crown, seen from its own column, is the same for every
+column of its row (shifting the output by one column rotates the sphere by ``s_w`` input columns). So the geometry is a
+list of *taps* per output row: ``(input row, column offset d)`` relative to ``j_p = s_w * j + (s_w - 1) // 2``, each
+with the (at most four) kernel nodes its bilinear interpolation touches, the interpolation coefficient already
+multiplied by the quadrature factor ``w_q / sum_{q in N(p)} w_q``. The convolution is then
+
+    y[n, o, i, j] = bias[o] + sum_{t in taps(i)} sum_c E[o, c, i, t] * x[n, c, row_t, j_p + d_t]
+    E[o, c, i, t] = sum_{m < 4} coef[i, t, m] * weight[o, c, node[i, t, m]]
+
+a per-row "effective kernel" applied as a batched GEMM (see ``sconv.functional.sconv``).
+"""
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sconv.functional.common import colatitudes, quadrature_weight
+
+__all__ = ["CrownTaps", "crown_taps", "conv_plan", "RIM_TOLERANCE", "POLE_TOLERANCE"]
+
+RIM_TOLERANCE = 1e-9  # points with alpha <= r + 1e-9 are in the crown (spec: keeps points exactly on the rim)
+POLE_TOLERANCE = 1e-9  # beta is undefined where sqrt(v_x^2 + v_y^2) < 1e-9 (q is p or its antipode)
+BUCKET_RATIO = 1.25  # rows whose tap counts lie within this ratio share one padded GEMM
+
+
+@dataclass(frozen=True)
+class CrownTaps:
+    """The taps of every output row, concatenated row after row (CPU tensors).
+
+    Attributes:
+        out_size: ``(H', W')``.
+        row_ptr: ``[H' + 1]`` int64; the taps of output row ``i`` are ``row_ptr[i]:row_ptr[i + 1]``.
+        in_row: ``[T]`` int64, the input row of each tap.
+        col_offset: ``[T]`` int64, the input column offset ``d`` from ``j_p``, in ``[-floor(W/2), ceil(W/2))``.
+        alpha, beta: ``[T]`` float64 kernel coordinates (beta is 0 where it is undefined).
+        node: ``[T, 4]`` int64, flat kernel node ``a * kw + b`` of each interpolation corner.
+        coef: ``[T, 4]`` float64, interpolation coefficient times ``w_q / sum w_q`` (0 for unused corners).
+
+    A tap whose beta is undefined (q is p or its antipode) appears ``kw`` times, once per beta node, with the
+    alpha-interpolated value divided by ``kw``: the spec's "mean over b".
+    """
+
+    out_size: tuple
+    row_ptr: torch.Tensor
+    in_row: torch.Tensor
+    col_offset: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    node: torch.Tensor
+    coef: torch.Tensor
+
+    def taps_per_row(self):
+        return self.row_ptr.diff()
+
+
+def kernel_coordinates(theta_p, theta_q, dphi):
+    """Spec's kernel coordinates ``(alpha, beta, rho)`` of input points q seen from output points p (float64).
+
+    ``v = R_p^T u(q)`` written out with ``dphi = phi_q - phi_p``; ``rho = sqrt(v_x^2 + v_y^2)``.
+    """
+    sin_q = torch.sin(theta_q)
+    vx = torch.cos(theta_p) * sin_q * torch.cos(dphi) - torch.sin(theta_p) * torch.cos(theta_q)
+    vy = sin_q * torch.sin(dphi)
+    vz = torch.sin(theta_p) * sin_q * torch.cos(dphi) + torch.cos(theta_p) * torch.cos(theta_q)
+    rho = torch.hypot(vx, vy)
+    alpha = torch.atan2(rho, vz)
+    beta = torch.remainder(torch.atan2(vy, vx), 2 * math.pi)
+    return alpha, beta, rho
+
+
+def _column_phase(stride_w):
+    """``c0`` with ``phi_q - phi_p = (d + c0) 2 pi / W`` for input column ``j_p + d`` (0 for odd strides, -1/2 else)."""
+    return ((stride_w - 1) // 2) + 0.5 - stride_w / 2
+
+
+def smallest_radius(height, width, stride):
+    """The smallest kernel radius for which every output pixel's crown holds an input pixel centre."""
+    s_h, s_w = stride
+    theta_p = colatitudes(height // s_h)[:, None]
+    theta_q = colatitudes(height)[None, :]
+    dphi = torch.tensor(abs(_column_phase(s_w)) * 2 * math.pi / width, dtype=torch.float64)
+    alpha, _, _ = kernel_coordinates(theta_p, theta_q, dphi)
+    return alpha.min(dim=1).values.max().item()
+
+
+def _candidates(height, width, kernel_rad, stride):
+    """Every (output row, input row, column offset) that may lie in the crown, a superset found in closed form."""
+    s_h, s_w = stride
+    theta_p = colatitudes(height // s_h)
+    theta_q = colatitudes(height)
+    reach = kernel_rad + RIM_TOLERANCE + 1e-12
+    out_row, in_row = torch.nonzero((theta_q[None, :] - theta_p[:, None]).abs() <= reach, as_tuple=True)
+    tp, tq = theta_p[out_row], theta_q[in_row]
+    # Half-width in longitude of the crown on the latitude circle of tq: cos(alpha) >= cos(reach).
+    cos_half = (math.cos(min(reach, math.pi)) - torch.cos(tp) * torch.cos(tq)) / (torch.sin(tp) * torch.sin(tq))
+    half = torch.where(cos_half <= -1, math.pi, torch.arccos(cos_half.clamp(-1.0, 1.0)))
+    half_cols = half * width / (2 * math.pi)
+    c0 = _column_phase(s_w)
+    d_min, d_max = -(width // 2), (width + 1) // 2 - 1
+    lo = (torch.ceil(-half_cols - c0) - 1).long().clamp(min=d_min)
+    hi = (torch.floor(half_cols - c0) + 1).long().clamp(max=d_max)
+    whole = 2 * half_cols + 3 >= width - 1  # the arc (plus margin) wraps around: take every column
+    lo = torch.where(whole, torch.full_like(lo, d_min), lo)
+    hi = torch.where(whole, torch.full_like(hi, d_max), hi)
+    counts = hi - lo + 1
+    start = torch.cumsum(counts, 0) - counts
+    pair = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    offset = lo[pair] + torch.arange(int(counts.sum())) - start[pair]
+    return out_row[pair], in_row[pair], offset
+
+
+@functools.lru_cache(maxsize=128)
+def crown_taps(height, width, kernel_rad, stride, kernel_size):
+    """Geometry of ``spherical_conv`` for an ``H x W`` input (see ``CrownTaps``); cached per configuration.
+
+    Args:
+        height, width: input size.
+        kernel_rad: crown radius r in radians, ``0 < r <= pi``.
+        stride: ``(s_h, s_w)`` dividing ``(H, W)``.
+        kernel_size: ``(kh, kw)`` kernel nodes in alpha and beta.
+
+    Raises:
+        ValueError: some output pixel's crown holds no input pixel centre (names the smallest usable radius).
+    """
+    s_h, s_w = stride
+    kh, kw = kernel_size
+    out_h, out_w = height // s_h, width // s_w
+    out_row, in_row, offset = _candidates(height, width, kernel_rad, stride)
+    theta_p = colatitudes(out_h)[out_row]
+    theta_q = colatitudes(height)[in_row]
+    dphi = (offset.double() + _column_phase(s_w)) * (2 * math.pi / width)
+    alpha, beta, rho = kernel_coordinates(theta_p, theta_q, dphi)
+
+    inside = alpha <= kernel_rad + RIM_TOLERANCE
+    out_row, in_row, offset = out_row[inside], in_row[inside], offset[inside]
+    alpha, beta, rho = alpha[inside], beta[inside], rho[inside]
+    taps = torch.bincount(out_row, minlength=out_h)
+    if bool((taps == 0).any()):
+        need = smallest_radius(height, width, stride)
+        raise ValueError(
+            f"kernel_rad={kernel_rad:.6g} is too small for a {height}x{width} input with stride {stride}: some output "
+            f"pixel's crown holds no input pixel centre; use kernel_rad >= {need + 2 * RIM_TOLERANCE:.9g}"
+        )
+
+    # Bilinear interpolation over the nodes alpha_a = a r / (kh - 1), beta_b = b 2 pi / kw (periodic in b).
+    if kh == 1:
+        a0 = torch.zeros_like(in_row)
+        fa = torch.zeros_like(alpha)
+    else:
+        a_pos = (alpha / (kernel_rad / (kh - 1))).clamp(0, kh - 1)
+        a0 = a_pos.floor().long().clamp(max=kh - 2)
+        fa = a_pos - a0
+    a1 = (a0 + 1).clamp(max=kh - 1)
+    b_pos = beta / (2 * math.pi / kw)
+    b_floor = b_pos.floor()
+    fb = b_pos - b_floor
+    b0 = b_floor.long() % kw
+    b1 = (b0 + 1) % kw
+    node = torch.stack([a0 * kw + b0, a0 * kw + b1, a1 * kw + b0, a1 * kw + b1], dim=1)
+    coef = torch.stack([(1 - fa) * (1 - fb), (1 - fa) * fb, fa * (1 - fb), fa * fb], dim=1)
+
+    # Undefined beta: repeat the tap once per beta node b, carrying (1-fa)/kw at (a0, b) and fa/kw at (a1, b).
+    pole = rho < POLE_TOLERANCE
+    repeats = torch.where(pole, kw, 1)
+    index = torch.repeat_interleave(torch.arange(len(alpha)), repeats)
+    out_row, in_row, offset, alpha, beta = (t[index] for t in (out_row, in_row, offset, alpha, beta))
+    node, coef, pole = node[index], coef[index], pole[index]
+    if bool(pole.any()):
+        first = torch.cumsum(repeats, 0) - repeats
+        b = (torch.arange(len(index)) - first[index])[pole]
+        a0p, a1p = node[pole, 0] // kw, node[pole, 2] // kw
+        node[pole] = torch.stack([a0p * kw + b, a1p * kw + b, a0p * kw, a0p * kw], dim=1)
+        fap = fa[index][pole]
+        coef[pole] = torch.stack([(1 - fap) / kw, fap / kw, torch.zeros_like(fap), torch.zeros_like(fap)], dim=1)
+        beta = torch.where(pole, 0.0, beta)
+
+    # Quadrature: w_q / sum_{q in N(p)} w_q, the sum taken over distinct input points (not repeated taps).
+    w_q = quadrature_weight(height)[in_row]
+    distinct = torch.ones_like(w_q)
+    distinct[pole] = 1.0 / kw
+    norm = torch.zeros(out_h, dtype=torch.float64).index_add_(0, out_row, w_q * distinct)
+    coef = coef * (w_q / norm[out_row])[:, None]
+
+    row_ptr = torch.zeros(out_h + 1, dtype=torch.long)
+    row_ptr[1:] = torch.cumsum(torch.bincount(out_row, minlength=out_h), 0)
+    return CrownTaps((out_h, out_w), row_ptr, in_row, offset, alpha, beta, node, coef)
+
+
+@dataclass(frozen=True)
+class ConvBucket:
+    """Output rows of similar tap count, their taps padded to a common length (device tensors)."""
+
+    out_rows: torch.Tensor  # [R]
+    in_row: torch.Tensor  # [R, T]
+    window_col: torch.Tensor  # [R, T] index into the unfolded window of each output column
+    node: torch.Tensor  # [R, T, 4]
+    coef: torch.Tensor  # [R, T, 4], zero on padding taps
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """What ``spherical_conv`` needs on one device and dtype: the width padding, window and row buckets."""
+
+    pad_left: int
+    pad_right: int
+    window_start: int  # first padded column of output column 0's window
+    window: int  # window width in columns (covers every tap's offset)
+    buckets: tuple
+    row_order: torch.Tensor  # [H'] position of output row i in the concatenated bucket outputs
+
+
+def _buckets(taps_per_row):
+    """Group output rows so that within a group the largest tap count is at most BUCKET_RATIO times the smallest."""
+    order = torch.argsort(taps_per_row, descending=True, stable=True).tolist()
+    groups, current = [], []
+    for row in order:
+        if current and taps_per_row[current[0]] > BUCKET_RATIO * taps_per_row[row]:
+            groups.append(current)
+            current = []
+        current.append(row)
+    groups.append(current)
+    return groups
+
+
+@functools.lru_cache(maxsize=256)
+def conv_plan(height, width, kernel_rad, stride, kernel_size, device, dtype):
+    """``crown_taps`` laid out for the batched GEMM of ``spherical_conv`` on ``device`` in ``dtype``; cached."""
+    geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
+    s_w = stride[1]
+    out_w = geom.out_size[1]
+    d_lo, d_hi = int(geom.col_offset.min()), int(geom.col_offset.max())
+    first = (s_w - 1) // 2 + d_lo  # column of output column 0's leftmost tap, relative to input column 0
+    window = d_hi - d_lo + 1
+    last = s_w * (out_w - 1) + first + window - 1
+    pad_left, pad_right = max(0, -first), max(0, last - (width - 1))
+
+    counts = geom.taps_per_row()
+    buckets, ordered_rows = [], []
+    for rows in _buckets(counts):
+        rows_t = torch.tensor(rows, dtype=torch.long)
+        longest = int(counts[rows_t].max())
+        # Padding taps point at the first tap of their row with zero coefficients.
+        slot = torch.arange(longest)[None, :]
+        valid = slot < counts[rows_t][:, None]
+        tap = geom.row_ptr[rows_t][:, None] + torch.where(valid, slot, 0)
+        buckets.append(
+            ConvBucket(
+                out_rows=rows_t.to(device),
+                in_row=geom.in_row[tap].to(device),
+                window_col=(geom.col_offset[tap] - d_lo).to(device),
+                node=geom.node[tap].to(device),
+                coef=(geom.coef[tap] * valid[..., None]).to(device=device, dtype=dtype),
+            )
+        )
+        ordered_rows.extend(rows)
+    row_order = torch.empty(len(ordered_rows), dtype=torch.long)
+    row_order[torch.tensor(ordered_rows)] = torch.arange(len(ordered_rows))
+    return ConvPlan(pad_left, pad_right, first + pad_left, window, tuple(buckets), row_order.to(device))

@@ -1,0 +1,122 @@
+"""Spherical crown convolution (spec: "Spherical crown convolution").
+
+The math: for output pixel p and the input pixel centres q in its crown N(p) (angular distance <= r),
+
+    y[n, o, p] = bias[o] + sum_c sum_{q in N(p)} K_oc(alpha_pq, beta_pq) x[n, c, q] w_q / sum_{q in N(p)} w_q
+
+with K the bilinear interpolation of ``weight[o, c]`` over ``kh x kw`` nodes in (alpha, beta) and ``w_q = sin(theta_q)``.
+
+The fast path: ``sconv.functional.crown`` lists each output row's taps once; here, per group of rows with similar tap
+counts, the input windows are gathered from a width-padded, unfolded view (``[R, T, N, C, W']``), each row's effective
+kernel ``E[o, c, t]`` is built from the weight by a 4-corner gather, and one batched GEMM over the rows does the rest.
+No Python loop runs over rows or pixels, only over a handful of row groups.
+"""
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from sconv.functional.common import check_input, pair
+from sconv.functional.crown import conv_plan
+
+__all__ = ["spherical_conv", "check_padding_mode", "check_kernel_rad"]
+
+PADDING_MODES = ("sphere", "zeros", "reflect", "replicate")
+
+
+def check_padding_mode(padding_mode):
+    """``padding_mode`` as validated: one of PADDING_MODES or a real number (constant padding)."""
+    if isinstance(padding_mode, str):
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES} or a number, got {padding_mode!r}")
+        return padding_mode
+    if isinstance(padding_mode, numbers.Real) and not isinstance(padding_mode, bool):
+        if not math.isfinite(padding_mode):
+            raise ValueError(f"padding_mode as a constant must be finite, got {padding_mode!r}")
+        return float(padding_mode)
+    raise TypeError(f"padding_mode must be one of {PADDING_MODES} or a number, got {type(padding_mode).__name__}")
+
+
+def check_kernel_rad(kernel_rad):
+    """``kernel_rad`` as a float in (0, pi]."""
+    if isinstance(kernel_rad, torch.Tensor) and kernel_rad.numel() == 1:
+        kernel_rad = kernel_rad.item()
+    if not isinstance(kernel_rad, numbers.Real) or isinstance(kernel_rad, bool):
+        raise TypeError(f"kernel_rad must be a number of radians in (0, pi], got {type(kernel_rad).__name__}")
+    kernel_rad = float(kernel_rad)
+    # A radius given as math.pi in another precision may round just above pi: accept it as pi.
+    if not (0 < kernel_rad <= math.pi * (1 + 1e-12)):
+        raise ValueError(f"kernel_rad must be in (0, pi], got {kernel_rad!r}")
+    return min(kernel_rad, math.pi)
+
+
+def _pad_width(input, left, right, padding_mode):
+    if left == 0 and right == 0:
+        return input
+    if padding_mode == "sphere":
+        return F.pad(input, (left, right, 0, 0), mode="circular")
+    if padding_mode in ("reflect", "replicate"):
+        return F.pad(input, (left, right, 0, 0), mode=padding_mode)
+    value = 0.0 if padding_mode == "zeros" else padding_mode
+    return F.pad(input, (left, right, 0, 0), mode="constant", value=value)
+
+
+def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_mode="sphere", kernel_rad=math.pi / 3):
+    """Spherical crown convolution of an equirectangular panorama.
+
+    Args:
+        input: ``[B, C_in, H, W]`` floating tensor, ``H, W >= 2``.
+        weight: ``[C_out, C_in, kh, kw]`` kernel values at the nodes ``alpha_a = a r / (kh - 1)``,
+            ``beta_b = b 2 pi / kw``.
+        bias: optional ``[C_out]``.
+        stride: int or ``(s_h, s_w)``; must divide ``(H, W)``.
+        padding: only ``'valid'`` (the output is always ``H / s_h x W / s_w``).
+        padding_mode: ``'sphere'`` (no seam, the default), or a strip cut at phi = 0 padded with
+            ``'zeros'``, a number, ``'reflect'`` or ``'replicate'``.
+        kernel_rad: crown radius r in radians, ``0 < r <= pi``.
+
+    Returns:
+        ``[B, C_out, H / s_h, W / s_w]``.
+    """
+    check_input(input)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 4:
+        raise ValueError(f"weight must have shape [C_out, C_in, kh, kw] (4 dimensions), got {tuple(weight.shape)}")
+    batch, channels, height, width = input.shape
+    out_channels, in_channels, kh, kw = weight.shape
+    if in_channels != channels:
+        raise ValueError(f"weight expects C_in={in_channels} input channels, but input has {channels}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"weight's kernel_size (kh, kw) must be at least (1, 1), got {(kh, kw)}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        if bias.shape != (out_channels,):
+            raise ValueError(f"bias must have shape [C_out]=[{out_channels}], got {tuple(bias.shape)}")
+    stride = pair(stride, "stride")
+    if height % stride[0] or width % stride[1]:
+        raise ValueError(f"stride {stride} must divide the input size (H, W)=({height}, {width})")
+    if padding != "valid":
+        raise ValueError(f"padding must be 'valid' (the output is always H/s_h x W/s_w), got {padding!r}")
+    padding_mode = check_padding_mode(padding_mode)
+    kernel_rad = check_kernel_rad(kernel_rad)
+
+    plan = conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
+    out_h, out_w = height // stride[0], width // stride[1]
+    x = _pad_width(input, plan.pad_left, plan.pad_right, padding_mode)
+    windows = x[..., plan.window_start :].unfold(3, plan.window, stride[1])[:, :, :, :out_w]  # [B, C, H, W', win]
+    flat_weight = weight.reshape(out_channels, in_channels, kh * kw)
+    rows = []
+    for bucket in plan.buckets:
+        gathered = windows[:, :, bucket.in_row, :, bucket.window_col]  # [R, T, B, C, W']
+        kernel = sum(flat_weight[:, :, bucket.node[..., m]] * bucket.coef[..., m] for m in range(4))  # [O, C, R, T]
+        rows.append(torch.einsum("rtbcw,ocrt->borw", gathered, kernel))
+    out = torch.cat(rows, dim=2) if len(rows) > 1 else rows[0]
+    if len(rows) > 1:
+        out = out.index_select(2, plan.row_order)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out.reshape(batch, out_channels, out_h, out_w)
