@@ -17,6 +17,7 @@ a per-row "effective kernel" applied as a batched GEMM (see ``sconv.functional.s
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -205,13 +206,31 @@ class ConvBucket:
 
 
 @dataclass(frozen=True)
-class ConvPlan:
-    """What ``spherical_conv`` needs on one device and dtype: the width padding, window and row buckets."""
+class ConvWindow:
+    """How far to pad the input's width so that output column j reads padded columns
+    ``start + s_w * j + (0 .. size - 1)``, the window holding every tap's column offset ``d`` at ``d - d_min``."""
 
     pad_left: int
     pad_right: int
-    window_start: int  # first padded column of output column 0's window
-    window: int  # window width in columns (covers every tap's offset)
+    start: int
+    size: int
+    d_min: int
+
+
+def conv_window(geom, width, stride_w):
+    d_lo, d_hi = int(geom.col_offset.min()), int(geom.col_offset.max())
+    first = (stride_w - 1) // 2 + d_lo  # column of output column 0's leftmost tap, relative to input column 0
+    size = d_hi - d_lo + 1
+    last = stride_w * (geom.out_size[1] - 1) + first + size - 1
+    pad_left, pad_right = max(0, -first), max(0, last - (width - 1))
+    return ConvWindow(pad_left, pad_right, first + pad_left, size, d_lo)
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """What the gather path of ``spherical_conv`` needs on one device and dtype: row buckets and their order."""
+
+    window: ConvWindow
     buckets: tuple
     row_order: torch.Tensor  # [H'] position of output row i in the concatenated bucket outputs
 
@@ -231,16 +250,9 @@ def _buckets(taps_per_row):
 
 @functools.lru_cache(maxsize=256)
 def conv_plan(height, width, kernel_rad, stride, kernel_size, device, dtype):
-    """``crown_taps`` laid out for the batched GEMM of ``spherical_conv`` on ``device`` in ``dtype``; cached."""
+    """``crown_taps`` laid out for the row-bucketed gather and batched GEMM on ``device`` in ``dtype``; cached."""
     geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
-    s_w = stride[1]
-    out_w = geom.out_size[1]
-    d_lo, d_hi = int(geom.col_offset.min()), int(geom.col_offset.max())
-    first = (s_w - 1) // 2 + d_lo  # column of output column 0's leftmost tap, relative to input column 0
-    window = d_hi - d_lo + 1
-    last = s_w * (out_w - 1) + first + window - 1
-    pad_left, pad_right = max(0, -first), max(0, last - (width - 1))
-
+    window = conv_window(geom, width, stride[1])
     counts = geom.taps_per_row()
     buckets, ordered_rows = [], []
     for rows in _buckets(counts):
@@ -254,7 +266,7 @@ def conv_plan(height, width, kernel_rad, stride, kernel_size, device, dtype):
             ConvBucket(
                 out_rows=rows_t.to(device),
                 in_row=geom.in_row[tap].to(device),
-                window_col=(geom.col_offset[tap] - d_lo).to(device),
+                window_col=(geom.col_offset[tap] - window.d_min).to(device),
                 node=geom.node[tap].to(device),
                 coef=(geom.coef[tap] * valid[..., None]).to(device=device, dtype=dtype),
             )
@@ -262,4 +274,53 @@ def conv_plan(height, width, kernel_rad, stride, kernel_size, device, dtype):
         ordered_rows.extend(rows)
     row_order = torch.empty(len(ordered_rows), dtype=torch.long)
     row_order[torch.tensor(ordered_rows)] = torch.arange(len(ordered_rows))
-    return ConvPlan(pad_left, pad_right, first + pad_left, window, tuple(buckets), row_order.to(device))
+    return ConvPlan(window, tuple(buckets), row_order.to(device))
+
+
+@functools.lru_cache(maxsize=256)
+def padded_taps(height, width, kernel_rad, stride, kernel_size):
+    """Taps the gather path multiplies, padding included (its GEMM's cost), summed over output rows."""
+    counts = crown_taps(height, width, kernel_rad, stride, kernel_size).taps_per_row()
+    return sum(len(rows) * int(counts[rows[0]]) for rows in _buckets(counts))
+
+
+@dataclass(frozen=True)
+class SparsePlan:
+    """The crown sum over the whole image as one sparse matrix (and its transpose, for the backward pass).
+
+    ``mix_first``: ``[H' W', kh kw Hp Wp]``, summing a node-expanded input ``U[k, q]`` into output pixels.
+    Otherwise ``[kh kw H' W', Hp Wp]``, projecting the input onto the nodes: ``Z[k, p]``.
+    """
+
+    window: ConvWindow
+    matrix: torch.Tensor
+    matrix_t: torch.Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def sparse_plan(height, width, kernel_rad, stride, kernel_size, mix_first, device, dtype):
+    """``crown_taps`` expanded over output columns into a CSR matrix on ``device`` in ``dtype``; cached."""
+    geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
+    window = conv_window(geom, width, stride[1])
+    out_h, out_w = geom.out_size
+    padded_w = width + window.pad_left + window.pad_right
+    nodes = kernel_size[0] * kernel_size[1]
+    out_row = torch.repeat_interleave(torch.arange(out_h), geom.taps_per_row())
+    j = torch.arange(out_w)
+    column = window.start + stride[1] * j[None, :] + (geom.col_offset - window.d_min)[:, None]  # [T, W']
+    q = (geom.in_row[:, None] * padded_w + column)[:, :, None].expand(-1, -1, 4)
+    p = (out_row[:, None] * out_w + j[None, :])[:, :, None].expand(-1, -1, 4)
+    k = geom.node[:, None, :].expand(-1, out_w, -1)
+    value = geom.coef[:, None, :].expand(-1, out_w, -1)
+    keep = value != 0
+    p, q, k, value = p[keep], q[keep], k[keep], value[keep]
+    in_size = height * padded_w
+    if mix_first:
+        index, shape = torch.stack([p, k * in_size + q]), (out_h * out_w, nodes * in_size)
+    else:
+        index, shape = torch.stack([k * out_h * out_w + p, q]), (nodes * out_h * out_w, in_size)
+    matrix = torch.sparse_coo_tensor(index, value, shape, check_invariants=True).coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        csr, csr_t = (m.to(dtype).to_sparse_csr().to(device) for m in (matrix, matrix.t().coalesce()))
+    return SparsePlan(window, csr, csr_t)

@@ -4,14 +4,24 @@ The math: for output pixel p and the input pixel centres q in its crown N(p) (an
 
     y[n, o, p] = bias[o] + sum_c sum_{q in N(p)} K_oc(alpha_pq, beta_pq) x[n, c, q] w_q / sum_{q in N(p)} w_q
 
-with K the bilinear interpolation of ``weight[o, c]`` over ``kh x kw`` nodes in (alpha, beta) and ``w_q = sin(theta_q)``.
+with K the bilinear interpolation of ``weight[o, c]`` over ``kh x kw`` nodes in (alpha, beta), ``w_q = sin(theta_q)``.
 
-The fast path: ``sconv.functional.crown`` lists each output row's taps once; here, per group of rows with similar tap
-counts, the input windows are gathered from a width-padded, unfolded view (``[R, T, N, C, W']``), each row's effective
-kernel ``E[o, c, t]`` is built from the weight by a 4-corner gather, and one batched GEMM over the rows does the rest.
+The fast paths, all built on the geometry that ``sconv.functional.crown`` computes once per configuration; which one
+runs is chosen per call by an operation count (``_choose_path``), since their costs differ by orders of magnitude
+between a small crown with many kernel nodes and a large crown with few:
+
+- ``gather``: per group of rows with similar tap counts, the input windows are gathered from a width-padded, unfolded
+  view (``[R, T, B, C, W']``), each row's effective kernel ``E[o, c, t]`` is built from the weight by a 4-corner
+  gather, and one batched GEMM over the rows does the rest. Costs ``B C O`` per tap, like a planar convolution.
+- ``mix_first``: a 1x1 GEMM expands the input onto the ``kh kw`` nodes (``U[k, q] = sum_c W[o, c, k] x[c, q]``), then
+  one sparse matrix sums each crown. Wins for large crowns (many taps, few nodes) and ``C_out <= C_in``.
+- ``project_first``: the sparse matrix first projects the input onto the nodes (``Z[k, p]``), then a GEMM mixes the
+  channels. Wins for large crowns and ``C_in < C_out``.
+
 No Python loop runs over rows or pixels, only over a handful of row groups.
 """
 
+import functools
 import math
 import numbers
 
@@ -19,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sconv.functional.common import check_input, pair
-from sconv.functional.crown import conv_plan
+from sconv.functional.crown import conv_plan, crown_taps, padded_taps, sparse_plan
 
 __all__ = ["spherical_conv", "check_padding_mode", "check_kernel_rad"]
 
@@ -63,6 +73,83 @@ def _pad_width(input, left, right, padding_mode):
     return F.pad(input, (left, right, 0, 0), mode="constant", value=value)
 
 
+# Relative cost of one memory-bound gathered or sparse multiply-add against one multiply-add inside a dense GEMM.
+GATHER_COST = 4
+SPARSE_COST = 4
+
+
+@functools.lru_cache(maxsize=1024)
+def _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size):
+    """The cheapest of the three formulations for this call, by counting multiply-adds (see the module docstring)."""
+    geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
+    out_h, out_w = geom.out_size
+    nodes = kernel_size[0] * kernel_size[1]
+    taps = padded_taps(height, width, kernel_rad, stride, kernel_size)
+    nonzeros = 4 * len(geom.in_row) * out_w
+    batch = max(batch, 1)
+    cost = {
+        "gather": batch * channels * taps * out_w * (out_channels + GATHER_COST)
+        + GATHER_COST * 4 * out_channels * channels * taps,
+        "mix_first": batch * height * width * channels * out_channels * nodes
+        + SPARSE_COST * nonzeros * batch * out_channels,
+        "project_first": batch * out_h * out_w * channels * nodes * out_channels
+        + SPARSE_COST * nonzeros * batch * channels,
+    }
+    return min(cost, key=cost.get)
+
+
+class _CrownSum(torch.autograd.Function):
+    """``matrix @ dense`` for a constant sparse ``matrix``; the backward pass multiplies by its stored transpose."""
+
+    @staticmethod
+    def forward(ctx, matrix, matrix_t, dense):
+        ctx.matrix_t = matrix_t
+        return matrix @ dense
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, ctx.matrix_t @ grad.contiguous()
+
+
+def _crown_sum(plan, dense):
+    return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
+
+
+def _gather_path(input, weight, stride, padding_mode, kernel_rad):
+    out_channels, in_channels, kh, kw = weight.shape
+    height, width = input.shape[-2:]
+    plan = conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
+    out_w = width // stride[1]
+    win = plan.window
+    x = _pad_width(input, win.pad_left, win.pad_right, padding_mode)
+    windows = x[..., win.start :].unfold(3, win.size, stride[1])[:, :, :, :out_w]  # [B, C, H, W', window]
+    flat_weight = weight.reshape(out_channels, in_channels, kh * kw)
+    rows = []
+    for bucket in plan.buckets:
+        gathered = windows[:, :, bucket.in_row, :, bucket.window_col]  # [R, T, B, C, W']
+        kernel = sum(flat_weight[:, :, bucket.node[..., m]] * bucket.coef[..., m] for m in range(4))  # [O, C, R, T]
+        rows.append(torch.einsum("rtbcw,ocrt->borw", gathered, kernel))
+    if len(rows) == 1:
+        return rows[0]
+    return torch.cat(rows, dim=2).index_select(2, plan.row_order)
+
+
+def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first):
+    batch, channels, height, width = input.shape
+    out_channels, _, kh, kw = weight.shape
+    out_h, out_w = height // stride[0], width // stride[1]
+    plan = sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, input.dtype)
+    x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
+    flat_weight = weight.reshape(out_channels, channels, kh * kw)
+    if mix_first:
+        nodes = torch.einsum("ock,bchw->khwbo", flat_weight, x).reshape(-1, batch * out_channels)
+        out = _crown_sum(plan, nodes).to(nodes.dtype).view(out_h, out_w, batch, out_channels)
+        return out.permute(2, 3, 0, 1)
+    pixels = x.permute(2, 3, 0, 1).reshape(-1, batch * channels)
+    projected = _crown_sum(plan, pixels).view(kh * kw, out_h, out_w, batch, channels)
+    return torch.einsum("khwbc,ock->bohw", projected.to(pixels.dtype), flat_weight)
+
+
 def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_mode="sphere", kernel_rad=math.pi / 3):
     """Spherical crown convolution of an equirectangular panorama.
 
@@ -104,19 +191,11 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     padding_mode = check_padding_mode(padding_mode)
     kernel_rad = check_kernel_rad(kernel_rad)
 
-    plan = conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
-    out_h, out_w = height // stride[0], width // stride[1]
-    x = _pad_width(input, plan.pad_left, plan.pad_right, padding_mode)
-    windows = x[..., plan.window_start :].unfold(3, plan.window, stride[1])[:, :, :, :out_w]  # [B, C, H, W', win]
-    flat_weight = weight.reshape(out_channels, in_channels, kh * kw)
-    rows = []
-    for bucket in plan.buckets:
-        gathered = windows[:, :, bucket.in_row, :, bucket.window_col]  # [R, T, B, C, W']
-        kernel = sum(flat_weight[:, :, bucket.node[..., m]] * bucket.coef[..., m] for m in range(4))  # [O, C, R, T]
-        rows.append(torch.einsum("rtbcw,ocrt->borw", gathered, kernel))
-    out = torch.cat(rows, dim=2) if len(rows) > 1 else rows[0]
-    if len(rows) > 1:
-        out = out.index_select(2, plan.row_order)
+    path = _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw))
+    if path == "gather":
+        out = _gather_path(input, weight, stride, padding_mode, kernel_rad)
+    else:
+        out = _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first=path == "mix_first")
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
-    return out.reshape(batch, out_channels, out_h, out_w)
+    return out
