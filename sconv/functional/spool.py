@@ -1,0 +1,105 @@
+"""Spherical pooling: 2x downsampling whose window widens toward the poles.
+
+Output pixel ``(i, j)`` pools input rows ``{2i, 2i+1}`` and the ``n_i`` columns ``2j - n_i/2 + 1 .. 2j + n_i/2``
+(mod ``W``), ``n_i = min(W, max(2, 2 floor(W / (2 H sin theta'_i) + 1/2)))`` with ``theta'_i`` the output row's
+colatitude, so every window covers about the same solid angle. At the equator of a 2:1 panorama it is the planar
+2x2 window.
+
+Implementation: rows whose ``n_i`` fall in the same power-of-two bracket ``(2^(k-1), 2^k]`` form a group sharing one
+padded window width, so the padding wastes at most half of the gathered values and there are only
+``~log2(W)`` groups. Padded window slots repeat the window's first column (harmless for max) with weight 0 (for avg).
+"""
+
+import functools
+
+import torch
+
+from sconv.functional.common import check_input, colatitudes, quadrature_weight
+
+__all__ = ["spherical_pool", "pool_window_widths"]
+
+_MODES = ("max", "avg")
+
+
+def pool_window_widths(h, w):
+    """Window width ``n_i`` (in input columns) of each output row of pooling an ``h x w`` panorama, ``[h // 2]``."""
+    sin_theta = torch.sin(colatitudes(h // 2))
+    return torch.floor(w / (2 * h * sin_theta) + 0.5).mul(2).clamp(2, w).long()
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_pool_geometry(h, w, device):
+    """Gather plan for pooling an ``h x w`` panorama, on ``device``.
+
+    Returns ``(groups, row_order)``: ``groups`` is a tuple of ``(index, weight)``, one per group of output rows:
+    ``index`` ``[m * (w // 2) * k]`` flat indices into the ``h * w`` input pixels (``k = 2 * window width``: two
+    input rows per window), ``weight`` ``[m, k]`` float64 avg weights (``sin theta_q`` normalised per window, 0 on
+    padded slots). ``row_order`` ``[h // 2]`` puts the concatenated group outputs back in row order, or is None
+    when they already are.
+    """
+    h_out, w_out = h // 2, w // 2
+    widths = pool_window_widths(h, w)
+    row_weight = quadrature_weight(h)
+    brackets = [(int(n) - 1).bit_length() for n in widths]
+    groups, rows_in_order = [], []
+    for bracket in sorted(set(brackets)):
+        rows = torch.tensor([i for i, b in enumerate(brackets) if b == bracket])
+        n = widths[rows]  # [m]
+        slot = torch.arange(int(n.max()))
+        valid = slot[None, :] < n[:, None]  # [m, n_max]
+        # Padded slots reread the window's first column.
+        col_offset = torch.where(valid, slot[None, :], 0) - n[:, None] // 2 + 1  # [m, n_max]
+        cols = (2 * torch.arange(w_out)[None, :, None] + col_offset[:, None, :]) % w  # [m, w_out, n_max]
+        in_rows = 2 * rows[:, None] + torch.arange(2)  # [m, 2]
+        index = in_rows[:, None, :, None] * w + cols[:, :, None, :]  # [m, w_out, 2, n_max]
+        weight = row_weight[in_rows][:, :, None] * valid[:, None, :]  # [m, 2, n_max]
+        weight = (weight / weight.sum(dim=(1, 2), keepdim=True)).flatten(1)
+        groups.append((index.flatten().to(device), weight.to(device)))
+        rows_in_order.append(rows)
+    order = torch.cat(rows_in_order)
+    row_order = None if torch.equal(order, torch.arange(h_out)) else torch.argsort(order).to(device)
+    return tuple(groups), row_order
+
+
+def _static_size(size):
+    """``size`` as a plain int. Under torch.compile a dynamic size would reach here as a symbol; ``range`` needs a
+    concrete value, so this specialises the graph on it (the pooling plan is a constant of the sizes anyway)."""
+    return len(range(size))
+
+
+# torch.compile sees through lru_cache; marking the lookup constant makes it run eagerly (cached) while tracing
+# and bakes the plan into the graph.
+@torch.compiler.assume_constant_result
+def _pool_geometry(h, w, device):
+    return _cached_pool_geometry(h, w, device)
+
+
+def spherical_pool(input, mode="max"):
+    """Spherical 2x pooling of an equirectangular panorama.
+
+    Args:
+        input: ``[B, C, H, W]`` with ``H`` and ``W`` even.
+        mode: ``'max'`` or ``'avg'``; ``'avg'`` is the mean weighted by ``w_q = sin(theta_q)`` of the input rows.
+
+    Returns:
+        ``[B, C, H / 2, W / 2]``, ``y[i, j] = max`` (or weighted mean) of ``x`` over rows ``{2i, 2i+1}`` and
+        columns ``2j - n_i/2 + 1 .. 2j + n_i/2`` mod ``W`` (``n_i`` from :func:`pool_window_widths`).
+    """
+    check_input(input)
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    b, c, h, w = input.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"input must have even H and W for spherical pooling, got H={h}, W={w}")
+    groups, row_order = _pool_geometry(_static_size(h), _static_size(w), input.device)
+    flat = input.reshape(b, c, h * w)
+    pooled = []
+    for index, weight in groups:
+        m, k = weight.shape
+        window = flat.index_select(2, index).view(b, c, m, w // 2, k)
+        if mode == "max":
+            pooled.append(window.amax(dim=-1))
+        else:
+            pooled.append((window * weight.to(window.dtype)[:, None, :]).sum(dim=-1))
+    out = torch.cat(pooled, dim=2) if len(pooled) > 1 else pooled[0]
+    return out if row_order is None else out.index_select(2, row_order)
