@@ -129,8 +129,7 @@ def _gather_path(input, weight, stride, padding_mode, kernel_rad):
         gathered = windows[:, :, bucket.in_row, :, bucket.window_col]  # [R, T, B, C, W']
         kernel = sum(flat_weight[:, :, bucket.node[..., m]] * bucket.coef[..., m] for m in range(4))  # [O, C, R, T]
         rows.append(torch.einsum("rtbcw,ocrt->borw", gathered, kernel))
-    if len(rows) == 1:
-        return rows[0]
+    # Buckets hold rows by tap count, not in order: put them back in order.
     return torch.cat(rows, dim=2).index_select(2, plan.row_order)
 
 
