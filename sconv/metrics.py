@@ -380,7 +380,8 @@ def auc_borji(pred, fixations, splits=100, step=0.1, generator=None, sphere=True
         low, high = p.min(), p.max()
         normalised = (p - low) / (high - low) if high > low else torch.zeros_like(p)
         count = int(f.sum())
-        hits = ((normalised[None] >= thresholds[:, None, None]) * f).sum((-2, -1)) / count
+        fixated = f > 0
+        hits = ((normalised[fixated] >= thresholds[:, None]) * f[fixated]).sum(1) / count
         rows = torch.multinomial(row_weight, splits * count, replacement=True, generator=generator)
         cols = torch.randint(w, (splits * count,), generator=generator, device=draw_device)
         drawn = normalised[rows.to(pred.device), cols.to(pred.device)].view(splits, count).sort(1).values
