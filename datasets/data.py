@@ -1,0 +1,686 @@
+"""Saliency datasets of 360-degree videos: ground-truth maps from gaze points and the PyTorch loaders.
+
+Dataset layout (as published with the ECCV 2018 paper)::
+
+    ROOT/vinfo.pkl               dict video id -> dict frame id ('0005') -> list of (x, y) gaze points in [0, 1]^2
+    ROOT/<video>/<frame>.jpg     the equirectangular RGB frame
+    ROOT/index.json              optional {"train": [video ids], "test": [video ids]}
+
+``x`` is the longitude fraction and ``y`` the colatitude fraction of a gaze point (``y = 0`` is the north pole,
+the top row). Maps live on the grid of ``docs/data.md`` / the operator spec: row ``i`` at colatitude
+``(i + 1/2) pi / H``, column ``j`` at longitude ``(j + 1/2) 2 pi / W``.
+
+``vinfo.pkl`` is read with a restricted unpickler: a dataset downloaded from the internet must not be able to run
+code. Only dicts, lists, tuples, strings and numbers are admitted (plus numeric numpy scalars and arrays, rebuilt
+from their raw bytes without handing the pickle to numpy); anything that imports or calls something else is refused.
+"""
+
+import io
+import json
+import math
+import numbers
+import os
+import pickle
+import random
+import types
+import uuid
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from sconv.functional.common import colatitudes, longitudes
+
+__all__ = [
+    "gaze_heatmap",
+    "fixation_map",
+    "center_prior",
+    "load_vinfo",
+    "atomic_write_bytes",
+    "VRVideo",
+    "VRVideoLSTM",
+]
+
+# Largest [points, H, W] block evaluated at once by gaze_heatmap (float64: 32 MiB per temporary).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Readers (other DataLoader workers, a second training run) see either the old file or the complete new one.
+    The file gets the usual permissions (0o666 less the umask).
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _check_size(height, width):
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(height), int(width)
+
+
+def _check_sigma(sigma, name="sigma"):
+    if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
+        raise TypeError(f"{name} must be a number (radians), got {type(sigma).__name__}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"{name} must be a positive finite angle in radians, got {sigma}")
+    return float(sigma)
+
+
+def _as_points(points, name="points"):
+    """``points`` as a float64 array ``[N, 2]`` of (x, y) in [0, 1]; ``N`` may be 0."""
+    try:
+        array = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a sequence of (x, y) pairs of numbers: {err}") from None
+    if array.size == 0:
+        return array.reshape(0, 2)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"{name} must have shape [N, 2] (pairs of x, y), got shape {tuple(array.shape)}")
+    bad = ~(np.isfinite(array) & (array >= 0) & (array <= 1))
+    if bad.any():
+        first = tuple(float(v) for v in array[np.nonzero(bad.any(axis=1))[0][0]])
+        raise ValueError(
+            f"{name} must lie in [0, 1] (x: longitude fraction, y: colatitude fraction); "
+            f"{int(bad.any(axis=1).sum())} point(s) do not, e.g. {first}"
+        )
+    return array
+
+
+def _gaze_heatmap64(points, height, width, sigma):
+    """float64 torch ``[H, W]`` mean spherical Gaussian of the checked ``points`` array (N >= 1)."""
+    theta = colatitudes(height)
+    phi = longitudes(width)
+    sin_theta = torch.sin(theta)
+    gaze = torch.from_numpy(points)
+    gaze_phi = gaze[:, 0] * (2 * math.pi)
+    gaze_theta = gaze[:, 1] * math.pi
+    total = torch.zeros(height, width, dtype=torch.float64)
+    chunk = max(1, _CHUNK_ELEMENTS // (height * width))
+    for start in range(0, gaze.shape[0], chunk):
+        g_theta = gaze_theta[start : start + chunk, None]
+        g_phi = gaze_phi[start : start + chunk, None]
+        # Haversine: hav(d) = hav(dtheta) + sin(theta) sin(theta_g) hav(dphi), separable in rows and columns.
+        hav_rows = torch.sin((theta - g_theta) / 2).square()
+        row_scale = sin_theta * torch.sin(g_theta)
+        hav_cols = torch.sin((phi - g_phi) / 2).square()
+        hav = (hav_rows[:, :, None] + row_scale[:, :, None] * hav_cols[:, None, :]).clamp_(0, 1)
+        # 2 atan2(sqrt h, sqrt(1 - h)) keeps full precision near d = 0 and d = pi (asin/acos do not).
+        dist = 2 * torch.atan2(hav.sqrt(), (1 - hav).sqrt())
+        total += torch.exp(dist.square_().mul_(-0.5 / sigma**2)).sum(0)
+    return total / gaze.shape[0]
+
+
+def gaze_heatmap(points, height, width, sigma=math.pi / 20):
+    """Ground-truth saliency of gaze points on the sphere, float32 ``[height, width]``.
+
+    ``s(p) = mean_g exp(-d(p, g)^2 / (2 sigma^2))`` with ``d`` the great-circle distance from gaze point ``g`` to
+    the pixel centre ``p``; evaluated exactly (no truncation) in float64, chunked over points. Values in (0, 1].
+
+    Args:
+        points: ``[N, 2]`` (x, y) in [0, 1]: x the longitude fraction, y the colatitude fraction. N >= 1.
+        height, width: grid size.
+        sigma: Gaussian width in radians (default pi / 20, as in the paper).
+    """
+    height, width = _check_size(height, width)
+    sigma = _check_sigma(sigma)
+    points = _as_points(points)
+    if points.shape[0] == 0:
+        raise ValueError("points is empty: a gaze heatmap needs at least one (x, y) gaze point")
+    return _gaze_heatmap64(points, height, width, sigma).numpy().astype(np.float32)
+
+
+def fixation_map(points, height, width):
+    """Number of gaze points falling in each pixel, int64 ``[height, width]``.
+
+    The pixel of (x, y) is ``(min(int(y * H), H - 1), min(int(x * W), W - 1))``. No points gives all zeros.
+    """
+    height, width = _check_size(height, width)
+    points = _as_points(points)
+    rows = np.minimum((points[:, 1] * height).astype(np.int64), height - 1)
+    cols = np.minimum((points[:, 0] * width).astype(np.int64), width - 1)
+    return np.bincount(rows * width + cols, minlength=height * width).reshape(height, width)
+
+
+def center_prior(height, width, sigma=math.pi / 9):
+    """Equator prior, float32 ``[height, width]`` with maximum 1.
+
+    Viewers of 360-degree video look mostly near the horizon, whatever the longitude, so the prior is a Gaussian
+    in latitude only: ``exp(-(theta - pi/2)^2 / (2 sigma^2))`` (sigma = 20 degrees by default), normalised to
+    max 1 like the ground-truth maps. Used as the "previous saliency map" of the first frames of a video.
+    """
+    height, width = _check_size(height, width)
+    sigma = _check_sigma(sigma)
+    rows = torch.exp(-((colatitudes(height) - math.pi / 2) ** 2) / (2 * sigma**2))
+    rows = rows / rows.max()
+    return rows[:, None].expand(height, width).numpy().astype(np.float32)
+
+
+# --- restricted unpickling of vinfo.pkl ---------------------------------------------------------------------------
+
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something outside plain data."""
+
+
+_NUMERIC_DTYPES = {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"}
+
+
+class _NumericDType:
+    """Stand-in for ``numpy.dtype`` while unpickling: a numeric dtype name and byte order, nothing else."""
+
+    def __init__(self, name, align=False, copy=False):
+        if not isinstance(name, str) or name not in _NUMERIC_DTYPES:
+            raise _Refused(f"numpy dtype {name!r} is not a plain numeric dtype")
+        self.dtype = np.dtype(name)
+
+    def __setstate__(self, state):
+        # numpy's state: (version, byteorder, subarray, names, fields, elsize, alignment, flags); only a plain
+        # scalar dtype (no subarray, no fields) is admitted.
+        if not (isinstance(state, tuple) and len(state) >= 5 and state[1] in ("<", ">", "|", "=")):
+            raise _Refused("unexpected numpy dtype state")
+        if state[2:5] != (None, None, None):
+            raise _Refused("structured numpy dtypes are not admitted")
+        self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _NumericArray:
+    """Stand-in for a numpy array while unpickling; ``value`` becomes nested lists once its state is set."""
+
+    value = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise _Refused("unexpected numpy array state")
+        _, shape, dtype, fortran_order, raw = state
+        if not isinstance(dtype, _NumericDType):
+            raise _Refused("numpy array of a non-numeric dtype")
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise _Refused("numpy array with an invalid shape")
+        if not isinstance(raw, bytes) or len(raw) != math.prod(shape) * dtype.dtype.itemsize:
+            raise _Refused("numpy array data does not match its shape and dtype")
+        order = "F" if fortran_order else "C"
+        self.value = np.frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order).tolist()
+
+
+_NDARRAY = object()  # what 'numpy.ndarray' resolves to: only a marker for _reconstruct
+
+
+def _reconstruct_array(cls, shape, typecode):
+    if cls is not _NDARRAY:
+        raise _Refused("numpy _reconstruct of something other than numpy.ndarray")
+    return _NumericArray()
+
+
+def _numeric_scalar(dtype, data):
+    if not isinstance(dtype, _NumericDType) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise _Refused("malformed numpy scalar")
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
+def _latin1_bytes(text, encoding):
+    # Protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1').
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _Refused("_codecs.encode is admitted only as encode(str, 'latin1')")
+    return text.encode("latin1")
+
+
+_ADMITTED_GLOBALS = {
+    ("numpy", "dtype"): _NumericDType,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy.core.multiarray", "scalar"): _numeric_scalar,
+    ("numpy._core.multiarray", "scalar"): _numeric_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_array,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_array,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickler that resolves no global except the numeric-numpy stand-ins above: nothing can be imported or run."""
+
+    def find_class(self, module, name):
+        admitted = _ADMITTED_GLOBALS.get((module, name))
+        if admitted is None:
+            raise _Refused(f"it tries to load {module}.{name}")
+        if isinstance(admitted, types.FunctionType):
+            # A fresh wrapper: a BUILD opcode aimed at it (setattr on a function) cannot alter this module's function.
+            return lambda *args: admitted(*args)
+        return admitted
+
+
+def _plain(obj, depth=0):
+    """Replace array stand-ins by lists and refuse any other type than plain containers, strings and numbers."""
+    if depth > 50:
+        raise _Refused("nesting deeper than 50 levels")
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return obj
+    if isinstance(obj, _NumericArray):
+        if obj.value is None:
+            raise _Refused("numpy array without data")
+        return obj.value
+    if type(obj) is dict:
+        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in obj.items()}
+    if type(obj) is list:
+        return [_plain(v, depth + 1) for v in obj]
+    if type(obj) is tuple:
+        return tuple(_plain(v, depth + 1) for v in obj)
+    raise _Refused(f"it holds an object of type {type(obj).__name__}")
+
+
+def load_vinfo(path):
+    """Read a ``vinfo.pkl`` safely: plain containers, strings and numbers only (numpy numbers become Python ones).
+
+    Raises ValueError naming ``path`` if the file is not a pickle, or if it would import or call anything
+    (such a pickle is refused before any of its code could run).
+    """
+    try:
+        with open(path, "rb") as f:
+            obj = _PlainDataUnpickler(f).load()
+        return _plain(obj)
+    except _Refused as err:
+        raise ValueError(
+            f"{path}: refused to load: {err}. Only dicts, lists, tuples, strings and numbers (and numeric numpy "
+            "scalars/arrays) are admitted; a pickle that imports or calls anything else is never run"
+        ) from None
+    except OSError:
+        raise
+    except Exception as err:  # truncated or garbage file: EOFError, ValueError, KeyError, ... from the parser
+        raise ValueError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
+
+
+# --- the datasets ------------------------------------------------------------------------------------------------
+
+
+def _positive_int(value, name):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _read_index(path, listed):
+    """Train and test video ids from an index JSON file ``{"train": [...], "test": [...]}``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"index_file {path}: not valid JSON ({err})") from None
+    if not (isinstance(index, dict) and all(isinstance(index.get(k), list) for k in ("train", "test"))):
+        raise ValueError(f'index_file {path}: expected {{"train": [video ids], "test": [video ids]}}')
+    split = {}
+    for key in ("train", "test"):
+        ids = index[key]
+        unknown = [v for v in ids if v not in listed]
+        if unknown:
+            raise ValueError(f"index_file {path}: {key} videos not in vinfo.pkl: {unknown[:5]}")
+        split[key] = set(ids)
+    both = split["train"] & split["test"]
+    if both:
+        raise ValueError(f"index_file {path}: videos in both train and test: {sorted(both)[:5]}")
+    return split["train"], split["test"]
+
+
+class _VRVideoBase(Dataset):
+    """Scans, validates and splits the dataset; serves frames and maps by (video, frame id)."""
+
+    def __init__(
+        self,
+        root,
+        frame_h,
+        frame_w,
+        video_train,
+        frame_interval,
+        transform,
+        train,
+        gaussian_sigma,
+        cache_gt,
+        rnd_seed,
+        index_file,
+        on_bad_data,
+    ):
+        self.root = os.fspath(root)
+        self.frame_h = _positive_int(frame_h, "frame_h")
+        self.frame_w = _positive_int(frame_w, "frame_w")
+        self.frame_interval = _positive_int(frame_interval, "frame_interval")
+        self.gaussian_sigma = _check_sigma(gaussian_sigma, "gaussian_sigma")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
+        if on_bad_data not in ("raise", "skip"):
+            raise ValueError(f"on_bad_data must be 'raise' or 'skip', got {on_bad_data!r}")
+        self.transform = transform
+        self.train = bool(train)
+        self.cache_gt = bool(cache_gt)
+
+        vinfo_path = os.path.join(self.root, "vinfo.pkl")
+        if not os.path.isfile(vinfo_path):
+            raise FileNotFoundError(f"{vinfo_path} not found: root must be a dataset folder (see docs/data.md)")
+        vinfo = load_vinfo(vinfo_path)
+        if not isinstance(vinfo, dict):
+            raise ValueError(f"{vinfo_path}: expected a dict video id -> {{frame id: gaze points}}, got {type(vinfo)}")
+
+        problems = []  # (file, reason): each is one skipped video or frame
+        listed = set()
+        for vid in vinfo:
+            if isinstance(vid, str):
+                listed.add(vid)
+            else:
+                problems.append((vinfo_path, f"video id {vid!r} is not a string"))
+        on_disk = {
+            name
+            for name in os.listdir(self.root)
+            if not name.startswith(".") and os.path.isdir(os.path.join(self.root, name))
+        }
+        for vid in sorted(on_disk - listed):
+            problems.append((os.path.join(self.root, vid), "video folder not listed in vinfo.pkl"))
+
+        if index_file is not None:
+            train_ids, test_ids = _read_index(index_file, listed)
+        else:
+            if not isinstance(video_train, numbers.Integral) or isinstance(video_train, bool):
+                raise TypeError(f"video_train must be an int (number of training videos), got {video_train!r}")
+            if not 0 <= video_train <= len(listed):
+                raise ValueError(f"video_train must be in [0, {len(listed)}] (videos in vinfo.pkl), got {video_train}")
+            # As the original: a seeded sample of the sorted video ids; the rest is the test split.
+            train_ids = set(random.Random(rnd_seed).sample(sorted(listed), k=int(video_train)))
+            test_ids = listed - train_ids
+        self._gaze = {}  # (video, frame id) -> checked float64 [N, 2] gaze points of every usable sampled frame
+        self._frames = {}  # video -> sorted frame ids that are items (gaze and jpg both fine)
+        self._frame_of_number = {}  # (video, int frame number) -> frame id string, for the previous-frame lookup
+        for vid in sorted(train_ids if self.train else test_ids):
+            self._scan_video(vid, vinfo[vid], vinfo_path, problems)
+        self.videos = sorted(self._frames)
+
+        if problems:
+            file, reason = problems[0]
+            if on_bad_data == "raise":
+                shown = "\n".join(f"  {f}: {r}" for f, r in problems[:10])
+                more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+                raise ValueError(
+                    f"{len(problems)} problem(s) with the dataset in {self.root} "
+                    f"(pass on_bad_data='skip' to skip them):\n{shown}{more}"
+                )
+            warnings.warn(
+                f"skipped {len(problems)} videos/frames with bad data in {self.root} (first: {file}: {reason})",
+                stacklevel=3,
+            )
+
+    def _scan_video(self, vid, frames, vinfo_path, problems):
+        folder = os.path.join(self.root, vid)
+        if not os.path.isdir(folder):
+            problems.append((folder, "video listed in vinfo.pkl but its folder is missing"))
+            return
+        if not isinstance(frames, dict):
+            problems.append((vinfo_path, f"video {vid!r}: expected a dict frame id -> gaze points"))
+            return
+        jpgs = {name[:-4] for name in os.listdir(folder) if name.endswith(".jpg") and name[:-4].isdigit()}
+        good = []
+        for fid in sorted(set(frames) | jpgs, key=lambda f: (int(f), f) if _is_frame_id(f) else (-1, str(f))):
+            if not _is_frame_id(fid):
+                problems.append((vinfo_path, f"video {vid!r}: frame id {fid!r} is not a string of digits"))
+                continue
+            if int(fid) % self.frame_interval:
+                continue
+            jpg = os.path.join(folder, fid + ".jpg")
+            if fid not in frames:
+                problems.append((jpg, "frame has no gaze points in vinfo.pkl"))
+                continue
+            gaze = frames[fid]
+            if not isinstance(gaze, (list, tuple)):
+                problems.append((vinfo_path, f"video {vid!r} frame {fid!r}: gaze points must be a list of (x, y)"))
+                continue
+            if len(gaze) == 0:
+                problems.append((vinfo_path, f"video {vid!r} frame {fid!r}: empty gaze point list"))
+                continue
+            try:
+                self._gaze[vid, fid] = _as_points(gaze, "gaze points")
+            except (TypeError, ValueError) as err:
+                problems.append((vinfo_path, f"video {vid!r} frame {fid!r}: {err}"))
+                continue
+            self._frame_of_number[vid, int(fid)] = fid
+            reason = _unreadable_image_reason(jpg)
+            if reason is None:
+                good.append(fid)
+            else:
+                problems.append((jpg, reason))
+        self._frames[vid] = good
+
+    def _jpg_path(self, vid, fid):
+        return os.path.join(self.root, vid, fid + ".jpg")
+
+    def _load_frame(self, vid, fid):
+        path = self._jpg_path(vid, fid)
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB").resize((self.frame_w, self.frame_h), Image.Resampling.BILINEAR)
+        except (OSError, ValueError, SyntaxError) as err:
+            raise RuntimeError(f"{path}: cannot decode the frame ({type(err).__name__}: {err})") from None
+        frame = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+        return self.transform(frame) if self.transform is not None else frame
+
+    def _cache_path(self, vid, fid):
+        # The size and sigma are part of the name: a map computed for another size is never read back.
+        name = f"{fid}_gt_{self.frame_h}x{self.frame_w}_sigma{self.gaussian_sigma!r}.npy"
+        return os.path.join(self.root, vid, name)
+
+    def _saliency_map(self, vid, fid):
+        """Ground-truth map of a frame normalised to max 1, float32 tensor ``[1, H, W]`` (cached on disk)."""
+        shape = (self.frame_h, self.frame_w)
+        path = self._cache_path(vid, fid)
+        if self.cache_gt and os.path.isfile(path):
+            try:
+                cached = np.load(path, allow_pickle=False)
+                if cached.shape == shape and cached.dtype == np.float32 and np.isfinite(cached).all():
+                    return torch.from_numpy(cached)[None]
+            except (OSError, ValueError, EOFError):
+                pass  # unreadable or foreign cache file: recompute and replace it
+        heat = _gaze_heatmap64(self._gaze[vid, fid], self.frame_h, self.frame_w, self.gaussian_sigma)
+        peak = heat.max()
+        if not peak > 0:
+            raise ValueError(
+                f"gaussian_sigma={self.gaussian_sigma} is too small for a {self.frame_h}x{self.frame_w} grid: "
+                f"the map of {self._jpg_path(vid, fid)} underflows to zero"
+            )
+        saliency = (heat / peak).numpy().astype(np.float32)
+        if self.cache_gt:
+            buffer = io.BytesIO()
+            np.save(buffer, saliency, allow_pickle=False)
+            atomic_write_bytes(path, buffer.getvalue())
+        return torch.from_numpy(saliency)[None]
+
+    def _previous_map(self, vid, fid):
+        """Map of the frame ``frame_interval`` earlier, or the centre prior if there is none with gaze points."""
+        prev = self._frame_of_number.get((vid, int(fid) - self.frame_interval))
+        if prev is None:
+            return torch.from_numpy(center_prior(self.frame_h, self.frame_w))[None]
+        return self._saliency_map(vid, prev)
+
+    def _sample(self, vid, fid):
+        return self._load_frame(vid, fid), self._previous_map(vid, fid), self._saliency_map(vid, fid)
+
+
+def _is_frame_id(fid):
+    return isinstance(fid, str) and fid.isdigit()
+
+
+def _unreadable_image_reason(path):
+    """None if ``path`` exists and PIL recognises its header (cheap: no decoding), else why not."""
+    if not os.path.isfile(path):
+        return "frame listed in vinfo.pkl but the jpg is missing"
+    try:
+        with Image.open(path):
+            return None
+    except (OSError, ValueError, SyntaxError) as err:
+        return f"not a readable image ({type(err).__name__}: {err})"
+
+
+_ARGS_DOC = """
+    Args:
+        root: dataset folder (``vinfo.pkl`` and one folder of ``<frame>.jpg`` per video).
+        frame_h, frame_w: size of the frames and maps; frames are resized with PIL (bilinear).
+        video_train: number of training videos, a seeded random sample (``random.Random(rnd_seed)``) of the
+            sorted video ids of ``vinfo.pkl``, as the original code did; the other videos are the test split.
+            Ignored (may be None) when ``index_file`` is given.
+        frame_interval: only frames whose number is a multiple of it are used (the original sampled every
+            ``frame_interval``-th frame); the "previous" frame is the one ``frame_interval`` earlier.
+        transform: optional callable applied to the frame tensor ``[3, H, W]`` (e.g. normalisation).
+        train: serve the training split (True) or the test split (False).
+        gaussian_sigma: width in radians of the spherical Gaussian of each gaze point.
+        cache_gt: read and write the maps as ``<frame>_gt_<H>x<W>_sigma<sigma>.npy`` beside the jpgs (atomic
+            writes; the size and sigma in the name mean a change of either never reads a stale map). False: compute
+            every map, read and write nothing.
+        rnd_seed: seed of the train/test split.
+        index_file: optional JSON ``{"train": [...], "test": [...]}`` of video ids that defines the split instead.
+        on_bad_data: ``'raise'`` (default): a ValueError listing every problem found at construction; ``'skip'``:
+            leave out the bad videos/frames with one warning that counts them.
+
+    Checked at construction (cheap, before any training): ``vinfo.pkl`` (restricted unpickler, structure, gaze
+    points non-empty and inside [0, 1]), video folders listed but missing or present but unlisted, sampled frames
+    without gaze points or without a jpg, and jpgs whose header PIL cannot read. A jpg that is only found corrupt
+    when decoded raises a RuntimeError naming the file when its item is loaded.
+
+    The previous map needs only gaze points: it is the map of the frame ``frame_interval`` earlier when that
+    frame has valid gaze points (even if its own jpg was skipped), else the centre prior (:func:`center_prior`).
+"""
+
+
+class VRVideo(_VRVideoBase):
+    """Saliency in 360-degree video, one frame per item.
+
+    An item is ``(frame, prev_map, target)``: ``frame`` float32 ``[3, H, W]`` in [0, 1] (before ``transform``),
+    ``prev_map`` float32 ``[1, H, W]`` the saliency map of the frame ``frame_interval`` earlier (the centre prior
+    for the first frame of a video), ``target`` float32 ``[1, H, W]`` the frame's saliency map. Maps are the
+    ground truth :func:`gaze_heatmap` normalised to max 1.
+
+    Attributes:
+        items: ``(video id, frame id)`` of each item, videos sorted, frames in order.
+        videos: the video ids of this split (less any skipped whole video).
+    """
+
+    __doc__ += _ARGS_DOC
+
+    def __init__(
+        self,
+        root,
+        frame_h,
+        frame_w,
+        video_train,
+        frame_interval=5,
+        transform=None,
+        train=True,
+        gaussian_sigma=math.pi / 20,
+        cache_gt=True,
+        rnd_seed=367643,
+        index_file=None,
+        on_bad_data="raise",
+    ):
+        super().__init__(
+            root,
+            frame_h,
+            frame_w,
+            video_train,
+            frame_interval,
+            transform,
+            train,
+            gaussian_sigma,
+            cache_gt,
+            rnd_seed,
+            index_file,
+            on_bad_data,
+        )
+        self.items = [(vid, fid) for vid in self.videos for fid in self._frames[vid]]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self._sample(*self.items[index])
+
+    def fixations(self, index):
+        """Gaze point counts of item ``index``, int64 numpy ``[H, W]`` (see :func:`fixation_map`)."""
+        return fixation_map(self._gaze[self.items[index]], self.frame_h, self.frame_w)
+
+
+class VRVideoLSTM(_VRVideoBase):
+    """Saliency in 360-degree video, sequences of ``sequence_len`` consecutive sampled frames of one video.
+
+    An item is ``(frames, prev_maps, targets)``: float32 ``[T, 3, H, W]``, ``[T, 1, H, W]``, ``[T, 1, H, W]`` for
+    ``T = sequence_len`` frames ``frame_interval`` apart; ``prev_maps[t]`` is the map of the frame before frame
+    ``t`` (so ``prev_maps[t] == targets[t - 1]`` for t > 0; the centre prior at the start of a video). Every
+    window of T consecutive usable frames is an item (stride 1); a skipped frame breaks the run, and a video with
+    fewer than T usable frames gives no item.
+
+    Attributes:
+        items: for each item, the tuple of its T ``(video id, frame id)``.
+        videos: the video ids of this split (less any skipped whole video).
+    """
+
+    __doc__ += _ARGS_DOC.replace("Args:\n", "Args:\n        sequence_len: frames per item, T.\n", 1)
+
+    def __init__(
+        self,
+        root,
+        frame_h,
+        frame_w,
+        video_train,
+        sequence_len=2,
+        frame_interval=5,
+        transform=None,
+        train=True,
+        gaussian_sigma=math.pi / 20,
+        cache_gt=True,
+        rnd_seed=367643,
+        index_file=None,
+        on_bad_data="raise",
+    ):
+        self.sequence_len = _positive_int(sequence_len, "sequence_len")
+        super().__init__(
+            root,
+            frame_h,
+            frame_w,
+            video_train,
+            frame_interval,
+            transform,
+            train,
+            gaussian_sigma,
+            cache_gt,
+            rnd_seed,
+            index_file,
+            on_bad_data,
+        )
+        self.items = []
+        for vid in self.videos:
+            run = []
+            for fid in self._frames[vid]:
+                if run and int(fid) - int(run[-1]) != self.frame_interval:
+                    run = []
+                run.append(fid)
+                if len(run) >= self.sequence_len:
+                    self.items.append(tuple((vid, f) for f in run[-self.sequence_len :]))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        frames, prev_maps, targets = zip(*(self._sample(vid, fid) for vid, fid in self.items[index]))
+        return torch.stack(frames), torch.stack(prev_maps), torch.stack(targets)
+
+    def fixations(self, index):
+        """Gaze point counts of each frame of item ``index``, int64 numpy ``[T, H, W]``."""
+        return np.stack([fixation_map(self._gaze[key], self.frame_h, self.frame_w) for key in self.items[index]])
