@@ -78,6 +78,7 @@ GATHER_COST = 4
 SPARSE_COST = 4
 
 
+@torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
 @functools.lru_cache(maxsize=1024)
 def _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size):
     """The cheapest of the three formulations for this call, by counting multiply-adds (see the module docstring)."""
@@ -115,10 +116,15 @@ def _crown_sum(plan, dense):
     return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
 
 
+# The plans are cached geometry, built by plain Python: under torch.compile, fetch them eagerly rather than trace them.
+_conv_plan = torch.compiler.disable(conv_plan)
+_sparse_plan = torch.compiler.disable(sparse_plan)
+
+
 def _gather_path(input, weight, stride, padding_mode, kernel_rad):
     out_channels, in_channels, kh, kw = weight.shape
     height, width = input.shape[-2:]
-    plan = conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
+    plan = _conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
     out_w = width // stride[1]
     win = plan.window
     x = _pad_width(input, win.pad_left, win.pad_right, padding_mode)
@@ -137,14 +143,14 @@ def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first):
     batch, channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
     out_h, out_w = height // stride[0], width // stride[1]
-    plan = sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, input.dtype)
+    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, input.dtype)
     x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
     flat_weight = weight.reshape(out_channels, channels, kh * kw)
     if mix_first:
-        nodes = torch.einsum("ock,bchw->khwbo", flat_weight, x).reshape(-1, batch * out_channels)
+        nodes = torch.einsum("ock,bchw->khwbo", flat_weight, x).reshape(kh * kw * x.shape[2] * x.shape[3], -1)
         out = _crown_sum(plan, nodes).to(nodes.dtype).view(out_h, out_w, batch, out_channels)
         return out.permute(2, 3, 0, 1)
-    pixels = x.permute(2, 3, 0, 1).reshape(-1, batch * channels)
+    pixels = x.permute(2, 3, 0, 1).reshape(x.shape[2] * x.shape[3], -1)
     projected = _crown_sum(plan, pixels).view(kh * kw, out_h, out_w, batch, channels)
     return torch.einsum("khwbc,ock->bohw", projected.to(pixels.dtype), flat_weight)
 
