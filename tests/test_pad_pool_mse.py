@@ -279,10 +279,11 @@ def test_float32_matches_float64(name):
     assert rel_err(out32.double(), DIRECT[name](x)) < 1e-4
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", OPS)
-def test_bf16_autocast_runs_finite(name):
+def test_autocast_runs_finite(name, dtype):
     x = torch.randn(2, 3, 8, 16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = OPS[name](x)
     assert torch.isfinite(out).all()
 
