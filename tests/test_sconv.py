@@ -314,3 +314,16 @@ def test_empty_crown_message_gives_a_radius_that_works():
         spherical_conv(x, weight, stride=2, kernel_rad=0.01)
     needed = float(str(info.value).rsplit(">= ", 1)[1])
     assert torch.isfinite(spherical_conv(x, weight, stride=2, kernel_rad=needed)).all()
+
+
+def test_original_import_lines():
+    from sconv.functional import spherical_conv as functional_conv
+    from sconv.functional import spherical_pad
+    from sconv.module import SphereMSE, SphericalConv, SphericalPad, SphericalPooling
+
+    x = torch.randn(1, 2, 8, 16)
+    layer = SphericalConv(2, 4, math.pi / 8, kernel_size=(3, 8), kernel_sr=None)
+    y = SphericalPooling()(layer(SphericalPad((1, 1, 1, 1))(x)[..., 1:-1, 1:-1]))
+    assert functional_conv is spherical_conv and y.shape == (1, 4, 4, 8)
+    assert spherical_pad(x, (1, 1, 1, 1)).shape == (1, 2, 10, 18)
+    assert SphereMSE(4, 8)(y, torch.zeros_like(y)).item() > 0

@@ -1,5 +1,16 @@
 """Spherical layers: thin ``nn.Module`` wrappers over ``sconv.functional``."""
 
+from sconv.module.convlstm import SphericalConvLSTM, SphericalConvLSTMCell
 from sconv.module.sconv import SphericalConv
+from sconv.module.smse import SphereMSE
+from sconv.module.spad import SphericalPad
+from sconv.module.spool import SphericalPooling
 
-__all__ = ["SphericalConv"]
+__all__ = [
+    "SphericalConv",
+    "SphericalPad",
+    "SphericalPooling",
+    "SphereMSE",
+    "SphericalConvLSTMCell",
+    "SphericalConvLSTM",
+]
