@@ -327,7 +327,7 @@ def _read_index(path, listed):
     split = {}
     for key in ("train", "test"):
         ids = index[key]
-        unknown = [v for v in ids if v not in listed]
+        unknown = [v for v in ids if not isinstance(v, str) or v not in listed]
         if unknown:
             raise ValueError(f"index_file {path}: {key} videos not in vinfo.pkl: {unknown[:5]}")
         split[key] = set(ids)
@@ -429,7 +429,7 @@ class _VRVideoBase(Dataset):
         if not isinstance(frames, dict):
             problems.append((vinfo_path, f"video {vid!r}: expected a dict frame id -> gaze points"))
             return
-        jpgs = {name[:-4] for name in os.listdir(folder) if name.endswith(".jpg") and name[:-4].isdigit()}
+        jpgs = {name[:-4] for name in os.listdir(folder) if name.endswith(".jpg") and _is_frame_id(name[:-4])}
         good = []
         for fid in sorted(set(frames) | jpgs, key=lambda f: (int(f), f) if _is_frame_id(f) else (-1, str(f))):
             if not _is_frame_id(fid):
@@ -516,7 +516,7 @@ class _VRVideoBase(Dataset):
 
 
 def _is_frame_id(fid):
-    return isinstance(fid, str) and fid.isdigit()
+    return isinstance(fid, str) and fid.isascii() and fid.isdigit()
 
 
 def _unreadable_image_reason(path):

@@ -295,6 +295,7 @@ def test_cache_is_read_and_keyed_by_size(root):
     assert target.shape == (1, 8, 16)
     np.testing.assert_allclose(target[0].numpy(), _normalised(vinfo[vid][fid], 8, 16), atol=1e-6)
     assert os.path.isfile(small._cache_path(vid, fid))
+    assert np.all(np.load(path) == 0.5)  # each size has its own file: the 16x32 one was not replaced
     # A corrupt cache file is replaced by a fresh map.
     with open(path, "wb") as f:
         f.write(b"garbage")
