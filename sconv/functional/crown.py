@@ -199,8 +199,7 @@ class ConvBucket:
     """Output rows of similar tap count, their taps padded to a common length (device tensors)."""
 
     out_rows: torch.Tensor  # [R]
-    in_row: torch.Tensor  # [R, T]
-    window_col: torch.Tensor  # [R, T] index into the unfolded window of each output column
+    source: torch.Tensor  # [R * T * W'] flat index into the width-padded input [H, Wp] of each tap and output column
     node: torch.Tensor  # [R, T, 4]
     coef: torch.Tensor  # [R, T, 4], zero on padding taps
 
@@ -253,6 +252,8 @@ def conv_plan(height, width, kernel_rad, stride, kernel_size, device, dtype):
     """``crown_taps`` laid out for the row-bucketed gather and batched GEMM on ``device`` in ``dtype``; cached."""
     geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
     window = conv_window(geom, width, stride[1])
+    out_w = geom.out_size[1]
+    padded_w = width + window.pad_left + window.pad_right
     counts = geom.taps_per_row()
     buckets, ordered_rows = [], []
     for rows in _buckets(counts):
@@ -262,11 +263,11 @@ def conv_plan(height, width, kernel_rad, stride, kernel_size, device, dtype):
         slot = torch.arange(longest)[None, :]
         valid = slot < counts[rows_t][:, None]
         tap = geom.row_ptr[rows_t][:, None] + torch.where(valid, slot, 0)
+        column = window.start + (geom.col_offset[tap] - window.d_min)[..., None] + stride[1] * torch.arange(out_w)
         buckets.append(
             ConvBucket(
                 out_rows=rows_t.to(device),
-                in_row=geom.in_row[tap].to(device),
-                window_col=(geom.col_offset[tap] - window.d_min).to(device),
+                source=(geom.in_row[tap][..., None] * padded_w + column).reshape(-1).to(device),
                 node=geom.node[tap].to(device),
                 coef=(geom.coef[tap] * valid[..., None]).to(device=device, dtype=dtype),
             )

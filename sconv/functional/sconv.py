@@ -10,9 +10,10 @@ The fast paths, all built on the geometry that ``sconv.functional.crown`` comput
 runs is chosen per call by an operation count (``_choose_path``), since their costs differ by orders of magnitude
 between a small crown with many kernel nodes and a large crown with few:
 
-- ``gather``: per group of rows with similar tap counts, the input windows are gathered from a width-padded, unfolded
-  view (``[R, T, B, C, W']``), each row's effective kernel ``E[o, c, t]`` is built from the weight by a 4-corner
-  gather, and one batched GEMM over the rows does the rest. Costs ``B C O`` per tap, like a planar convolution.
+- ``gather``: per group of rows with similar tap counts, one ``index_select`` gathers the input under every tap from
+  the width-padded input (``[B, C, R, T, W']``), each row's effective kernel ``E[o, c, t]`` is built from the weight
+  by a 4-corner gather, and one batched GEMM over the rows does the rest. Costs ``B C O`` per tap, like a planar
+  convolution.
 - ``mix_first``: a 1x1 GEMM expands the input onto the ``kh kw`` nodes (``U[k, q] = sum_c W[o, c, k] x[c, q]``), then
   one sparse matrix sums each crown. Wins for large crowns (many taps, few nodes) and ``C_out <= C_in``.
 - ``project_first``: the sparse matrix first projects the input onto the nodes (``Z[k, p]``), then a GEMM mixes the
@@ -127,14 +128,14 @@ def _gather_path(input, weight, stride, padding_mode, kernel_rad):
     plan = _conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
     out_w = width // stride[1]
     win = plan.window
-    x = _pad_width(input, win.pad_left, win.pad_right, padding_mode)
-    windows = x[..., win.start :].unfold(3, win.size, stride[1])[:, :, :, :out_w]  # [B, C, H, W', window]
+    x = _pad_width(input, win.pad_left, win.pad_right, padding_mode).flatten(2)  # [B, C, H * Wp]
     flat_weight = weight.reshape(out_channels, in_channels, kh * kw)
     rows = []
     for bucket in plan.buckets:
-        gathered = windows[:, :, bucket.in_row, :, bucket.window_col]  # [R, T, B, C, W']
+        taps = bucket.node.shape[1]
+        gathered = x.index_select(2, bucket.source).view(*x.shape[:2], len(bucket.out_rows), taps, out_w)
         kernel = sum(flat_weight[:, :, bucket.node[..., m]] * bucket.coef[..., m] for m in range(4))  # [O, C, R, T]
-        rows.append(torch.einsum("rtbcw,ocrt->borw", gathered, kernel))
+        rows.append(torch.einsum("bcrtw,ocrt->borw", gathered, kernel))
     # Buckets hold rows by tap count, not in order: put them back in order.
     return torch.cat(rows, dim=2).index_select(2, plan.row_order)
 
