@@ -327,3 +327,33 @@ def test_original_import_lines():
     assert functional_conv is spherical_conv and y.shape == (1, 4, 4, 8)
     assert spherical_pad(x, (1, 1, 1, 1)).shape == (1, 2, 10, 18)
     assert SphereMSE(4, 8)(y, torch.zeros_like(y)).item() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_float32_matches_float64_reference(path):
+    gen = torch.Generator().manual_seed(11)
+    for h, w, stride, r, ksize, mode in [(8, 16, (1, 1), 0.5, (3, 8), "sphere"), (12, 20, (2, 4), 1.3, (4, 3), "zeros"),
+                                         (8, 16, (1, 1), math.pi, (8, 16), "sphere")]:
+        x = torch.randn(3, 4, h, w, generator=gen, dtype=torch.float64)
+        weight = torch.randn(5, 4, *ksize, generator=gen, dtype=torch.float64)
+        bias = torch.randn(5, generator=gen, dtype=torch.float64)
+        expected = spherical_conv(x, weight, bias, stride=stride, padding_mode=mode, kernel_rad=r)
+        xc, wc = x.float().cuda().requires_grad_(), weight.float().cuda().requires_grad_()
+        got = spherical_conv(xc, wc, bias.float().cuda(), stride=stride, padding_mode=mode, kernel_rad=r)
+        assert rel_err(got, expected.numpy()) < 1e-4
+        got.square().sum().backward()
+        xd, wd = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        spherical_conv(xd, wd, bias, stride=stride, padding_mode=mode, kernel_rad=r).square().sum().backward()
+        assert rel_err(xc.grad, xd.grad.numpy()) < 1e-4 and rel_err(wc.grad, wd.grad.numpy()) < 1e-4
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = spherical_conv(xc, wc, stride=stride, padding_mode=mode, kernel_rad=r)
+        assert torch.isfinite(low.float()).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_module_compile_and_batch_sizes():
+    layer = SphericalConv(3, 4, kernel_rad=0.6, kernel_size=(3, 6), stride=2, bias=True).cuda()
+    compiled = torch.compile(layer)
+    for batch in (0, 1, 2):
+        x = torch.randn(batch, 3, 16, 32, device="cuda")
+        torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)
