@@ -1,0 +1,165 @@
+"""Command-line options of ``train_unet.py`` and ``train_lstm.py`` (the original's flags, defaults from ``ref.py``).
+
+Nothing happens on import: the scripts call ``parse(argv)`` in their ``main``.
+"""
+
+import argparse
+import os
+
+import ref
+
+__all__ = ["parse", "str2bool", "MODELS"]
+
+MODELS = tuple(ref.hyper)
+
+
+def str2bool(value):
+    """``'1'/'true'/'yes'/'on'`` -> True, ``'0'/'false'/'no'/'off'`` -> False (any case), for ``--use-sconv 0``."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
+
+
+def _positive_int(value):
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _non_negative_int(value):
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
+def _positive_float(value):
+    number = float(value)
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value!r}")
+    return number
+
+
+def _non_negative_float(value):
+    number = float(value)
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
+    return number
+
+
+def build_parser(model):
+    """The argument parser of ``model`` (``'unet'`` or ``'convlstm'``): the original's hyper-parameters as defaults."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    hyper = ref.hyper[model]
+    p = argparse.ArgumentParser(
+        description=f"Train, evaluate or run the spherical {'U-Net' if model == 'unet' else 'ConvLSTM'} model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-expID", default="default", help="experiment name: outputs go to <exp-dir>/<expID>")
+    p.add_argument("-test", action="store_true", help="evaluate a checkpoint on the test split and exit")
+    p.add_argument("-demo", default="", metavar="PATH", help="saliency of an image, a folder of frames or a video")
+    p.add_argument("-resume", action="store_true", help="continue <exp-dir>/<expID> from its latest checkpoint")
+    p.add_argument("-loadModel", default=None, metavar="PATH", help="checkpoint to start from or evaluate")
+
+    p.add_argument("-lr", type=_positive_float, default=hyper["lr"], help="learning rate (SGD)")
+    p.add_argument("-epochs", type=_positive_int, default=hyper["epochs"], help="number of training epochs")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=hyper["batch_size"],
+        help="global batch size (split evenly over the processes under torchrun)",
+    )
+    p.add_argument(
+        "--sequence-len",
+        type=_positive_int,
+        default=hyper["sequence_len"],
+        help="frames per training sequence (ConvLSTM)",
+    )
+    p.add_argument("--momentum", type=_non_negative_float, default=ref.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=ref.weight_decay, help="SGD weight decay")
+    p.add_argument(
+        "--target-scale",
+        type=_positive_float,
+        default=ref.target_scale,
+        help="previous and target saliency maps (max 1) are multiplied by this",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=_non_negative_int,
+        default=0,
+        help="at most this many optimiser steps per epoch (0: the whole epoch)",
+    )
+    p.add_argument(
+        "--limit", type=_non_negative_int, default=0, help="evaluate on at most this many test items (0: all)"
+    )
+    p.add_argument(
+        "--save-interval",
+        type=_positive_int,
+        default=ref.save_interval,
+        help="keep a checkpoint every this many epochs (the latest one is always kept)",
+    )
+    p.add_argument(
+        "--eval-interval",
+        type=_non_negative_int,
+        default=ref.eval_interval,
+        help="evaluate on the test split every this many epochs and after the last one (0: never)",
+    )
+
+    p.add_argument(
+        "--data-dir", default=ref.data_dir, help="dataset root (the default synthetic set is made when absent)"
+    )
+    p.add_argument("--exp-dir", default=ref.exp_dir, help="where experiments are written")
+    p.add_argument("--frame-h", type=_positive_int, default=ref.frame_h, help="frame height (divisible by 8)")
+    p.add_argument("--frame-w", type=_positive_int, default=ref.frame_w, help="frame width (divisible by 8)")
+    p.add_argument("--frame-interval", type=_positive_int, default=ref.frame_interval, help="use every n-th frame")
+    p.add_argument("--num-workers", type=_non_negative_int, default=ref.num_workers, help="data loading processes")
+    p.add_argument("--seed", type=int, default=ref.seed, help="seed of the initial weights and the data order")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    p.add_argument("--use_tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboard)")
+    p.add_argument("--demo-out", default=None, metavar="DIR", help="where -demo writes (default <exp>/<expID>/demo)")
+
+    # Ablations: each spherical part or its planar twin.
+    p.add_argument("--use-sconv", type=str2bool, default=True, metavar="BOOL", help="crown convs (0: planar twins)")
+    p.add_argument(
+        "--use-spooling", type=str2bool, default=True, metavar="BOOL", help="spherical pooling (0: nn.MaxPool2d(2))"
+    )
+    p.add_argument("--use-smse", type=str2bool, default=True, metavar="BOOL", help="SphereMSE loss (0: nn.MSELoss)")
+    p.add_argument(
+        "--use-sconvlstm",
+        type=str2bool,
+        default=True,
+        metavar="BOOL",
+        help="crown convs in the ConvLSTM (0: planar twins)",
+    )
+    return p
+
+
+def parse(argv=None, model="unet"):
+    """Parse ``argv`` (``sys.argv[1:]`` when None) for ``model``; returns an ``argparse.Namespace``.
+
+    Adds ``model`` and ``save_dir`` (``<exp_dir>/<expID>``). Exits with a usage message naming the option on
+    bad values (argparse's convention for command lines).
+    """
+    parser = build_parser(model)
+    opt = parser.parse_args(argv)
+    for name in ("frame_h", "frame_w"):
+        value = getattr(opt, name)
+        if value % 8 or value < 16:
+            parser.error(f"--{name.replace('_', '-')} must be a multiple of 8 and >= 16 (three poolings), got {value}")
+    if model == "unet" and opt.sequence_len != 1:
+        parser.error("--sequence-len is for the ConvLSTM (train_lstm.py); the U-Net sees single frames")
+    if opt.test and opt.demo:
+        parser.error("give -test or -demo, not both")
+    if opt.resume and opt.loadModel:
+        parser.error("give -resume (continue this experiment) or -loadModel (start from weights), not both")
+    if os.sep in opt.expID or opt.expID in ("", ".", ".."):
+        parser.error(f"-expID must be a plain name (no path separator), got {opt.expID!r}")
+    opt.model = model
+    opt.save_dir = os.path.join(opt.exp_dir, opt.expID)
+    return opt
