@@ -273,10 +273,12 @@ def score(pred, gt, fixations, other_fixations, generator):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, opt, device, with_prior=False):
+def evaluate(model, dataset, opt, device, with_baselines=False):
     """Mean sphere-weighted metrics over the test frames (the first ``--limit`` items): ``{"model": {...}}``, plus
-    ``"center_prior"`` when asked. sAUC's negatives are the fixations of the evaluated frames of the other videos
-    (of the other frames when there is a single video). Deterministic: AUC-Borji draws from its own generator.
+    two references when asked: ``"center_prior"`` (the dataset's equator prior) and ``"previous_map"`` (the ground
+    truth of the frame before, which the model receives as input: what copying it scores). sAUC's negatives are the
+    fixations of the evaluated frames of the other videos (of the other frames when there is a single video).
+    Deterministic: AUC-Borji draws from its own generator.
     """
     count = min(len(dataset), opt.limit) if opt.limit else len(dataset)
     if count == 0:
@@ -318,8 +320,10 @@ def evaluate(model, dataset, opt, device, with_prior=False):
             ]
         )
         results = {"model": score(pred, gt, fixations, others, generator)}
-        if with_prior:
+        if with_baselines:
             results["center_prior"] = score(prior.expand_as(gt), gt, fixations, others, generator)
+            previous = previous_maps.reshape(-1, opt.frame_h, opt.frame_w)
+            results["previous_map"] = score(previous, gt, fixations, others, generator)
         for name, values in results.items():
             for metric, per_frame in values.items():
                 totals.setdefault(name, {}).setdefault(metric, 0.0)
@@ -484,7 +488,7 @@ def load_trained(opt, device):
 def run_test(opt, device):
     model, path, epoch = load_trained(opt, device)
     _, test_set = load_datasets(opt, 0, 1)
-    results = evaluate(model, test_set, opt, device, with_prior=True)
+    results = evaluate(model, test_set, opt, device, with_baselines=True)
     frames = min(len(test_set), opt.limit) if opt.limit else len(test_set)
     report = {
         "checkpoint": os.path.abspath(path),
@@ -499,6 +503,7 @@ def run_test(opt, device):
     print(f"{opt.model} after {epoch} epochs, {frames} test items (sphere-weighted):")
     print(format_metrics("model", results["model"]))
     print(format_metrics("center prior", results["center_prior"]))
+    print(format_metrics("previous map", results["previous_map"]))
     print(f"written to {out_path}")
     return report
 
