@@ -92,7 +92,11 @@ def smallest_radius(height, width, stride):
 
 
 def _candidates(height, width, kernel_rad, stride):
-    """Every (output row, input row, column offset) that may lie in the crown, a superset found in closed form."""
+    """Every (output row, input row, column offset) that may lie in the crown, a superset found in closed form.
+
+    Returned as the row pairs that may meet (``pair_out_row``, ``pair_in_row``, each ``[P]``) and, per candidate, its
+    pair (``[N]`` index into those) and column offset (``[N]``): the trigonometry then runs per pair and per offset.
+    """
     s_h, s_w = stride
     theta_p = colatitudes(height // s_h)
     theta_q = colatitudes(height)
@@ -111,10 +115,9 @@ def _candidates(height, width, kernel_rad, stride):
     lo = torch.where(whole, torch.full_like(lo, d_min), lo)
     hi = torch.where(whole, torch.full_like(hi, d_max), hi)
     counts = hi - lo + 1
-    start = torch.cumsum(counts, 0) - counts
     pair = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    offset = lo[pair] + torch.arange(int(counts.sum())) - start[pair]
-    return out_row[pair], in_row[pair], offset
+    offset = torch.arange(len(pair)) + (lo - (torch.cumsum(counts, 0) - counts))[pair]
+    return out_row, in_row, pair, offset
 
 
 @functools.lru_cache(maxsize=128)
@@ -133,16 +136,36 @@ def crown_taps(height, width, kernel_rad, stride, kernel_size):
     s_h, s_w = stride
     kh, kw = kernel_size
     out_h, out_w = height // s_h, width // s_w
-    out_row, in_row, offset = _candidates(height, width, kernel_rad, stride)
-    theta_p = colatitudes(out_h)[out_row]
-    theta_q = colatitudes(height)[in_row]
-    dphi = (offset.double() + _column_phase(s_w)) * (2 * math.pi / width)
-    alpha, beta, rho = kernel_coordinates(theta_p, theta_q, dphi)
+    pair_out, pair_in, pair, offset = _candidates(height, width, kernel_rad, stride)
 
-    inside = alpha <= kernel_rad + RIM_TOLERANCE
-    out_row, in_row, offset = out_row[inside], in_row[inside], offset[inside]
-    alpha, beta, rho = alpha[inside], beta[inside], rho[inside]
-    taps = torch.bincount(out_row, minlength=out_h)
+    # kernel_coordinates, factored: the colatitude terms depend on the row pair only, the longitude terms on the
+    # column offset only (a table over the W possible offsets), so each candidate costs a few multiply-adds.
+    theta_p, theta_q = colatitudes(out_h)[pair_out], colatitudes(height)[pair_in]
+    sin_p, cos_p, sin_q, cos_q = torch.sin(theta_p), torch.cos(theta_p), torch.sin(theta_q), torch.cos(theta_q)
+    d_min = -(width // 2)
+    dphi = (torch.arange(d_min, (width + 1) // 2, dtype=torch.float64) + _column_phase(s_w)) * (2 * math.pi / width)
+    column = offset - d_min
+    cos_d, sin_d = torch.cos(dphi)[column], torch.sin(dphi)[column]
+    vx = (cos_p * sin_q)[pair] * cos_d - (sin_p * cos_q)[pair]
+    vy = sin_q[pair] * sin_d
+    vz = (sin_p * sin_q)[pair] * cos_d + (cos_p * cos_q)[pair]
+    rho = torch.hypot(vx, vy)
+    alpha = torch.atan2(rho, vz)
+
+    keep = torch.nonzero(alpha <= kernel_rad + RIM_TOLERANCE).squeeze(1)
+    # Undefined beta (q is p or its antipode): the tap is repeated once per beta node b (see CrownTaps). One gather
+    # takes the kept candidates, with those repeats, out of every per-candidate array.
+    pole = torch.nonzero(rho[keep] < POLE_TOLERANCE).squeeze(1)
+    if len(pole):
+        repeats = torch.ones_like(keep).index_fill_(0, pole, kw)
+        first = torch.cumsum(repeats, 0) - repeats
+        keep = torch.repeat_interleave(keep, repeats)
+        pole = (first[pole][:, None] + torch.arange(kw)).reshape(-1)  # each pole tap's kw copies, consecutive
+    pair, offset, alpha = pair[keep], offset[keep], alpha[keep]
+    beta = torch.remainder(torch.atan2(vy[keep], vx[keep]), 2 * math.pi)
+
+    taps_per_pair = torch.bincount(pair, minlength=len(pair_out))
+    taps = torch.zeros(out_h, dtype=torch.long).index_add_(0, pair_out, taps_per_pair)
     if bool((taps == 0).any()):
         need = smallest_radius(height, width, stride)
         raise ValueError(
@@ -152,46 +175,46 @@ def crown_taps(height, width, kernel_rad, stride, kernel_size):
 
     # Bilinear interpolation over the nodes alpha_a = a r / (kh - 1), beta_b = b 2 pi / kw (periodic in b).
     if kh == 1:
-        a0 = torch.zeros_like(in_row)
+        a0 = torch.zeros_like(pair)
         fa = torch.zeros_like(alpha)
     else:
         a_pos = (alpha / (kernel_rad / (kh - 1))).clamp(0, kh - 1)
-        a0 = a_pos.floor().long().clamp(max=kh - 2)
+        a0 = a_pos.floor().clamp(max=kh - 2)
         fa = a_pos - a0
+        a0 = a0.long()
     a1 = (a0 + 1).clamp(max=kh - 1)
     b_pos = beta / (2 * math.pi / kw)
     b_floor = b_pos.floor()
     fb = b_pos - b_floor
-    b0 = b_floor.long() % kw
-    b1 = (b0 + 1) % kw
-    node = torch.stack([a0 * kw + b0, a0 * kw + b1, a1 * kw + b0, a1 * kw + b1], dim=1)
-    coef = torch.stack([(1 - fa) * (1 - fb), (1 - fa) * fb, fa * (1 - fb), fa * fb], dim=1)
+    b0 = b_floor.long()
+    b0 = torch.where(b0 >= kw, b0 - kw, b0)  # beta in [0, 2 pi] after rounding: b_floor in [0, kw]
+    b1 = torch.where(b0 == kw - 1, b0 + 1 - kw, b0 + 1)
+    # Columns written in place: torch.stack interleaving four [T] tensors is several times slower here.
+    node, coef = torch.empty(len(b0), 4, dtype=torch.long), torch.empty(len(b0), 4, dtype=torch.float64)
+    row_a0, row_a1, ga, gb = a0 * kw, a1 * kw, 1 - fa, 1 - fb
+    corners = ((row_a0, b0, ga, gb), (row_a0, b1, ga, fb), (row_a1, b0, fa, gb), (row_a1, b1, fa, fb))
+    for m, (row, col, c_a, c_b) in enumerate(corners):
+        torch.add(row, col, out=node[:, m])
+        torch.mul(c_a, c_b, out=coef[:, m])
 
-    # Undefined beta: repeat the tap once per beta node b, carrying (1-fa)/kw at (a0, b) and fa/kw at (a1, b).
-    pole = rho < POLE_TOLERANCE
-    repeats = torch.where(pole, kw, 1)
-    index = torch.repeat_interleave(torch.arange(len(alpha)), repeats)
-    out_row, in_row, offset, alpha, beta = (t[index] for t in (out_row, in_row, offset, alpha, beta))
-    node, coef, pole = node[index], coef[index], pole[index]
-    if bool(pole.any()):
-        first = torch.cumsum(repeats, 0) - repeats
-        b = (torch.arange(len(index)) - first[index])[pole]
-        a0p, a1p = node[pole, 0] // kw, node[pole, 2] // kw
+    # The kw copies of a pole tap carry (1-fa)/kw at node (a0, b) and fa/kw at (a1, b), b = 0 .. kw-1.
+    distinct = taps_per_pair.double()  # input points per row pair: a pole tap's kw copies count once
+    if len(pole):
+        b = torch.arange(len(pole)) % kw
+        a0p, a1p, fap = a0[pole], a1[pole], fa[pole]
         node[pole] = torch.stack([a0p * kw + b, a1p * kw + b, a0p * kw, a0p * kw], dim=1)
-        fap = fa[index][pole]
         coef[pole] = torch.stack([(1 - fap) / kw, fap / kw, torch.zeros_like(fap), torch.zeros_like(fap)], dim=1)
-        beta = torch.where(pole, 0.0, beta)
+        beta[pole] = 0.0
+        distinct.index_add_(0, pair[pole], torch.full((len(pole),), 1.0 / kw - 1, dtype=torch.float64))
 
-    # Quadrature: w_q / sum_{q in N(p)} w_q, the sum taken over distinct input points (not repeated taps).
-    w_q = quadrature_weight(height)[in_row]
-    distinct = torch.ones_like(w_q)
-    distinct[pole] = 1.0 / kw
-    norm = torch.zeros(out_h, dtype=torch.float64).index_add_(0, out_row, w_q * distinct)
-    coef = coef * (w_q / norm[out_row])[:, None]
+    # Quadrature: w_q / sum_{q in N(p)} w_q, the sum taken over distinct input points; w_q depends on the pair only.
+    w_pair = quadrature_weight(height)[pair_in]
+    norm = torch.zeros(out_h, dtype=torch.float64).index_add_(0, pair_out, w_pair * distinct)
+    coef.mul_((w_pair / norm[pair_out])[pair][:, None])
 
     row_ptr = torch.zeros(out_h + 1, dtype=torch.long)
-    row_ptr[1:] = torch.cumsum(torch.bincount(out_row, minlength=out_h), 0)
-    return CrownTaps((out_h, out_w), row_ptr, in_row, offset, alpha, beta, node, coef)
+    row_ptr[1:] = torch.cumsum(taps, 0)
+    return CrownTaps((out_h, out_w), row_ptr, pair_in[pair], offset, alpha, beta, node, coef)
 
 
 @dataclass(frozen=True)
