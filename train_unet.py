@@ -349,7 +349,10 @@ def train(opt, rank, world_size, device):
     if len(train_set) == 0:
         raise ValueError(f"the training split of {opt.data_dir} has no items")
 
-    model = build_model(opt).to(device)
+    model = build_model(opt)
+    if world_size > 1:
+        use_global_batch_norm(model)  # before the optimizer is made: it must hold these modules' parameters
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
     # SphereMSE: sum of A_i (out - target)^2 per item; nn.MSELoss (the ablation, as the original) is the mean over
     # pixels, about 4 pi times smaller for the same error.
@@ -376,7 +379,7 @@ def train(opt, rank, world_size, device):
     raw_model = model
     if world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
-        model = DistributedDataParallel(use_global_batch_norm(model), device_ids=device_ids)
+        model = DistributedDataParallel(model, device_ids=device_ids)
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=opt.seed)
     loader = DataLoader(
         train_set,

@@ -1,0 +1,379 @@
+"""The training, evaluation and demo scripts on a tiny synthetic set (3 videos x 6 frames of 16 x 32).
+
+One short reference run (2 epochs of 2 steps) is shared: a run killed with SIGKILL and resumed reaches exactly its
+weights, 2 DDP processes (gloo) reach its losses, a NaN stops a continuation of it, and -test / -demo read it.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import opts
+import ref
+import train_unet
+from datasets.data import VRVideo, center_prior
+from datasets.synthetic import ensure_synthetic
+from models import SphericalUNet
+from sconv import metrics
+from sconv.module.smse import SphereMSE
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H, W = 16, 32
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    data = ensure_synthetic(tmp_path_factory.mktemp("data") / "tiny", videos=3, frames=6, height=H, width=W, seed=0)
+    return data, str(tmp_path_factory.mktemp("exp"))
+
+
+def common_args(dirs):
+    data, exp = dirs
+    return [
+        "--data-dir", str(data), "--exp-dir", exp, "--frame-h", str(H), "--frame-w", str(W), "--frame-interval", "1",
+        "--batch-size", "2", "--num-workers", "0", "--max-steps", "2", "--eval-interval", "0", "-lr", "0.01",
+    ]  # fmt: skip
+
+
+def subprocess_env():
+    # Same thread count as this process: CPU results are then bit-identical between the two.
+    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=REPO)
+
+
+def checkpoint(dirs, exp_id, name=train_unet.LATEST):
+    return torch.load(os.path.join(dirs[1], exp_id, name), weights_only=True)
+
+
+def log_of(dirs, exp_id):
+    with open(os.path.join(dirs[1], exp_id, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def reference_run(dirs):
+    """2 epochs of 2 steps of 2 frames, uninterrupted."""
+    train_unet.main(common_args(dirs) + ["-expID", "reference", "-epochs", "2"])
+    return checkpoint(dirs, "reference")
+
+
+def test_reference_run_checkpoint_and_log(dirs, reference_run):
+    assert reference_run["epoch"] == 2
+    assert reference_run["opts"]["model"] == "unet" and reference_run["opts"]["lr"] == 0.01
+    assert {"torch", "numpy", "python"} <= reference_run["rng"].keys()
+    log = log_of(dirs, "reference")
+    assert [r["epoch"] for r in log] == [1, 2] and all(r["steps"] == 2 and r["processes"] == 1 for r in log)
+    assert all(math.isfinite(r["train_loss"]) for r in log)
+    assert reference_run["train_loss"] == log[-1]["train_loss"]
+    assert not [n for n in os.listdir(os.path.join(dirs[1], "reference")) if n.endswith(".tmp")]
+
+
+def test_resume_after_kill_reaches_the_same_weights(dirs, reference_run):
+    args = common_args(dirs) + ["-expID", "killed", "-epochs", "2"]
+    latest = os.path.join(dirs[1], "killed", train_unet.LATEST)
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "train_unet.py"), *args],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(latest) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)  # during epoch 2
+    finally:
+        process.wait()
+    assert checkpoint(dirs, "killed")["epoch"] == 1
+
+    train_unet.main(args + ["-resume"])
+    resumed = checkpoint(dirs, "killed")
+    assert resumed["epoch"] == 2
+    assert resumed["model"].keys() == reference_run["model"].keys()
+    for name, tensor in reference_run["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+    for key, state in reference_run["optimizer"]["state"].items():
+        assert torch.equal(resumed["optimizer"]["state"][key]["momentum_buffer"], state["momentum_buffer"])
+    assert [r["train_loss"] for r in log_of(dirs, "killed")] == [r["train_loss"] for r in log_of(dirs, "reference")]
+
+
+def test_ddp_two_processes_match_one(dirs, reference_run):
+    # 2 gloo processes with 1 frame each = 1 process with the global batch of 2. BatchNorm statistics are the global
+    # batch's (GlobalBatchNorm2d), so this is the same computation up to float summation order.
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        os.path.join(REPO, "train_unet.py"), *common_args(dirs), "-expID", "ddp", "-epochs", "2",
+    ]  # fmt: skip
+    env = dict(subprocess_env(), OMP_NUM_THREADS="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = log_of(dirs, "ddp")
+    assert [r["processes"] for r in log] == [2, 2]
+    expected = [r["train_loss"] for r in log_of(dirs, "reference")]
+    assert [r["train_loss"] for r in log] == pytest.approx(expected, rel=1e-5)
+    ddp = checkpoint(dirs, "ddp")
+    assert ddp["model"].keys() == reference_run["model"].keys()  # plain BatchNorm2d keys: loads without DDP
+    for name, tensor in reference_run["model"].items():
+        if tensor.is_floating_point():
+            error = (ddp["model"][name] - tensor).abs().max() / tensor.abs().max()
+            # Measured: at most 1.2e-4 (bn1.bias), float32 sums in another order; a BatchNorm parameter left out of
+            # the optimiser, or per-process statistics, give errors of order 1.
+            assert error < 1e-3, (name, error)
+        else:
+            assert torch.equal(ddp["model"][name], tensor), name
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dirs, reference_run):
+    shutil.copytree(os.path.join(dirs[1], "reference"), os.path.join(dirs[1], "diverge"))
+    latest = os.path.join(dirs[1], "diverge", train_unet.LATEST)
+    with open(latest, "rb") as f:
+        before = f.read()
+    log_before = log_of(dirs, "diverge")
+    with pytest.raises(SystemExit, match=r"loss is (nan|inf) at epoch 3, step 2.*last good checkpoint is kept"):
+        train_unet.main(common_args(dirs) + ["-expID", "diverge", "-epochs", "3", "-resume", "-lr", "1e30"])
+    with open(latest, "rb") as f:
+        assert f.read() == before
+    assert log_of(dirs, "diverge") == log_before
+
+
+def test_atomic_write_never_leaves_a_broken_file(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train_unet.atomic_write(path, lambda f: torch.save({"weights": torch.arange(3)}, f))
+
+    def killed_mid_write(f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_unet.atomic_write(path, killed_mid_write)
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.arange(3))
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+def test_saliency_loss_is_the_originals():
+    torch.manual_seed(0)
+    out, target = torch.randn(2, 3, 1, H, W), torch.rand(2, 3, 1, H, W)
+    area = torch.tensor(
+        [(2 * math.pi / W) * (math.cos(i * math.pi / H) - math.cos((i + 1) * math.pi / H)) for i in range(H)]
+    )
+    for model in ("unet", "convlstm"):
+        opt = opts.parse(["--frame-h", str(H), "--frame-w", str(W)], model=model)
+        frames = out[:, 0] if model == "unet" else out
+        targets = target[:, 0] if model == "unet" else target
+        loss = train_unet.saliency_loss(SphereMSE(H, W), frames, targets, opt)
+        # Sum over pixels of A_i (out - 10 target)^2 per item, over the sequence's frames (the original's loop).
+        expected = ((frames - 10 * targets) ** 2 * area[:, None]).sum() / 2
+        torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=0)
+        plain = train_unet.saliency_loss(torch.nn.MSELoss(), frames, targets, opt)
+        steps = 3 if model == "convlstm" else 1
+        torch.testing.assert_close(plain, ((frames - 10 * targets) ** 2).mean() * steps, rtol=1e-5, atol=0)
+
+
+def direct_scores(pred, gt, fixations, others):
+    pred = (pred - pred.amin((1, 2), keepdim=True)) / (
+        pred.amax((1, 2), keepdim=True) - pred.amin((1, 2), keepdim=True)
+    )
+    return {
+        "CC": metrics.cc(pred, gt).mean().item(),
+        "NSS": metrics.nss(pred, fixations).mean().item(),
+        "KLD": metrics.kld(pred, gt).mean().item(),
+        "SIM": metrics.sim(pred, gt).mean().item(),
+        "AUC-J": metrics.auc_judd(pred, fixations).mean().item(),
+        "sAUC": metrics.sauc(pred, fixations, others).mean().item(),
+    }
+
+
+def test_test_mode_metrics_match_a_direct_evaluation(dirs, reference_run):
+    report = train_unet.main(common_args(dirs) + ["-expID", "reference", "-test", "--limit", "3"])
+    with open(os.path.join(dirs[1], "reference", "test_metrics.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(report))
+    assert report["epoch"] == 2 and report["test_items"] == 3
+
+    # Direct: the checkpoint's model on the first 3 test frames; the test split is one video, so sAUC's negatives
+    # are the fixations of the other evaluated frames.
+    data = dirs[0]
+    test_set = VRVideo(data, H, W, None, frame_interval=1, train=False, index_file=os.path.join(data, "index.json"))
+    model = SphericalUNet((H, W))
+    model.load_state_dict(reference_run["model"])
+    model.eval()
+    frames, previous, targets = (torch.stack(t) for t in zip(*(test_set[i] for i in range(3))))
+    with torch.no_grad():
+        pred = model(frames, previous * ref.target_scale)[:, 0].double()
+    gt = targets[:, 0].double()
+    fixations = torch.from_numpy(np.stack([test_set.fixations(i) for i in range(3)])).double()
+    others = fixations.sum(0) - fixations
+    maps = {
+        "model": pred,
+        "center_prior": torch.from_numpy(center_prior(H, W)).double().expand(3, H, W),
+        "previous_map": previous[:, 0].double(),
+    }
+    for name, saliency in maps.items():
+        expected = direct_scores(saliency, gt, fixations, others)
+        for metric, value in expected.items():
+            assert report[name][metric] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, metric)
+        # AUC-B draws random negatives (100 splits per frame): near its expectation, estimated here with 5000.
+        generator = torch.Generator().manual_seed(1)
+        borji = metrics.auc_borji(saliency, fixations, splits=5000, generator=generator).mean().item()
+        assert report[name]["AUC-B"] == pytest.approx(borji, abs=0.06)
+
+
+def test_demo_image_folder_and_sequence(dirs, reference_run, tmp_path):
+    data = dirs[0]
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    for name in ("0002.jpg", "0003.jpg"):
+        shutil.copy(os.path.join(data, "video_000", name), frames_dir / name)
+    big = tmp_path / "pano.png"
+    Image.open(frames_dir / "0002.jpg").resize((4 * W, 4 * H)).save(big)
+
+    out_dir, names = train_unet.main(
+        common_args(dirs) + ["-expID", "reference", "-demo", str(frames_dir), "--demo-out", str(tmp_path / "out")]
+    )
+    assert names == ["0002", "0003"]
+    maps = [np.load(os.path.join(out_dir, n + ".npy")) for n in names]
+    for m in maps:
+        assert m.shape == (H, W) and m.dtype == np.float32 and m.min() == 0 and m.max() == pytest.approx(1)
+        assert Image.open(os.path.join(out_dir, names[0] + ".png")).size == (W, H)
+
+    # A sequence: the first frame's previous map is the centre prior, the second's the first prediction.
+    model = SphericalUNet((H, W))
+    model.load_state_dict(reference_run["model"])
+    model.eval()
+    previous = torch.from_numpy(center_prior(H, W))
+    for name, saved in zip(names, maps):
+        image = np.asarray(Image.open(frames_dir / f"{name}.jpg").convert("RGB"), dtype=np.float32) / 255
+        with torch.no_grad():
+            out = model(torch.from_numpy(image).permute(2, 0, 1)[None], previous[None, None] * ref.target_scale)[0, 0]
+        expected = (out - out.min()) / (out.max() - out.min())
+        np.testing.assert_allclose(saved, expected.numpy(), atol=1e-5)
+        previous = expected
+
+    out_dir, names = train_unet.main(
+        common_args(dirs) + ["-expID", "reference", "-demo", str(big), "--demo-out", str(tmp_path / "big")]
+    )
+    assert names == ["pano"]
+    assert Image.open(os.path.join(out_dir, "pano.png")).size == (4 * W, 4 * H)
+    assert np.load(os.path.join(out_dir, "pano.npy")).shape == (H, W)
+
+
+def test_overlay_and_colormap():
+    assert train_unet.colorize(np.array([0.0, 1.0])).tolist() == [[0, 0, 128], [128, 0, 0]]
+    assert train_unet.colorize(np.array([0.5])).tolist() == [[128, 255, 128]]  # halfway from cyan to yellow
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 16, 3), dtype=np.uint8))
+    unchanged = train_unet.overlay(image, np.zeros((4, 8), np.float32))
+    assert np.array_equal(np.asarray(unchanged), np.asarray(image))
+    full = np.asarray(train_unet.overlay(image, np.ones((4, 8), np.float32)), dtype=np.float64)
+    np.testing.assert_allclose(full, 0.4 * np.asarray(image) + 0.6 * np.array([128, 0, 0]), atol=0.51)
+
+
+def test_demo_reads_a_video_through_opencv(monkeypatch, tmp_path):
+    # OpenCV is optional; a stand-in with its VideoCapture interface checks the reading (BGR frames, in order).
+    blue_bgr = np.zeros((4, 8, 3), np.uint8)
+    blue_bgr[..., 0] = 255
+
+    class VideoCapture:
+        def __init__(self, path):
+            self.frames = [blue_bgr, blue_bgr * 0]
+            self.released = False
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+        def release(self):
+            self.released = True
+
+    fake = type(sys)("cv2")
+    fake.VideoCapture = VideoCapture
+    monkeypatch.setitem(sys.modules, "cv2", fake)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not read by the stand-in")
+    frames = list(train_unet.read_demo_frames(str(video)))
+    assert [name for name, _ in frames] == ["frame_000000", "frame_000001"]
+    assert np.asarray(frames[0][1])[0, 0].tolist() == [0, 0, 255]  # RGB
+
+
+def test_demo_rejects_what_it_cannot_read(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"x")
+    with pytest.raises(ValueError, match="opencv"):
+        list(train_unet.read_demo_frames(str(video)))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        list(train_unet.read_demo_frames(str(tmp_path / "missing.jpg")))
+    with pytest.raises(ValueError, match="no image"):
+        list(train_unet.read_demo_frames(str(tmp_path)))
+
+
+def test_convlstm_trains_tests_and_demos(dirs, tmp_path):
+    # The planar ConvLSTM keeps this short; the spherical one is tested in test_models.py.
+    args = common_args(dirs) + ["-expID", "lstm", "--sequence-len", "2", "--use-sconvlstm", "0", "--batch-size", "1"]
+    train_unet.main(args + ["-epochs", "1", "--max-steps", "1", "--eval-interval", "1", "--limit", "1"], "convlstm")
+    (record,) = log_of(dirs, "lstm")
+    assert math.isfinite(record["train_loss"]) and set(record["test"]) == set(train_unet.METRICS)
+    saved = checkpoint(dirs, "lstm")
+    assert saved["opts"]["model"] == "convlstm" and saved["model"]["lstm.cells.0.conv.weight"].dim() == 4
+
+    report = train_unet.main(args + ["-test", "--limit", "1"], "convlstm")
+    assert report["test_items"] == 1 and set(report["model"]) == set(train_unet.METRICS)
+    frames_dir = os.path.join(dirs[0], "video_000")
+    _, names = train_unet.main(args + ["-demo", frames_dir, "--demo-out", str(tmp_path)], "convlstm")
+    assert names == [f"{i:04d}" for i in range(6)]
+    with pytest.raises(ValueError, match="'convlstm' model"):
+        train_unet.main(common_args(dirs) + ["-expID", "lstm", "-test"])
+
+
+def test_planar_ablation_run(dirs):
+    args = ["-expID", "planar", "-epochs", "1", "--use-sconv", "0", "--use-spooling", "false", "--use-smse", "no"]
+    train_unet.main(common_args(dirs) + args)
+    saved = checkpoint(dirs, "planar")
+    assert saved["model"]["conv1.weight"].shape == (64, 4, 1, 1)  # 16 x 32 grid, r = pi/32: about one tap
+    assert saved["model"]["conv4.weight"].shape == (256, 256, 3, 3)  # 2 x 4 grid, r = pi: 8 taps
+    assert math.isfinite(log_of(dirs, "planar")[0]["train_loss"])
+
+
+def test_options(capsys):
+    unet = opts.parse([])
+    assert (unet.batch_size, unet.lr, unet.epochs, unet.sequence_len) == (32, 0.3, 200, 1)
+    assert (unet.momentum, unet.weight_decay, unet.frame_h, unet.frame_w) == (0.9, 1e-5, 64, 128)
+    assert unet.use_sconv and unet.use_spooling and unet.use_smse and unet.use_sconvlstm
+    assert unet.data_dir == ref.data_dir and unet.save_dir == os.path.join(ref.exp_dir, "default")
+    lstm = opts.parse(["--use-sconvlstm", "0", "-expID", "x"], model="convlstm")
+    assert (lstm.batch_size, lstm.lr, lstm.sequence_len, lstm.use_sconvlstm) == (24, 3e-3, 6, False)
+    for argv, message in (
+        (["--frame-h", "60"], "--frame-h must be a multiple of 8"),
+        (["--use-sconv", "maybe"], "expected a boolean"),
+        (["-lr", "-1"], "expected a positive finite number"),
+        (["--sequence-len", "3"], "--sequence-len is for the ConvLSTM"),
+        (["-expID", "a/b"], "-expID must be a plain name"),
+        (["-resume", "-loadModel", "x.pt"], "not both"),
+    ):
+        with pytest.raises(SystemExit):
+            opts.parse(argv)
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="model must be one of"):
+        opts.parse([], model="resnet")
+
+
+def test_errors_name_what_is_wrong(dirs, tmp_path):
+    with pytest.raises(ValueError, match="--batch-size 3 must be divisible"):
+        train_unet.train(opts.parse(common_args(dirs) + ["--batch-size", "3"]), 0, 2, torch.device("cpu"))
+    with pytest.raises(FileNotFoundError, match="checkpoint .* not found"):
+        train_unet.main(common_args(dirs) + ["-expID", "nothing-here", "-resume"])
+    with pytest.raises(ValueError, match="--device"):
+        train_unet.setup_distributed("gpu0")
+    not_a_checkpoint = tmp_path / "weights.pt"
+    torch.save({"conv1.weight": torch.zeros(1)}, not_a_checkpoint)
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        train_unet.main(common_args(dirs) + ["-test", "-loadModel", str(not_a_checkpoint)])
