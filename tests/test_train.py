@@ -377,3 +377,36 @@ def test_errors_name_what_is_wrong(dirs, tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, not_a_checkpoint)
     with pytest.raises(ValueError, match="not a checkpoint"):
         train_unet.main(common_args(dirs) + ["-test", "-loadModel", str(not_a_checkpoint)])
+
+
+@pytest.mark.parametrize(
+    "script, entry", [("baseline_unet.sh", "train_unet.py"), ("baseline_convlstm.sh", "train_lstm.py")]
+)
+@pytest.mark.parametrize("gpus", [0, 1, 2])
+def test_baseline_scripts_launch(tmp_path, script, entry, gpus):
+    # A stand-in for python records the command: torchrun with one process per GPU when there are several.
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/usr/bin/env bash\nif [ "$1" = -c ]; then echo "$GPUS"; else echo "$@" > "$LOG"; fi\n')
+    fake_python.chmod(0o755)
+    log = tmp_path / "command"
+    env = dict(os.environ, PYTHON=str(fake_python), GPUS=str(gpus), LOG=str(log))
+    subprocess.run(["bash", os.path.join(REPO, "tools", "baselines", script), "-expID", "mine"], env=env, check=True)
+    command = log.read_text().split()
+    if entry == "train_unet.py":
+        original = ["--batch-size", "32", "-lr", "3e-1"]
+    else:
+        original = ["--batch-size", "24", "-lr", "3e-3", "--sequence-len", "6"]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if gpus == 2 else []
+    assert command[: len(launcher) + 1] == launcher + [entry]
+    assert " ".join(original + ["-epochs", "200"]) in " ".join(command) and command[-2:] == ["-expID", "mine"]
+
+
+def test_baseline_script_runs_on_cpu(dirs):
+    args = common_args(dirs) + ["-expID", "baseline", "-epochs", "1", "--max-steps", "1", "--batch-size", "1"]
+    args += ["--sequence-len", "2", "--use-sconvlstm", "0"]
+    env = dict(subprocess_env(), CUDA_VISIBLE_DEVICES="")
+    script = os.path.join(REPO, "tools", "baselines", "baseline_convlstm.sh")
+    subprocess.run(["bash", script, *args], env=env, check=True, capture_output=True)
+    saved = checkpoint(dirs, "baseline")
+    assert saved["opts"]["model"] == "convlstm" and saved["epoch"] == 1
+    assert saved["opts"]["save_interval"] == 10 and saved["opts"]["lr"] == 0.01  # the script's; ours win
