@@ -116,6 +116,12 @@ def build_parser(model):
     p.add_argument("--exp-dir", default=ref.exp_dir, help="where experiments are written")
     p.add_argument("--frame-h", type=_positive_int, default=ref.frame_h, help="frame height (divisible by 8)")
     p.add_argument("--frame-w", type=_positive_int, default=ref.frame_w, help="frame width (divisible by 8)")
+    p.add_argument(
+        "--video-train",
+        type=_non_negative_int,
+        default=ref.video_train,
+        help="training videos of the original's seeded split, used when the data folder has no index.json",
+    )
     p.add_argument("--frame-interval", type=_positive_int, default=ref.frame_interval, help="use every n-th frame")
     p.add_argument("--num-workers", type=_non_negative_int, default=ref.num_workers, help="data loading processes")
     p.add_argument("--seed", type=int, default=ref.seed, help="seed of the initial weights and the data order")

@@ -17,6 +17,7 @@ synthetic = dict(videos=8, frames=60, height=64, width=128, seed=0)
 # Frames are resized to frame_h x frame_w (the original trained at 64 x 128).
 frame_h, frame_w = 64, 128
 frame_interval = 5  # the original's sampling of the videos: every 5th frame
+video_train = 80  # without an index.json, the original's split: a seeded sample of 80 training videos
 gaussian_sigma = math.pi / 20  # saliency maps: spherical Gaussian of this width around every gaze point
 
 # The original's optimiser and target scaling: SGD, momentum 0.9, weight decay 1e-5; the previous and target

@@ -201,18 +201,18 @@ def load_datasets(opt, rank, world_size):
             ensure_synthetic(opt.data_dir, **ref.synthetic)
         if world_size > 1:
             dist.barrier()
+    # The split: index.json when the folder has one, else the original's seeded sample of --video-train videos.
     index_file = os.path.join(opt.data_dir, "index.json")
-    if not os.path.isfile(index_file):
-        raise FileNotFoundError(
-            f"{index_file} not found: the dataset needs an index.json {{'train': [...], 'test': [...]}} of video ids "
-            "(see docs/data.md)"
-        )
-    common = dict(frame_interval=opt.frame_interval, gaussian_sigma=ref.gaussian_sigma, index_file=index_file)
+    common = dict(
+        frame_interval=opt.frame_interval,
+        gaussian_sigma=ref.gaussian_sigma,
+        index_file=index_file if os.path.isfile(index_file) else None,
+    )
     if opt.model == "convlstm":
         common["sequence_len"] = opt.sequence_len
     dataset = VRVideo if opt.model == "unet" else VRVideoLSTM
-    train_set = dataset(opt.data_dir, opt.frame_h, opt.frame_w, None, train=True, **common)
-    test_set = dataset(opt.data_dir, opt.frame_h, opt.frame_w, None, train=False, **common)
+    train_set = dataset(opt.data_dir, opt.frame_h, opt.frame_w, opt.video_train, train=True, **common)
+    test_set = dataset(opt.data_dir, opt.frame_h, opt.frame_w, opt.video_train, train=False, **common)
     return train_set, test_set
 
 

@@ -410,3 +410,14 @@ def test_baseline_script_runs_on_cpu(dirs):
     saved = checkpoint(dirs, "baseline")
     assert saved["opts"]["model"] == "convlstm" and saved["epoch"] == 1
     assert saved["opts"]["save_interval"] == 10 and saved["opts"]["lr"] == 0.01  # the script's; ours win
+
+
+def test_split_without_index_file_is_the_originals_seeded_sample(dirs, tmp_path):
+    copy = tmp_path / "no_index"
+    shutil.copytree(dirs[0], copy, ignore=shutil.ignore_patterns("index.json", "*.npy"))
+    opt = opts.parse(common_args(dirs) + ["--data-dir", str(copy), "--video-train", "2"])
+    train_set, test_set = train_unet.load_datasets(opt, 0, 1)
+    assert (len(train_set.videos), len(test_set.videos)) == (2, 1) and len(train_set) == 12
+    assert not set(train_set.videos) & set(test_set.videos)
+    with pytest.raises(ValueError, match="video_train must be in"):
+        train_unet.load_datasets(opts.parse(common_args(dirs) + ["--data-dir", str(copy)]), 0, 1)  # 80 > 3
