@@ -13,7 +13,8 @@ between a small crown with many kernel nodes and a large crown with few:
 - ``gather``: per group of rows with similar tap counts, one ``index_select`` gathers the input under every tap from
   the width-padded input (``[B, C, R, T, W']``), each row's effective kernel ``E[o, c, t]`` is built from the weight
   by a 4-corner gather, and one batched GEMM over the rows does the rest. Costs ``B C O`` per tap, like a planar
-  convolution.
+  convolution. On CUDA (float32, bfloat16, float16) the same formulation runs as Triton kernels that read the padded
+  input in place, with no gathered copy (``sconv.functional.sconv_triton``).
 - ``mix_first``: a 1x1 GEMM expands the input onto the ``kh kw`` nodes (``U[k, q] = sum_c W[o, c, k] x[c, q]``), then
   one sparse matrix sums each crown. Wins for large crowns (many taps, few nodes) and ``C_out <= C_in``.
 - ``project_first``: the sparse matrix first projects the input onto the nodes (``Z[k, p]``), then a GEMM mixes the
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 from sconv.functional.common import check_input, pair
 from sconv.functional.crown import conv_plan, crown_taps, padded_taps, sparse_plan
+from sconv.functional.sconv_triton import crown_gather, triton_available, triton_plan
 
 __all__ = ["spherical_conv", "check_padding_mode", "check_kernel_rad"]
 
@@ -77,18 +79,41 @@ def _pad_width(input, left, right, padding_mode):
 # Relative cost of one memory-bound gathered or sparse multiply-add against one multiply-add inside a dense GEMM.
 GATHER_COST = 4
 SPARSE_COST = 4
+# On CUDA: the Triton gather kernels' multiply-add against cuBLAS's, and cuSPARSE's sparse one (measured on an H100,
+# benchmarks/RESULTS.md).
+TRITON_COST = 2
+CUDA_SPARSE_COST = 64
+# Largest effective kernel E [taps, C_out, C_in] the Triton path builds (elements); past it the sparse paths run.
+TRITON_MAX_KERNEL = 2**28
 
 
 @torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
 @functools.lru_cache(maxsize=1024)
-def _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size):
-    """The cheapest of the three formulations for this call, by counting multiply-adds (see the module docstring)."""
+def _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, fast_gather=False):
+    """The cheapest of the three formulations for this call, by counting multiply-adds (see the module docstring).
+
+    ``fast_gather``: the gather path would run as the Triton kernels (CUDA), whose cost is counted apart.
+    """
     geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
     out_h, out_w = geom.out_size
     nodes = kernel_size[0] * kernel_size[1]
-    taps = padded_taps(height, width, kernel_rad, stride, kernel_size)
     nonzeros = 4 * len(geom.in_row) * out_w
     batch = max(batch, 1)
+    if fast_gather:
+        taps = len(geom.in_row)
+        # tl.dot works on tiles of at least 16 output channels; E is built by one GEMM over the kernel nodes.
+        rounded_out = -(-out_channels // 16) * 16
+        gather = batch * out_w * taps * channels * rounded_out + taps * nodes * channels * out_channels
+        too_large = taps * channels * out_channels > TRITON_MAX_KERNEL
+        cost = {
+            "gather": float("inf") if too_large else TRITON_COST * gather,
+            "mix_first": batch * height * width * channels * out_channels * nodes
+            + CUDA_SPARSE_COST * nonzeros * batch * out_channels,
+            "project_first": batch * out_h * out_w * channels * nodes * out_channels
+            + CUDA_SPARSE_COST * nonzeros * batch * channels,
+        }
+        return min(cost, key=cost.get)
+    taps = padded_taps(height, width, kernel_rad, stride, kernel_size)
     cost = {
         "gather": batch * channels * taps * out_w * (out_channels + GATHER_COST)
         + GATHER_COST * 4 * out_channels * channels * taps,
@@ -114,7 +139,9 @@ class _CrownSum(torch.autograd.Function):
 
 
 def _crown_sum(plan, dense):
-    return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
+    # In the plan's dtype: autocast would cast the sparse matrix too, and CPU sparse products have no bfloat16.
+    with torch.autocast(dense.device.type, enabled=False):
+        return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
 
 
 # The plans are cached geometry, built by plain Python: under torch.compile, fetch them eagerly rather than trace them.
@@ -122,7 +149,17 @@ _conv_plan = torch.compiler.disable(conv_plan)
 _sparse_plan = torch.compiler.disable(sparse_plan)
 
 
+@torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
+def _triton_gather_path(input, weight, stride, padding_mode, kernel_rad):
+    height, width = input.shape[-2:]
+    plan = triton_plan(height, width, kernel_rad, stride, tuple(weight.shape[2:]), input.device)
+    x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
+    return crown_gather(x, weight, plan, width // stride[1], stride[1])
+
+
 def _gather_path(input, weight, stride, padding_mode, kernel_rad):
+    if input.shape[0] > 0 and triton_available(input.device, input.dtype):
+        return _triton_gather_path(input, weight, stride, padding_mode, kernel_rad)
     out_channels, in_channels, kh, kw = weight.shape
     height, width = input.shape[-2:]
     plan = _conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
@@ -144,7 +181,9 @@ def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first):
     batch, channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
     out_h, out_w = height // stride[0], width // stride[1]
-    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, input.dtype)
+    # 16-bit inputs use a float32 matrix: sparse products have no bfloat16 on the CPU, and the sums stay exact-ish.
+    matrix_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
+    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, matrix_dtype)
     x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
     flat_weight = weight.reshape(out_channels, channels, kh * kw)
     if mix_first:
@@ -197,7 +236,8 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     padding_mode = check_padding_mode(padding_mode)
     kernel_rad = check_kernel_rad(kernel_rad)
 
-    path = _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw))
+    fast_gather = batch > 0 and triton_available(input.device, input.dtype)
+    path = _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), fast_gather)
     if path == "gather":
         out = _gather_path(input, weight, stride, padding_mode, kernel_rad)
     else:

@@ -1,0 +1,251 @@
+"""The fast paths of spherical_conv: factored crown geometry, the Triton kernels (through Triton's CPU interpreter,
+and on a GPU against the float64 reference and the PyTorch path), CPU autocast, and the benchmark's tap counts."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sconv.functional.sconv as sconv_impl
+from sconv.functional.common import colatitudes, longitudes
+from sconv.functional.crown import RIM_TOLERANCE, crown_taps, kernel_coordinates
+from sconv.functional.sconv import spherical_conv
+from sconv.functional.sconv_triton import triton_plan
+from tests import reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# (B, C_in, C_out, H, W, stride, r, kernel_size, padding_mode): strides, odd W, every padding mode, r = pi,
+# kh or kw = 1, more channels than one tile (C_in a multiple of the reduction tile: the "tap-major" loop).
+CONFIGS = [
+    (2, 3, 5, 8, 16, (1, 1), 0.5, (3, 8), "sphere"),
+    (1, 4, 3, 12, 20, (2, 4), 1.3, (4, 3), "zeros"),
+    (2, 2, 3, 6, 12, (1, 1), math.pi, (8, 16), "sphere"),
+    (1, 3, 17, 9, 14, (1, 2), 0.5, (3, 5), "reflect"),
+    (2, 5, 4, 10, 20, (2, 1), 0.4, (1, 6), "replicate"),
+    (1, 2, 2, 7, 9, (1, 3), 1.0, (2, 1), 0.5),
+    (1, 32, 40, 6, 12, (1, 1), 0.9, (2, 4), "sphere"),
+]
+
+
+def rel_err(actual, expected):
+    actual, expected = actual.detach().double().cpu(), torch.as_tensor(expected).double().cpu()
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-300)).item()
+
+
+def direct_taps(height, width, kernel_rad, stride):
+    """Every (output row, input row, column offset) in the crown of output column 0, by brute force over all input
+    pixels, with alpha, beta and rho."""
+    out_h = height // stride[0]
+    j_p = (stride[1] - 1) // 2  # the input column under output column 0
+    phi_p = math.pi * stride[1] / width  # (0 + 1/2) 2 pi / W'
+    dphi = longitudes(width) - phi_p
+    alpha, beta, rho = kernel_coordinates(colatitudes(out_h)[:, None, None], colatitudes(height)[None, :, None],
+                                          dphi[None, None, :])  # fmt: skip
+    inside = alpha <= kernel_rad + RIM_TOLERANCE
+    out_row, in_row, col = torch.nonzero(inside, as_tuple=True)
+    offset = (col - j_p + width // 2) % width - width // 2  # signed shortest offset in [-floor(W/2), ceil(W/2))
+    return out_row, in_row, offset, alpha[inside], beta[inside], rho[inside]
+
+
+@pytest.mark.parametrize("config", [(8, 16, 0.5, (1, 1)), (9, 14, 1.1, (1, 2)), (12, 20, math.pi, (2, 4)),
+                                    (16, 32, math.pi / 16, (1, 1)), (7, 9, 2.0, (1, 3))])  # fmt: skip
+def test_factored_geometry_matches_brute_force(config):
+    height, width, kernel_rad, stride = config
+    kw = 5
+    geom = crown_taps(height, width, kernel_rad, stride, (3, kw))
+    out_row = torch.repeat_interleave(torch.arange(height // stride[0]), geom.taps_per_row())
+    single = geom.beta != 0  # pole taps come kw times with beta 0; compare the distinct input points
+    got = {(int(i), int(q), int(d)) for i, q, d in zip(out_row, geom.in_row, geom.col_offset)}
+    want_i, want_q, want_d, alpha, beta, rho = direct_taps(height, width, kernel_rad, stride)
+    assert got == {(int(i), int(q), int(d)) for i, q, d in zip(want_i, want_q, want_d)}
+    key = {(int(i), int(q), int(d)): (a, b, r) for i, q, d, a, b, r in zip(want_i, want_q, want_d, alpha, beta, rho)}
+    for i, q, d, a, b, s in zip(out_row, geom.in_row, geom.col_offset, geom.alpha, geom.beta, single):
+        ref_a, ref_b, ref_rho = key[(int(i), int(q), int(d))]
+        assert abs(a - ref_a) < 1e-12
+        if s and ref_rho > 1e-9:
+            assert min(abs(b - ref_b), 2 * math.pi - abs(b - ref_b)) < 1e-12
+    # The coefficients of each output row sum to one: bilinear weights sum to 1, quadrature weights are normalised.
+    row_sums = torch.zeros(height // stride[0], dtype=torch.float64).index_add_(0, out_row, geom.coef.sum(1))
+    torch.testing.assert_close(row_sums, torch.ones_like(row_sums), rtol=0, atol=1e-12)
+
+
+def test_triton_plan_encodes_the_taps():
+    height, width, kernel_rad, stride, size = 10, 20, 0.7, (2, 2), (3, 4)
+    geom = crown_taps(height, width, kernel_rad, stride, size)
+    plan = triton_plan(height, width, kernel_rad, stride, size, torch.device("cpu"))
+    win, padded_w = plan.window, plan.padded_w
+    base = plan.tap_base.long()
+    assert torch.equal(base // padded_w, geom.in_row)
+    assert torch.equal(base % padded_w - win.start + win.d_min, geom.col_offset)
+    assert torch.equal(plan.row_ptr.long(), geom.row_ptr)
+    counts = geom.taps_per_row()
+    assert torch.equal(plan.tap_row.long(), torch.repeat_interleave(torch.arange(len(counts)), counts))
+    assert counts[plan.row_order.long()].diff().le(0).all()  # heaviest rows first
+    for q in range(height):  # taps grouped by input row
+        taps = plan.in_taps[plan.in_ptr[q] : plan.in_ptr[q + 1]].long()
+        assert torch.equal(taps, torch.nonzero(geom.in_row == q).squeeze(1))
+    dense = torch.zeros(len(geom.in_row), size[0] * size[1], dtype=torch.float64)
+    for m in range(4):
+        dense[torch.arange(len(geom.in_row)), geom.node[:, m]] += geom.coef[:, m]
+    torch.testing.assert_close(plan.nodes.double(), dense, rtol=0, atol=1e-7)
+
+
+INTERPRETER_SCRIPT = """
+import math, sys, torch
+import triton.runtime.interpreter as interpreter
+# Triton 3.6's interpreter calls int() on one-element arrays, which NumPy >= 2.3 refuses: take the element.
+_patch = interpreter._patch_lang_tensor
+def _patch_index(tensor, scope):
+    _patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+interpreter._patch_lang_tensor = _patch_index
+from sconv.functional import sconv as S
+from sconv.functional.sconv_triton import crown_gather, triton_plan
+from tests.test_fast_paths import CONFIGS
+torch.manual_seed(0)
+worst = 0.0
+for batch, c_in, c_out, h, w, stride, r, size, mode in CONFIGS[:6]:
+    x = torch.randn(batch, c_in, h, w, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(c_out, c_in, *size, dtype=torch.float64, requires_grad=True)
+    expected = S.spherical_conv(x, weight, stride=stride, padding_mode=mode, kernel_rad=r)
+    grad = torch.randn_like(expected)
+    gx, gw = torch.autograd.grad(expected, [x, weight], grad)
+    plan = triton_plan(h, w, r, stride, size, torch.device("cpu"))
+    xf, wf = x.detach().float().requires_grad_(), weight.detach().float().requires_grad_()
+    padded = S._pad_width(xf, plan.window.pad_left, plan.window.pad_right, S.check_padding_mode(mode))
+    got = crown_gather(padded, wf, plan, w // stride[1], stride[1])
+    got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
+    for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
+        worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
+print(worst)
+"""
+
+
+def test_triton_kernels_in_the_interpreter_match_float64():
+    """The three Triton kernels, run by Triton's CPU interpreter, against the float64 PyTorch path: y, dx, dweight."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", INTERPRETER_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+@pytest.mark.parametrize("path", ["gather", "mix_first", "project_first"])
+def test_cpu_bfloat16_autocast_runs_every_path(path, monkeypatch):
+    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: path)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 8, 16, generator=gen)
+    weight = torch.randn(5, 4, 3, 4, generator=gen)
+    expected = spherical_conv(x.double(), weight.double(), kernel_rad=0.6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = spherical_conv(x, weight, kernel_rad=0.6)
+        low_input = spherical_conv(x.bfloat16(), weight, kernel_rad=0.6)  # a 16-bit input, as inside a network
+    for got in (low, low_input):
+        assert torch.isfinite(got.float()).all()
+        assert rel_err(got, expected) < 3e-2
+
+
+def test_benchmark_tap_count_and_kernel_size():
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_sconv import crown_pixels_per_output, nearest_odd_square
+
+    height, width, kernel_rad = 16, 32, 0.45
+    alpha, _, _ = kernel_coordinates(colatitudes(height)[:, None, None], colatitudes(height)[None, :, None],
+                                     (longitudes(width) - longitudes(width)[0])[None, None, :])  # fmt: skip
+    direct = (alpha <= kernel_rad + RIM_TOLERANCE).sum().item() / height
+    assert crown_pixels_per_output(height, width, kernel_rad, (3, 8)) == pytest.approx(direct)
+    assert [nearest_odd_square(t) for t in (1, 4.9, 5.1, 9, 16.9, 17.1, 98.5)] == [1, 1, 3, 3, 3, 5, 9]
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the Triton kernels)")
+
+
+@cuda
+@pytest.mark.parametrize("config", CONFIGS)
+def test_gpu_triton_matches_float64_reference(config):
+    batch, c_in, c_out, h, w, stride, r, size, mode = config
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(batch, c_in, h, w, generator=gen, dtype=torch.float64)
+    weight = torch.randn(c_out, c_in, *size, generator=gen, dtype=torch.float64)
+    bias = torch.randn(c_out, generator=gen, dtype=torch.float64)
+    expected = reference.spherical_conv(x.numpy(), weight.numpy(), bias.numpy(), stride, mode, r)
+    xd, wd = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    out64 = spherical_conv(xd, wd, bias, stride=stride, padding_mode=mode, kernel_rad=r)
+    grad = torch.randn(out64.shape, generator=gen, dtype=torch.float64)
+    gx, gw = torch.autograd.grad(out64, [xd, wd], grad)
+    xc, wc = x.float().cuda().requires_grad_(), weight.float().cuda().requires_grad_()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+        calls = []
+        launch = sconv_impl._triton_gather_path
+        patch.setattr(sconv_impl, "_triton_gather_path", lambda *a: calls.append(1) or launch(*a))
+        got = spherical_conv(xc, wc, bias.float().cuda(), stride=stride, padding_mode=mode, kernel_rad=r)
+        got_gx, got_gw = torch.autograd.grad(got, [xc, wc], grad.float().cuda())
+        assert calls, "the Triton path did not run"
+        assert rel_err(got, expected) < 1e-4
+        assert rel_err(got_gx, gx) < 1e-4 and rel_err(got_gw, gw) < 1e-4
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = spherical_conv(xc, wc, stride=stride, padding_mode=mode, kernel_rad=r)
+        assert low.dtype == torch.bfloat16 and rel_err(low, expected - bias.numpy()[:, None, None]) < 3e-2
+
+
+@cuda
+def test_gpu_triton_matches_pytorch_gather_path():
+    """The Triton kernels against the pure-PyTorch gather path (the CPU one) on the same GPU, larger channel counts."""
+    gen = torch.Generator().manual_seed(5)
+    for batch, c_in, c_out, h, w, r, size in [(3, 64, 64, 32, 64, 3 * math.pi / 32, (4, 8)),
+                                              (2, 4, 64, 32, 64, math.pi / 16, (8, 16)),
+                                              (2, 128, 1, 32, 64, math.pi / 16, (4, 8))]:  # fmt: skip
+        x = torch.randn(batch, c_in, h, w, generator=gen).cuda().requires_grad_()
+        weight = torch.randn(c_out, c_in, *size, generator=gen).cuda().requires_grad_()
+        outs = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+            for fast in (True, False):
+                patch.setattr(sconv_impl, "triton_available", lambda device, dtype, fast=fast: fast)
+                y = spherical_conv(x, weight, kernel_rad=r)
+                outs.append((y, *torch.autograd.grad(y.square().sum(), [x, weight])))
+        for a, b in zip(*outs):
+            assert rel_err(a, b) < 1e-5
+
+
+@cuda
+def test_gpu_triton_edge_cases_and_cuda_graph():
+    layer_weight = torch.randn(6, 5, 3, 8, device="cuda", requires_grad=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+        # batch 0 and a non-contiguous (channels-last, sliced) input
+        assert spherical_conv(torch.randn(0, 5, 8, 16, device="cuda"), layer_weight, kernel_rad=0.5).shape == (
+            0, 6, 8, 16)  # fmt: skip
+        base = torch.randn(2, 5, 8, 20, device="cuda").to(memory_format=torch.channels_last)[..., 2:18]
+        torch.testing.assert_close(spherical_conv(base, layer_weight, kernel_rad=0.5),
+                                   spherical_conv(base.contiguous(), layer_weight, kernel_rad=0.5))  # fmt: skip
+        # Capturable in a CUDA graph: no host synchronisation or allocation outside the caching allocator.
+        x = torch.randn(2, 5, 8, 16, device="cuda", requires_grad=True)
+        eager = spherical_conv(x, layer_weight, kernel_rad=0.5)
+        eager_grad = torch.autograd.grad(eager.sum(), [x])[0]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                torch.autograd.grad(spherical_conv(x, layer_weight, kernel_rad=0.5).sum(), [x])
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = spherical_conv(x, layer_weight, kernel_rad=0.5)
+            captured_grad = torch.autograd.grad(captured.sum(), [x])[0]
+        with torch.no_grad():
+            x.copy_(torch.randn_like(x))
+        graph.replay()
+        x_now = x.detach().clone().requires_grad_()
+        fresh = spherical_conv(x_now, layer_weight, kernel_rad=0.5)
+        torch.testing.assert_close(captured, fresh)
+        torch.testing.assert_close(captured_grad, torch.autograd.grad(fresh.sum(), [x_now])[0])
+        assert not torch.equal(captured, eager)
+        torch.testing.assert_close(captured_grad, eager_grad)
+    assert np.isfinite(captured.detach().cpu().numpy()).all()
