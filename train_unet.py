@@ -289,6 +289,8 @@ def evaluate(model, dataset, opt, device, with_baselines=False):
         maps = dataset.fixations(index).reshape(-1, opt.frame_h, opt.frame_w)
         for key, fixations in zip(frame_keys(dataset, index), maps):
             fixations_of[key] = torch.from_numpy(fixations).double()
+    if len(fixations_of) < 2:
+        raise ValueError(f"sAUC needs the fixations of at least 2 test frames; --limit {opt.limit} leaves 1")
     per_video = {}
     for (video, _), fixations in fixations_of.items():
         per_video[video] = per_video.get(video, 0) + fixations

@@ -430,3 +430,36 @@ def test_bf16_autocast_changes_the_numerics_a_little(dirs):
     train_unet.main(args + ["-expID", "bf16", "--bf16"])
     fp32, bf16 = log_of(dirs, "fp32")[0]["train_loss"], log_of(dirs, "bf16")[0]["train_loss"]
     assert 1e-6 < abs(bf16 - fp32) / fp32 < 0.05
+
+
+def test_tensorboard_logging_when_installed_and_a_warning_when_not(dirs, monkeypatch, capsys):
+    calls = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir):
+            calls.append(("dir", os.path.relpath(log_dir, dirs[1])))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("closed",))
+
+    fake = type(sys)("torch.utils.tensorboard")
+    fake.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    args = common_args(dirs) + ["-epochs", "1", "--max-steps", "1", "--use-sconv", "0", "--use_tensorboard"]
+    with pytest.raises(ValueError, match="at least 2 test frames; --limit 1"):
+        train_unet.main(args + ["-expID", "tb", "--eval-interval", "1", "--limit", "1"])
+    calls.clear()
+    train_unet.main(args + ["-expID", "tb", "--eval-interval", "1", "--limit", "2"])
+    assert calls[0] == ("dir", os.path.join("tb", "tensorboard")) and calls[-1] == ("closed",)
+    assert {call for call in calls[1:-1]} == {("train/loss", 1)} | {(f"test/{m}", 1) for m in train_unet.METRICS}
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
+    train_unet.main(args + ["-expID", "no-tb"])
+    assert "--use_tensorboard needs the tensorboard package" in capsys.readouterr().out
+    assert len(log_of(dirs, "no-tb")) == 1
