@@ -83,8 +83,9 @@ SPARSE_COST = 4
 # benchmarks/RESULTS.md).
 TRITON_COST = 2
 CUDA_SPARSE_COST = 64
-# Largest effective kernel E [taps, C_out, C_in] the Triton path builds (elements); past it the sparse paths run.
-TRITON_MAX_KERNEL = 2**28
+# Largest effective kernel E [C_out, taps, C_in] the Triton path builds, and largest sparse matrix (elements).
+TRITON_MAX_KERNEL = 2**30
+MAX_NONZEROS = 2**27
 
 
 @torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
@@ -104,14 +105,17 @@ def _choose_path(batch, channels, out_channels, height, width, kernel_rad, strid
         # tl.dot works on tiles of at least 16 output channels; E is built by one GEMM over the kernel nodes.
         rounded_out = -(-out_channels // 16) * 16
         gather = batch * out_w * taps * channels * rounded_out + taps * nodes * channels * out_channels
-        too_large = taps * channels * out_channels > TRITON_MAX_KERNEL
         cost = {
-            "gather": float("inf") if too_large else TRITON_COST * gather,
+            "gather": TRITON_COST * gather,
             "mix_first": batch * height * width * channels * out_channels * nodes
             + CUDA_SPARSE_COST * nonzeros * batch * out_channels,
             "project_first": batch * out_h * out_w * channels * nodes * out_channels
             + CUDA_SPARSE_COST * nonzeros * batch * channels,
         }
+        if nonzeros > MAX_NONZEROS:
+            return "gather"
+        if taps * channels * out_channels > TRITON_MAX_KERNEL:
+            cost["gather"] = float("inf")
         return min(cost, key=cost.get)
     taps = padded_taps(height, width, kernel_rad, stride, kernel_size)
     cost = {

@@ -41,7 +41,7 @@ def triton_available(device, dtype):
     return triton is not None and torch.device(device).type == "cuda" and dtype in TRITON_DTYPES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TritonPlan:
     """``crown_taps`` as the kernels read it (int32 device tensors; T taps, H input rows, H' output rows).
 
@@ -49,11 +49,11 @@ class TritonPlan:
         window: the width padding (``ConvWindow``); ``padded_w`` the padded width Wp.
         row_ptr: ``[H' + 1]``, taps of output row i are ``row_ptr[i]:row_ptr[i + 1]``; ``row_order`` ``[H']``
             output rows by decreasing tap count (launch order).
-        tap_row: ``[T]`` output row of each tap; ``tap_base``: ``[T]`` offset ``row_t Wp + col_t`` in an input
-            plane of the tap's value for output column 0.
-        in_ptr, in_taps: ``[H + 1]`` and ``[T]``, the taps grouped by input row (CSR); ``in_order`` ``[H]`` input
-            rows by decreasing tap count.
+        tap_row: ``[T]`` output row of each tap; ``tap_base``: ``[T]`` position ``row_t Wp + col_t`` in the padded
+            input plane of the tap's value for output column 0.
+        in_taps: ``[T]`` the taps grouped by input row, by column within a row; ``in_ptr`` ``[H + 1]`` the groups.
         nodes: ``[T, kh kw]`` float32, each tap's coefficient on each kernel node.
+        host: the same index arrays on the CPU (int64), for the launch tables.
     """
 
     window: object
@@ -62,10 +62,10 @@ class TritonPlan:
     row_order: torch.Tensor
     tap_row: torch.Tensor
     tap_base: torch.Tensor
-    in_ptr: torch.Tensor
     in_taps: torch.Tensor
-    in_order: torch.Tensor
+    in_ptr: torch.Tensor
     nodes: torch.Tensor
+    host: dict
 
 
 @functools.lru_cache(maxsize=256)
@@ -76,17 +76,17 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
     padded_w = width + window.pad_left + window.pad_right
     out_h = geom.out_size[0]
     taps = len(geom.in_row)
-    if taps * max(padded_w, 1) * height >= 2**31:
+    if height * padded_w >= 2**31:
         raise ValueError(f"a {height}x{width} input with kernel_rad={kernel_rad:.6g} is too large for the int32 plan")
     counts = geom.taps_per_row()
     tap_row = torch.repeat_interleave(torch.arange(out_h), counts)
     tap_base = geom.in_row * padded_w + window.start + (geom.col_offset - window.d_min)
-    in_taps = torch.argsort(geom.in_row, stable=True)
-    in_counts = torch.bincount(geom.in_row, minlength=height)
+    in_taps = torch.argsort(tap_base, stable=True)  # by input row, then by column
     in_ptr = torch.zeros(height + 1, dtype=torch.long)
-    in_ptr[1:] = torch.cumsum(in_counts, 0)
+    in_ptr[1:] = torch.cumsum(torch.bincount(geom.in_row, minlength=height), 0)
     nodes = torch.zeros(taps, kernel_size[0] * kernel_size[1], dtype=torch.float64)
     nodes.index_put_((torch.arange(taps)[:, None].expand(-1, 4), geom.node), geom.coef, accumulate=True)
+    host = dict(row_ptr=geom.row_ptr, tap_base=tap_base, in_taps=in_taps, in_ptr=in_ptr)
 
     def dev(t):
         return t.to(device=device, dtype=torch.int32)
@@ -98,11 +98,46 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
         row_order=dev(torch.argsort(counts, descending=True, stable=True)),
         tap_row=dev(tap_row),
         tap_base=dev(tap_base),
-        in_ptr=dev(in_ptr),
         in_taps=dev(in_taps),
-        in_order=dev(torch.argsort(in_counts, descending=True, stable=True)),
+        in_ptr=dev(in_ptr),
         nodes=nodes.to(device=device, dtype=torch.float32),
+        host=host,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel_grad_blocks(plan, channels, block_n):
+    """Blocks of ``block_n`` consecutive k = t C + c within one output row: ``(row, first k)`` per block, int32."""
+    k_ptr = plan.host["row_ptr"] * channels
+    blocks = -(-k_ptr.diff() // block_n)
+    rows = torch.repeat_interleave(torch.arange(len(blocks)), blocks)
+    first = k_ptr[rows] + (torch.arange(len(rows)) - (torch.cumsum(blocks, 0) - blocks)[rows]) * block_n
+    device = plan.row_ptr.device
+    return rows.to(device, torch.int32), first.to(device, torch.int32)
+
+
+@functools.lru_cache(maxsize=256)
+def _input_grad_blocks(plan, height, out_w, stride_w, block_q):
+    """Blocks of ``block_q`` padded columns of one input row, with the range of ``in_taps`` that reach them.
+
+    A tap whose output column 0 reads padded column ``cb`` reaches columns ``cb .. cb + s_w (W' - 1)``; the taps of a
+    row are sorted by ``cb``, so those reaching a block are a contiguous range. Blocks come heaviest first.
+    """
+    padded_w = plan.padded_w
+    in_ptr, in_taps = plan.host["in_ptr"], plan.host["in_taps"]
+    column = plan.host["tap_base"][in_taps] % padded_w  # cb of each entry, sorted within each input row
+    n_qb = -(-padded_w // block_q)
+    q = torch.arange(height).repeat_interleave(n_qb)
+    first_col = torch.arange(n_qb).repeat(height) * block_q
+    # Sort key (row, cb) is increasing over all entries: search in it once for every block.
+    key = torch.repeat_interleave(torch.arange(height), in_ptr.diff()) * (2 * padded_w) + column
+    lo = torch.searchsorted(key, q * (2 * padded_w) + first_col - stride_w * (out_w - 1))
+    hi = torch.searchsorted(key, q * (2 * padded_w) + first_col + block_q)
+    lo = torch.maximum(lo, in_ptr[q])
+    hi = torch.minimum(hi, in_ptr[q + 1])
+    order = torch.argsort(hi - lo, descending=True, stable=True)
+    device = plan.row_ptr.device
+    return tuple(t[order].to(device, torch.int32) for t in (q, first_col, lo, hi))
 
 
 def _block(n, largest):
@@ -117,16 +152,18 @@ def _precision(dtype):
     return "tf32"
 
 
+# Layouts: x_cl [B, H, Wp, C] (channels last, width-padded), E [O, T C] (k = t C + c), y and grad_y [B, O, H', W'],
+# grad_y_cl [B, H', W', O]. Channels last makes every tile's reduction axis contiguous in memory.
 if triton is not None:
 
     @triton.jit
     def _forward_kernel(
         x_ptr, e_ptr, y_ptr, row_ptr, row_order, tap_base,
-        n_in, n_out, plane, out_h, out_w, stride_w,
+        n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, TAP_MAJOR: tl.constexpr,
         PRECISION: tl.constexpr,
     ):  # fmt: skip
-        # TAP_MAJOR: n_in is a multiple of BLOCK_K, so a block of k = t n_in + c lies within one tap t.
+        # A program: one output row i, BLOCK_J output columns, BLOCK_O output channels, one batch index.
         n_jb = tl.cdiv(out_w, BLOCK_J)
         pid = tl.program_id(0)
         i = tl.load(row_order + pid // n_jb)
@@ -135,164 +172,188 @@ if triton is not None:
         b = tl.program_id(2).to(tl.int64)
         mask_j = offs_j < out_w
         mask_o = offs_o < n_out
-        x_batch = x_ptr + b * n_in * plane
+        x_batch = x_ptr + b * height * padded_w * n_in
+        j_off = offs_j.to(tl.int64) * stride_w * n_in
+        e_rows = e_ptr + offs_o.to(tl.int64)[:, None] * n_k
         k_lo = tl.load(row_ptr + i) * n_in
         k_hi = tl.load(row_ptr + i + 1) * n_in
         acc = tl.zeros((BLOCK_O, BLOCK_J), dtype=tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
-            if TAP_MAJOR:
+            ks = k0 + tl.arange(0, BLOCK_K)
+            if TAP_MAJOR:  # n_in is a multiple of BLOCK_K: the block lies within one tap
                 t = k0 // n_in
-                c = (k0 - t * n_in) + tl.arange(0, BLOCK_K)
-                base = tl.load(tap_base + t)
-                x_off = c.to(tl.int64) * plane + base
-                xv = tl.load(x_batch + x_off[:, None] + offs_j[None, :] * stride_w, mask=mask_j[None, :], other=0.0)
-                e_off = tl.max_contiguous(tl.multiple_of(t.to(tl.int64) * n_out * n_in + c, BLOCK_K), BLOCK_K)
-                ev = tl.load(e_ptr + e_off[None, :] + offs_o[:, None] * n_in, mask=mask_o[:, None], other=0.0)
+                c = ks - t * n_in
+                x_off = tl.load(tap_base + t).to(tl.int64) * n_in + c
+                xv = tl.load(x_batch + x_off[:, None] + j_off[None, :], mask=mask_j[None, :], other=0.0)
+                ev = tl.load(e_rows + ks[None, :], mask=mask_o[:, None], other=0.0)
             else:
-                ks = k0 + tl.arange(0, BLOCK_K)
                 mask_k = ks < k_hi
                 t = ks // n_in
                 c = ks - t * n_in
-                base = tl.load(tap_base + t, mask=mask_k, other=0)
-                x_off = c.to(tl.int64) * plane + base
+                x_off = tl.load(tap_base + t, mask=mask_k, other=0).to(tl.int64) * n_in + c
                 mask_x = mask_k[:, None] & mask_j[None, :]
-                xv = tl.load(x_batch + x_off[:, None] + offs_j[None, :] * stride_w, mask=mask_x, other=0.0)
-                e_off = t.to(tl.int64) * n_out * n_in + c
-                mask_e = mask_o[:, None] & mask_k[None, :]
-                ev = tl.load(e_ptr + e_off[None, :] + offs_o[:, None] * n_in, mask=mask_e, other=0.0)
+                xv = tl.load(x_batch + x_off[:, None] + j_off[None, :], mask=mask_x, other=0.0)
+                ev = tl.load(e_rows + ks[None, :], mask=mask_o[:, None] & mask_k[None, :], other=0.0)
             acc = tl.dot(ev, xv, acc, input_precision=PRECISION)
         y_off = (b * n_out + offs_o[:, None]) * out_h * out_w + i * out_w + offs_j[None, :]
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_j[None, :])
 
     @triton.jit
     def _grad_kernel_kernel(
-        x_ptr, gy_ptr, ge_ptr, tap_row, tap_base,
-        n_batch, n_in, n_out, plane, out_h, out_w, stride_w,
-        BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr, PRECISION: tl.constexpr,
+        x_ptr, gy_ptr, ge_ptr, block_row, block_k, row_ptr, tap_base,
+        n_batch, n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
+        BLOCK_O: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, CHANNELS_16: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):  # fmt: skip
-        t = tl.program_id(0)
+        # A program: grad E[o, k] for BLOCK_O channels and BLOCK_N consecutive k of one output row i, reducing
+        # grad_y[b, o, i, j] x[b, row_t, col_t + s_w j, c] over the batch and the output columns.
+        pid = tl.program_id(0)
+        i = tl.load(block_row + pid)
+        offs_n = tl.load(block_k + pid) + tl.arange(0, BLOCK_N)
         offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
-        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_n = offs_n < tl.load(row_ptr + i + 1) * n_in
         mask_o = offs_o < n_out
-        mask_c = offs_c < n_in
-        i = tl.load(tap_row + t)
-        base = tl.load(tap_base + t)
+        t = offs_n // n_in
+        x_col = tl.load(tap_base + t, mask=mask_n, other=0).to(tl.int64) * n_in + (offs_n - t * n_in)
+        if CHANNELS_16:  # runs of 16 consecutive k share a tap and start at a multiple of 16: vector loads
+            x_col = tl.max_contiguous(tl.multiple_of(x_col, 16), 16)
+        gy_rows = gy_ptr + offs_o.to(tl.int64)[:, None] * out_h * out_w + i * out_w
         n_jb = tl.cdiv(out_w, BLOCK_J)
-        acc = tl.zeros((BLOCK_O, BLOCK_C), dtype=tl.float32)
-        for n in range(0, n_batch * n_jb):
-            b = (n // n_jb).to(tl.int64)
-            offs_j = (n % n_jb) * BLOCK_J + tl.arange(0, BLOCK_J)
+        acc = tl.zeros((BLOCK_O, BLOCK_N), dtype=tl.float32)
+        for step in range(0, n_batch * n_jb):
+            b = (step // n_jb).to(tl.int64)
+            offs_j = (step % n_jb) * BLOCK_J + tl.arange(0, BLOCK_J)
             mask_j = offs_j < out_w
-            gy_off = (b * n_out + offs_o[:, None]) * out_h * out_w + i * out_w + offs_j[None, :]
-            gv = tl.load(gy_ptr + gy_off, mask=mask_o[:, None] & mask_j[None, :], other=0.0)
-            x_off = (b * n_in + offs_c[None, :]) * plane + base + offs_j[:, None] * stride_w
-            xv = tl.load(x_ptr + x_off, mask=mask_j[:, None] & mask_c[None, :], other=0.0)
+            gv = tl.load(gy_rows + b * n_out * out_h * out_w + offs_j[None, :], mask=mask_o[:, None] & mask_j[None, :],
+                         other=0.0)  # fmt: skip
+            x_off = b * height * padded_w * n_in + x_col[None, :] + offs_j.to(tl.int64)[:, None] * stride_w * n_in
+            xv = tl.load(x_ptr + x_off, mask=mask_j[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(gv, xv, acc, input_precision=PRECISION)
-        ge_off = (t.to(tl.int64) * n_out + offs_o[:, None]) * n_in + offs_c[None, :]
-        tl.store(ge_ptr + ge_off, acc.to(ge_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_c[None, :])
+        ge_off = offs_o.to(tl.int64)[:, None] * n_k + offs_n[None, :]
+        tl.store(ge_ptr + ge_off, acc.to(ge_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_n[None, :])
 
     @triton.jit
     def _grad_input_kernel(
-        gy_ptr, e_ptr, gx_ptr, in_ptr, in_taps, in_order, tap_row, tap_base,
-        n_in, n_out, padded_w, plane, out_h, out_w, stride_w,
-        BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_O: tl.constexpr, PRECISION: tl.constexpr,
+        gy_ptr, e_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, in_taps, tap_row, tap_base,
+        n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
+        BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, ENTRY_MAJOR: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):  # fmt: skip
-        n_qb = tl.cdiv(padded_w, BLOCK_Q)
+        # A program: grad x[b, q, cols, c] for BLOCK_Q padded columns of input row q and BLOCK_C channels, over the
+        # taps e that read row q and reach these columns, k = e C_out + o: E[o, t_e C + c] grad_y[b, i_e, j, o].
         pid = tl.program_id(0)
-        q = tl.load(in_order + pid // n_qb)
-        cols = (pid % n_qb) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        q = tl.load(block_q + pid)
+        cols = tl.load(block_col + pid) + tl.arange(0, BLOCK_Q)
+        k_lo = tl.load(block_lo + pid) * n_out
+        k_hi = tl.load(block_hi + pid) * n_out
         offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         b = tl.program_id(2).to(tl.int64)
         mask_c = offs_c < n_in
-        n_ob = tl.cdiv(n_out, BLOCK_O)
-        e_lo = tl.load(in_ptr + q)
-        e_hi = tl.load(in_ptr + q + 1)
+        gy_batch = gy_ptr + b * out_h * out_w * n_out
         acc = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
-        for n in range(e_lo * n_ob, e_hi * n_ob):
-            t = tl.load(in_taps + n // n_ob)
-            offs_o = (n % n_ob) * BLOCK_O + tl.arange(0, BLOCK_O)
-            mask_o = offs_o < n_out
-            i = tl.load(tap_row + t)
-            rel = cols - (tl.load(tap_base + t) - q * padded_w)  # padded column minus the tap's column for j = 0
-            j = rel // stride_w
-            mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w)
-            e_off = t.to(tl.int64) * n_out * n_in + offs_o[None, :] * n_in + offs_c[:, None]
-            ev = tl.load(e_ptr + e_off, mask=mask_c[:, None] & mask_o[None, :], other=0.0)
-            gy_off = (b * n_out + offs_o[:, None]) * out_h * out_w + i * out_w + j[None, :]
-            gv = tl.load(gy_ptr + gy_off, mask=mask_o[:, None] & mask_q[None, :], other=0.0)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            if ENTRY_MAJOR:  # n_out is a multiple of BLOCK_K: the block lies within one tap
+                tap = tl.load(in_taps + k0 // n_out)
+                o = ks - (k0 // n_out) * n_out
+                rel = cols - (tl.load(tap_base + tap) - q * padded_w)  # padded column minus the tap's cb
+                j = rel // stride_w
+                mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w)
+                e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64) * n_in + offs_c[:, None]
+                ev = tl.load(e_ptr + e_off, mask=mask_c[:, None], other=0.0)
+                gy_off = (tl.load(tap_row + tap).to(tl.int64) * out_w + j[None, :]) * n_out + o[:, None]
+                gv = tl.load(gy_batch + gy_off, mask=mask_q[None, :], other=0.0)
+            else:
+                mask_k = ks < k_hi
+                entry = ks // n_out
+                o = ks - entry * n_out
+                tap = tl.load(in_taps + entry, mask=mask_k, other=0)
+                rel = cols[None, :] - (tl.load(tap_base + tap, mask=mask_k, other=0) - q * padded_w)[:, None]
+                j = rel // stride_w
+                mask_g = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_k[:, None]
+                e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]
+                ev = tl.load(e_ptr + e_off, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
+                i = tl.load(tap_row + tap, mask=mask_k, other=0).to(tl.int64)
+                gv = tl.load(gy_batch + (i[:, None] * out_w + j) * n_out + o[:, None], mask=mask_g, other=0.0)
             acc = tl.dot(ev, gv, acc, input_precision=PRECISION)
-        gx_off = (b * n_in + offs_c[:, None]) * plane + q * padded_w + cols[None, :]
+        gx_off = ((b * height + q) * padded_w + cols[None, :]) * n_in + offs_c[:, None]
         tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & (cols < padded_w)[None, :])
 
 
-def _launch_forward(x_pad, kernel, plan, out_w, stride_w):
-    batch, channels, height, padded_w = x_pad.shape
-    out_channels = kernel.shape[1]
+def _reduction_block(dtype):
+    return 32 if dtype == torch.float32 else 64
+
+
+def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
+    batch, height, padded_w, channels = x_cl.shape
+    out_channels, n_k = kernel.shape
     out_h = plan.row_order.shape[0]
-    y = torch.empty(batch, out_channels, out_h, out_w, device=x_pad.device, dtype=x_pad.dtype)
-    block_o, block_j = _block(out_channels, 64), _block(out_w, 64)
-    block_k = 32 if x_pad.dtype == torch.float32 else 64
+    y = torch.empty(batch, out_channels, out_h, out_w, device=x_cl.device, dtype=x_cl.dtype)
+    block_o, block_j, block_k = _block(out_channels, 128), _block(out_w, 128), _reduction_block(x_cl.dtype)
     grid = (out_h * triton.cdiv(out_w, block_j), triton.cdiv(out_channels, block_o), batch)
     _forward_kernel[grid](
-        x_pad, kernel, y, plan.row_ptr, plan.row_order, plan.tap_base,
-        channels, out_channels, height * padded_w, out_h, out_w, stride_w,
+        x_cl, kernel, y, plan.row_ptr, plan.row_order, plan.tap_base,
+        channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_J=block_j, BLOCK_K=block_k, TAP_MAJOR=channels % block_k == 0,
-        PRECISION=_precision(x_pad.dtype),
-        num_warps=4, num_stages=3,
+        PRECISION=_precision(x_cl.dtype), num_warps=8 if block_o * block_j >= 8192 else 4, num_stages=3,
     )  # fmt: skip
     return y
 
 
-def _launch_grad_kernel(x_pad, grad_y, plan, kernel_shape, stride_w):
-    batch, channels, height, padded_w = x_pad.shape
-    taps, out_channels, _ = kernel_shape
+def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
+    batch, height, padded_w, channels = x_cl.shape
+    out_channels, n_k = kernel_shape
     out_h, out_w = grad_y.shape[2:]
-    grad_kernel = torch.empty(kernel_shape, device=x_pad.device, dtype=x_pad.dtype)
-    block_o, block_c = _block(out_channels, 64), _block(channels, 64)
-    grid = (taps, triton.cdiv(out_channels, block_o), triton.cdiv(channels, block_c))
+    grad_kernel = torch.empty(kernel_shape, device=x_cl.device, dtype=x_cl.dtype)
+    block_o, block_n = _block(out_channels, 64), 128
+    block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
+    grid = (len(block_row), triton.cdiv(out_channels, block_o))
     _grad_kernel_kernel[grid](
-        x_pad, grad_y, grad_kernel, plan.tap_row, plan.tap_base,
-        batch, channels, out_channels, height * padded_w, out_h, out_w, stride_w,
-        BLOCK_O=block_o, BLOCK_C=block_c, BLOCK_J=_block(out_w, 64), PRECISION=_precision(x_pad.dtype),
-        num_warps=4, num_stages=3,
+        x_cl, grad_y, grad_kernel, block_row, block_k, plan.row_ptr, plan.tap_base,
+        batch, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
+        BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(out_w, 64), CHANNELS_16=channels % 16 == 0,
+        PRECISION=_precision(x_cl.dtype),
+        num_warps=8, num_stages=2 if x_cl.dtype == torch.float32 else 3,
     )  # fmt: skip
     return grad_kernel
 
 
 def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
-    batch, channels, height, padded_w = x_shape
-    out_channels = kernel.shape[1]
+    batch, height, padded_w, channels = x_shape
+    out_channels, n_k = kernel.shape
     out_h, out_w = grad_y.shape[2:]
+    grad_y_cl = grad_y.permute(0, 2, 3, 1).contiguous()
     grad_x = torch.empty(x_shape, device=grad_y.device, dtype=grad_y.dtype)
-    block_c, block_q = _block(channels, 64), _block(padded_w, 64)
-    grid = (height * triton.cdiv(padded_w, block_q), triton.cdiv(channels, block_c), batch)
+    block_c, block_q, block_k = _block(channels, 64), _block(padded_w, 128), _reduction_block(grad_y.dtype)
+    blocks = _input_grad_blocks(plan, height, out_w, stride_w, block_q)
+    grid = (len(blocks[0]), triton.cdiv(channels, block_c), batch)
     _grad_input_kernel[grid](
-        grad_y, kernel, grad_x, plan.in_ptr, plan.in_taps, plan.in_order, plan.tap_row, plan.tap_base,
-        channels, out_channels, padded_w, height * padded_w, out_h, out_w, stride_w,
-        BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_O=_block(out_channels, 32), PRECISION=_precision(grad_y.dtype),
-        num_warps=4, num_stages=3,
+        grad_y_cl, kernel, grad_x, *blocks, plan.in_taps, plan.tap_row, plan.tap_base,
+        channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
+        BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
+        PRECISION=_precision(grad_y.dtype), num_warps=8 if block_c * block_q >= 8192 else 4, num_stages=3,
     )  # fmt: skip
     return grad_x
 
 
 class _CrownGather(torch.autograd.Function):
-    """``y = crown_sum(x_pad, E)`` with the three kernels above; ``x_pad`` and ``kernel`` contiguous, same dtype."""
+    """``y = crown_sum(x_cl, E)`` with the three kernels above; ``x_cl`` and ``kernel`` contiguous, same dtype."""
 
     @staticmethod
-    def forward(ctx, x_pad, kernel, plan, out_w, stride_w):
-        ctx.save_for_backward(x_pad, kernel)
+    def forward(ctx, x_cl, kernel, plan, out_w, stride_w):
+        ctx.save_for_backward(x_cl, kernel)
         ctx.plan, ctx.stride_w = plan, stride_w
-        return _launch_forward(x_pad, kernel, plan, out_w, stride_w)
+        return _launch_forward(x_cl, kernel, plan, out_w, stride_w)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x_pad, kernel = ctx.saved_tensors
-        grad_y = grad_y.to(x_pad.dtype).contiguous()
+        x_cl, kernel = ctx.saved_tensors
+        grad_y = grad_y.to(x_cl.dtype).contiguous()
         grad_x = grad_kernel = None
         if ctx.needs_input_grad[0]:
-            grad_x = _launch_grad_input(grad_y, kernel, ctx.plan, x_pad.shape, ctx.stride_w)
+            grad_x = _launch_grad_input(grad_y, kernel, ctx.plan, x_cl.shape, ctx.stride_w)
         if ctx.needs_input_grad[1]:
-            grad_kernel = _launch_grad_kernel(x_pad, grad_y, ctx.plan, kernel.shape, ctx.stride_w)
+            grad_kernel = _launch_grad_kernel(x_cl, grad_y, ctx.plan, kernel.shape, ctx.stride_w)
         return grad_x, grad_kernel, None, None, None
 
 
@@ -312,8 +373,11 @@ def crown_gather(x_pad, weight, plan, out_w, stride_w):
     if torch.is_autocast_enabled(x_pad.device.type):
         dtype = torch.get_autocast_dtype(x_pad.device.type)
     out_channels, channels, kh, kw = weight.shape
-    # E[t, o, c] = sum_k nodes[t, k] weight[o, c, k]: one GEMM, differentiable; the kernels read E as [T, O, C].
-    flat_weight = weight.to(dtype).permute(2, 3, 0, 1).reshape(kh * kw, out_channels * channels)
+    taps = plan.tap_row.shape[0]
+    if taps * max(channels, out_channels) >= 2**31:
+        raise ValueError(f"{taps} crown taps with {channels} -> {out_channels} channels overflow the kernels' int32")
+    # E[o, t, c] = sum_k nodes[t, k] weight[o, c, k]: one batched GEMM, differentiable; read as [O, T C].
     with torch.autocast(x_pad.device.type, enabled=False):
-        kernel = (plan.nodes.to(dtype) @ flat_weight).view(-1, out_channels, channels)
-    return _CrownGather.apply(x_pad.to(dtype).contiguous(), kernel, plan, out_w, stride_w)
+        kernel = torch.matmul(plan.nodes.to(dtype), weight.to(dtype).reshape(out_channels, channels, kh * kw).mT)
+    x_cl = x_pad.to(dtype).permute(0, 2, 3, 1).contiguous()
+    return _CrownGather.apply(x_cl, kernel.reshape(out_channels, taps * channels), plan, out_w, stride_w)
