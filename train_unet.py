@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import opts
 import ref
-from datasets.data import VRVideo, VRVideoLSTM, center_prior
+from datasets.data import VRVideo, VRVideoLSTM, atomic_write_bytes, center_prior
 from datasets.synthetic import ensure_synthetic
 from models import SphericalConvLSTMNet, SphericalUNet
 from sconv import metrics
@@ -124,7 +124,11 @@ def use_global_batch_norm(module):
 
 
 def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path`` and move it into place: never a half-written file."""
+    """Call ``write(file)`` on a temporary file beside ``path`` and move it into place: never a half-written file.
+
+    ``atomic_write_bytes`` (datasets.data) for small files; this one streams (a checkpoint is not copied in memory
+    first), creates the folder and syncs the file to disk before the rename.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
@@ -140,12 +144,8 @@ def atomic_write(path, write):
         raise
 
 
-def write_bytes(path, data):
-    atomic_write(path, lambda f: f.write(data))
-
-
 def write_json(path, obj):
-    write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def rng_state():
@@ -447,7 +447,8 @@ def train(opt, rank, world_size, device):
             record["test"] = evaluate(raw_model, test_set, opt, device)["model"]
         if is_main:
             log.append(record)
-            write_bytes(os.path.join(opt.save_dir, "log.jsonl"), "".join(json.dumps(r) + "\n" for r in log).encode())
+            lines = "".join(json.dumps(r) + "\n" for r in log)
+            atomic_write_bytes(os.path.join(opt.save_dir, "log.jsonl"), lines.encode())
             checkpoint = {
                 "model": raw_model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -494,18 +495,19 @@ def run_test(opt, device):
     model, path, epoch = load_trained(opt, device)
     _, test_set = load_datasets(opt, 0, 1)
     results = evaluate(model, test_set, opt, device, with_baselines=True)
-    frames = min(len(test_set), opt.limit) if opt.limit else len(test_set)
+    items = min(len(test_set), opt.limit) if opt.limit else len(test_set)
     report = {
         "checkpoint": os.path.abspath(path),
         "epoch": epoch,
-        "test_items": frames,
+        "test_items": items,
         "device": str(device),
         "metrics": "sphere-weighted",
         **results,
     }
+    os.makedirs(opt.save_dir, exist_ok=True)
     out_path = os.path.join(opt.save_dir, "test_metrics.json")
     write_json(out_path, report)
-    print(f"{opt.model} after {epoch} epochs, {frames} test items (sphere-weighted):")
+    print(f"{opt.model} after {epoch} epochs, {items} test items (sphere-weighted):")
     print(format_metrics("model", results["model"]))
     print(format_metrics("center prior", results["center_prior"]))
     print(format_metrics("previous map", results["previous_map"]))

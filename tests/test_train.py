@@ -197,6 +197,9 @@ def test_test_mode_metrics_match_a_direct_evaluation(dirs, reference_run):
     with open(os.path.join(dirs[1], "reference", "test_metrics.json")) as f:
         assert json.load(f) == json.loads(json.dumps(report))
     assert report["epoch"] == 2 and report["test_items"] == 3
+    latest = os.path.join(dirs[1], "reference", train_unet.LATEST)
+    elsewhere = train_unet.main(common_args(dirs) + ["-expID", "new", "-test", "-loadModel", latest, "--limit", "3"])
+    assert os.path.isfile(os.path.join(dirs[1], "new", "test_metrics.json")) and elsewhere["model"] == report["model"]
 
     # Direct: the checkpoint's model on the first 3 test frames; the test split is one video, so sAUC's negatives
     # are the fixations of the other evaluated frames.
