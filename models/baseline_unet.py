@@ -52,8 +52,10 @@ def crown_tap_count(height, width, kernel_rad):
     """
     theta = colatitudes(height)
     dphi = longitudes(width) - longitudes(width)[0]  # p in column 0; every column sees the same crown
-    alpha, _, _ = kernel_coordinates(theta[:, None, None], theta[None, :, None], dphi[None, None, :])
-    per_row = (alpha <= kernel_rad + RIM_TOLERANCE).sum(dim=(1, 2)).double()
+    # One output row at a time: [H, W] temporaries, not [H, H, W].
+    per_row = torch.stack(
+        [(kernel_coordinates(t, theta[:, None], dphi[None, :])[0] <= kernel_rad + RIM_TOLERANCE).sum() for t in theta]
+    ).double()
     area = pixel_solid_angle(height, width)
     return float((per_row * area).sum() / area.sum())
 
