@@ -105,11 +105,15 @@ def _patch_index(tensor, scope):
     scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
 interpreter._patch_lang_tensor = _patch_index
 from sconv.functional import sconv as S
+from sconv.functional import sconv_triton
 from sconv.functional.sconv_triton import crown_gather, triton_plan
 from tests.test_fast_paths import CONFIGS
 torch.manual_seed(0)
 worst = 0.0
-for batch, c_in, c_out, h, w, stride, r, size, mode in CONFIGS:
+# Both layouts of the backward operands (float32 takes the reduction-axis-contiguous one; 16-bit the other).
+for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFIGS[3:]]:
+    sconv_triton._k_major_backward = lambda dtype, k_major=k_major: k_major
+    batch, c_in, c_out, h, w, stride, r, size, mode = config
     x = torch.randn(batch, c_in, h, w, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(c_out, c_in, *size, dtype=torch.float64, requires_grad=True)
     expected = S.spherical_conv(x, weight, stride=stride, padding_mode=mode, kernel_rad=r)

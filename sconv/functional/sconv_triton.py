@@ -203,7 +203,7 @@ if triton is not None:
         x_ptr, gy_ptr, ge_ptr, block_row, block_k, row_ptr, tap_base,
         n_batch, n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, CHANNELS_16: tl.constexpr,
-        PRECISION: tl.constexpr,
+        X_NCHW: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
         # A program: grad E[o, k] for BLOCK_O channels and BLOCK_N consecutive k of one output row i, reducing
         # grad_y[b, o, i, j] x[b, row_t, col_t + s_w j, c] over the batch and the output columns.
@@ -214,9 +214,17 @@ if triton is not None:
         mask_n = offs_n < tl.load(row_ptr + i + 1) * n_in
         mask_o = offs_o < n_out
         t = offs_n // n_in
-        x_col = tl.load(tap_base + t, mask=mask_n, other=0).to(tl.int64) * n_in + (offs_n - t * n_in)
-        if CHANNELS_16:  # runs of 16 consecutive k share a tap and start at a multiple of 16: vector loads
-            x_col = tl.max_contiguous(tl.multiple_of(x_col, 16), 16)
+        base = tl.load(tap_base + t, mask=mask_n, other=0).to(tl.int64)
+        if X_NCHW:  # x as [B, C, H, Wp]: the reduction axis j is contiguous (the layout tf32 tensor cores take)
+            x_col = (offs_n - t * n_in).to(tl.int64) * height * padded_w + base
+            j_step = stride_w
+            b_step = n_in * height * padded_w
+        else:
+            x_col = base * n_in + (offs_n - t * n_in)
+            if CHANNELS_16:  # runs of 16 consecutive k share a tap and start at a multiple of 16: vector loads
+                x_col = tl.max_contiguous(tl.multiple_of(x_col, 16), 16)
+            j_step = stride_w * n_in
+            b_step = height * padded_w * n_in
         gy_rows = gy_ptr + offs_o.to(tl.int64)[:, None] * out_h * out_w + i * out_w
         n_jb = tl.cdiv(out_w, BLOCK_J)
         acc = tl.zeros((BLOCK_O, BLOCK_N), dtype=tl.float32)
@@ -226,7 +234,7 @@ if triton is not None:
             mask_j = offs_j < out_w
             gv = tl.load(gy_rows + b * n_out * out_h * out_w + offs_j[None, :], mask=mask_o[:, None] & mask_j[None, :],
                          other=0.0)  # fmt: skip
-            x_off = b * height * padded_w * n_in + x_col[None, :] + offs_j.to(tl.int64)[:, None] * stride_w * n_in
+            x_off = b * b_step + x_col[None, :] + offs_j.to(tl.int64)[:, None] * j_step
             xv = tl.load(x_ptr + x_off, mask=mask_j[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(gv, xv, acc, input_precision=PRECISION)
         ge_off = offs_o.to(tl.int64)[:, None] * n_k + offs_n[None, :]
@@ -237,8 +245,9 @@ if triton is not None:
         gy_ptr, e_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, in_taps, tap_row, tap_base,
         n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, ENTRY_MAJOR: tl.constexpr,
-        PRECISION: tl.constexpr,
+        E_TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
+        # E_TRANSPOSED: e_ptr holds E as [T, C, O] (o contiguous: the layout tf32 tensor cores take), else [O, T C].
         # A program: grad x[b, q, cols, c] for BLOCK_Q padded columns of input row q and BLOCK_C channels, over the
         # taps e that read row q and reach these columns, k = e C_out + o: E[o, t_e C + c] grad_y[b, i_e, j, o].
         pid = tl.program_id(0)
@@ -259,7 +268,10 @@ if triton is not None:
                 rel = cols - (tl.load(tap_base + tap) - q * padded_w)  # padded column minus the tap's cb
                 j = rel // stride_w
                 mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w)
-                e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64) * n_in + offs_c[:, None]
+                if E_TRANSPOSED:
+                    e_off = (tap.to(tl.int64) * n_in + offs_c[:, None]) * n_out + o[None, :]
+                else:
+                    e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64) * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None], other=0.0)
                 gy_off = (tl.load(tap_row + tap).to(tl.int64) * out_w + j[None, :]) * n_out + o[:, None]
                 gv = tl.load(gy_batch + gy_off, mask=mask_q[None, :], other=0.0)
@@ -271,7 +283,10 @@ if triton is not None:
                 rel = cols[None, :] - (tl.load(tap_base + tap, mask=mask_k, other=0) - q * padded_w)[:, None]
                 j = rel // stride_w
                 mask_g = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_k[:, None]
-                e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]
+                if E_TRANSPOSED:
+                    e_off = (tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]) * n_out + o[None, :]
+                else:
+                    e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
                 i = tl.load(tap_row + tap, mask=mask_k, other=0).to(tl.int64)
                 gv = tl.load(gy_batch + (i[:, None] * out_w + j) * n_out + o[:, None], mask=mask_g, other=0.0)
@@ -300,19 +315,27 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     return y
 
 
+def _k_major_backward(dtype):
+    """Whether the backward kernels take the operands laid out with the reduction axis contiguous (one extra copy of
+    x and of E): tf32 tensor-core products need it, 16-bit ones take either layout."""
+    return dtype == torch.float32
+
+
 def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
     batch, height, padded_w, channels = x_cl.shape
     out_channels, n_k = kernel_shape
     out_h, out_w = grad_y.shape[2:]
     grad_kernel = torch.empty(kernel_shape, device=x_cl.device, dtype=x_cl.dtype)
+    k_major = _k_major_backward(x_cl.dtype)
     block_o, block_n = _block(out_channels, 64), 128
     block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
     grid = (len(block_row), triton.cdiv(out_channels, block_o))
     _grad_kernel_kernel[grid](
-        x_cl, grad_y, grad_kernel, block_row, block_k, plan.row_ptr, plan.tap_base,
+        x_cl.permute(0, 3, 1, 2).contiguous() if k_major else x_cl, grad_y, grad_kernel, block_row, block_k,
+        plan.row_ptr, plan.tap_base,
         batch, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(out_w, 64), CHANNELS_16=channels % 16 == 0,
-        PRECISION=_precision(x_cl.dtype),
+        X_NCHW=k_major, PRECISION=_precision(x_cl.dtype),
         num_warps=8, num_stages=2 if x_cl.dtype == torch.float32 else 3,
     )  # fmt: skip
     return grad_kernel
@@ -323,6 +346,9 @@ def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
     out_channels, n_k = kernel.shape
     out_h, out_w = grad_y.shape[2:]
     grad_y_cl = grad_y.permute(0, 2, 3, 1).contiguous()
+    k_major = _k_major_backward(grad_y.dtype)
+    if k_major:
+        kernel = kernel.view(out_channels, -1, channels).permute(1, 2, 0).contiguous()
     grad_x = torch.empty(x_shape, device=grad_y.device, dtype=grad_y.dtype)
     block_c, block_q, block_k = _block(channels, 64), _block(padded_w, 128), _reduction_block(grad_y.dtype)
     blocks = _input_grad_blocks(plan, height, out_w, stride_w, block_q)
@@ -331,7 +357,8 @@ def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
         grad_y_cl, kernel, grad_x, *blocks, plan.in_taps, plan.tap_row, plan.tap_base,
         channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
-        PRECISION=_precision(grad_y.dtype), num_warps=8 if block_c * block_q >= 8192 else 4, num_stages=3,
+        E_TRANSPOSED=k_major, PRECISION=_precision(grad_y.dtype),
+        num_warps=8 if block_c * block_q >= 8192 else 4, num_stages=3,
     )  # fmt: skip
     return grad_x
 
