@@ -183,9 +183,11 @@ def run_layer_case(case, device, dtype, timer, args):
     planar = nn.Conv2d(case["c_in"], case["c_out"], k, padding=k // 2, bias=False).to(device)
     x = torch.randn(case["batch"], case["c_in"], case["height"], case["width"], device=device, requires_grad=True)
     fast = x.shape[0] > 0 and sconv_impl.triton_available(device, x.dtype)
+    triton_dtype = (torch.bfloat16 if dtype == "bf16" else torch.float32) if fast else None
     path = sconv_impl._choose_path(
-        case["batch"], case["c_in"], case["c_out"], case["height"], case["width"], ours.kernel_rad, (1, 1), size, fast
-    )
+        case["batch"], case["c_in"], case["c_out"], case["height"], case["width"], ours.kernel_rad, (1, 1), size,
+        triton_dtype,
+    )  # fmt: skip
     row = dict(case, dtype=dtype, path=path, crown_pixels=round(taps, 1), planar_k=k)
     row["ours_ms"], row["ours_mb"] = timer(layer_step(ours, x, device, dtype))
     with torch.no_grad():
@@ -200,7 +202,7 @@ def run_layer_case(case, device, dtype, timer, args):
             with forced_path(forced):
                 row["paths_ms"][forced] = timer(layer_step(ours, x, device, dtype))[0]
     if dtype == "fp32" and case.get("disco"):
-        layer, row["disco"] = disco_layer(case, device)
+        layer, row["disco_note"] = disco_layer(case, device)
         if layer is not None:
             slow = Timer(device, warmup=1, reps=args.disco_reps)
             row["disco_ms"], row["disco_mb"] = slow(layer_step(layer, x, device, dtype))
@@ -290,7 +292,7 @@ def tables(results):
             for r in forced:
                 cells = " | ".join(fmt(r["paths_ms"].get(p)) for p in PATHS)
                 lines.append(f"| {r['name']} B={r['batch']} | {r['dtype']} | {r['path']} | {cells} |")
-        notes = sorted({r["disco"] for r in results["layers"] if r.get("disco")})
+        notes = sorted({r["disco_note"] for r in results["layers"] if r.get("disco_note")})
         lines += [f"DISCO: {note}." for note in notes]
     if results.get("unet"):
         lines += [

@@ -312,8 +312,9 @@ def padded_taps(height, width, kernel_rad, stride, kernel_size):
 class SparsePlan:
     """The crown sum over the whole image as one sparse matrix (and its transpose, for the backward pass).
 
-    ``mix_first``: ``[H' W', kh kw Hp Wp]``, summing a node-expanded input ``U[k, q]`` into output pixels.
-    Otherwise ``[kh kw H' W', Hp Wp]``, projecting the input onto the nodes: ``Z[k, p]``.
+    ``mix_first``: ``[H' W', Hp Wp kh kw]``, summing a node-expanded input ``U[q, k]`` into output pixels.
+    Otherwise ``[H' W' kh kw, Hp Wp]``, projecting the input onto the nodes: ``Z[p, k]``. The node index is the inner
+    one, so that the channel-mixing GEMM reads ``U`` and ``Z`` as ``[pixels, nodes x channels]`` matrices in place.
     """
 
     window: ConvWindow
@@ -340,9 +341,9 @@ def sparse_plan(height, width, kernel_rad, stride, kernel_size, mix_first, devic
     p, q, k, value = p[keep], q[keep], k[keep], value[keep]
     in_size = height * padded_w
     if mix_first:
-        index, shape = torch.stack([p, k * in_size + q]), (out_h * out_w, nodes * in_size)
+        index, shape = torch.stack([p, q * nodes + k]), (out_h * out_w, nodes * in_size)
     else:
-        index, shape = torch.stack([k * out_h * out_w + p, q]), (nodes * out_h * out_w, in_size)
+        index, shape = torch.stack([p * nodes + k, q]), (nodes * out_h * out_w, in_size)
     matrix = torch.sparse_coo_tensor(index, value, shape, check_invariants=True).coalesce()
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")

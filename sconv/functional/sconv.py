@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from sconv.functional.common import check_input, pair
-from sconv.functional.crown import conv_plan, crown_taps, padded_taps, sparse_plan
+from sconv.functional.crown import conv_plan, conv_window, crown_taps, padded_taps, sparse_plan
 from sconv.functional.sconv_triton import crown_gather, triton_available, triton_plan
 
 __all__ = ["spherical_conv", "check_padding_mode", "check_kernel_rad"]
@@ -76,13 +76,14 @@ def _pad_width(input, left, right, padding_mode):
     return F.pad(input, (left, right, 0, 0), mode="constant", value=value)
 
 
-# Relative cost of one memory-bound gathered or sparse multiply-add against one multiply-add inside a dense GEMM.
-GATHER_COST = 4
-SPARSE_COST = 4
-# On CUDA: the Triton gather kernels' multiply-add against cuBLAS's, and cuSPARSE's sparse one (measured on an H100,
-# benchmarks/RESULTS.md).
-TRITON_COST = 2
-CUDA_SPARSE_COST = 64
+# The cost model counts each formulation's dense-GEMM multiply-adds plus its other work weighted by these constants, in
+# GEMM multiply-add equivalents, fitted to timings of all three formulations on the Spherical U-Net's layers (CPU: one
+# thread, batch 1 and 2; CUDA: an H100, fwd+bwd, benchmarks/RESULTS.md). "gathered": an element gathered from the input
+# (CPU gather path), "kernel": an element of its effective kernel E built by 4-corner gathers; "sparse": a sparse
+# multiply-add; "expanded": an element of the node-expanded intermediate (U of mix_first, Z of project_first).
+CPU_COSTS = dict(gathered=370, kernel=320, sparse=6, expanded=130)
+# CUDA: the Triton gather kernels' multiply-add (per compute dtype) against cuBLAS's, and the two above.
+CUDA_COSTS = dict(triton_float32=3.0, triton_16bit=1.5, sparse=15, expanded=900)
 # Largest effective kernel E [C_out, taps, C_in] the Triton path builds, and largest sparse matrix (elements).
 TRITON_MAX_KERNEL = 2**30
 MAX_NONZEROS = 2**27
@@ -90,42 +91,41 @@ MAX_NONZEROS = 2**27
 
 @torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
 @functools.lru_cache(maxsize=1024)
-def _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, fast_gather=False):
-    """The cheapest of the three formulations for this call, by counting multiply-adds (see the module docstring).
+def _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, triton_dtype=None):
+    """The cheapest of the three formulations for this call, by an operation count (see the module docstring).
 
-    ``fast_gather``: the gather path would run as the Triton kernels (CUDA), whose cost is counted apart.
+    ``triton_dtype``: the compute dtype when the gather path would run as the Triton kernels (CUDA), else None.
     """
     geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
     out_h, out_w = geom.out_size
+    window = conv_window(geom, width, stride[1])
+    in_pixels = height * (width + window.pad_left + window.pad_right)
     nodes = kernel_size[0] * kernel_size[1]
-    nonzeros = 4 * len(geom.in_row) * out_w
+    taps = len(geom.in_row)
+    nonzeros = 4 * taps * out_w
     batch = max(batch, 1)
-    if fast_gather:
-        taps = len(geom.in_row)
-        # tl.dot works on tiles of at least 16 output channels; E is built by one GEMM over the kernel nodes.
-        rounded_out = -(-out_channels // 16) * 16
-        gather = batch * out_w * taps * channels * rounded_out + taps * nodes * channels * out_channels
-        cost = {
-            "gather": TRITON_COST * gather,
-            "mix_first": batch * height * width * channels * out_channels * nodes
-            + CUDA_SPARSE_COST * nonzeros * batch * out_channels,
-            "project_first": batch * out_h * out_w * channels * nodes * out_channels
-            + CUDA_SPARSE_COST * nonzeros * batch * channels,
-        }
-        if nonzeros > MAX_NONZEROS:
-            return "gather"
+    costs = CPU_COSTS if triton_dtype is None else CUDA_COSTS
+    cost = {
+        "mix_first": batch * in_pixels * nodes * out_channels * (channels + costs["expanded"])
+        + costs["sparse"] * nonzeros * batch * out_channels,
+        "project_first": batch * out_h * out_w * nodes * channels * (out_channels + costs["expanded"])
+        + costs["sparse"] * nonzeros * batch * channels,
+    }
+    if triton_dtype is None:
+        padded = padded_taps(height, width, kernel_rad, stride, kernel_size)
+        cost["gather"] = (
+            batch * channels * padded * out_w * (out_channels + costs["gathered"])
+            + costs["kernel"] * 4 * padded * channels * out_channels
+        )
+    else:
+        # tl.dot works on tiles of at least 16 rows and columns; E is built by one GEMM over the kernel nodes.
+        rounded = (-(-channels // 16) * 16) * (-(-out_channels // 16) * 16)
+        speed = costs["triton_float32" if triton_dtype == torch.float32 else "triton_16bit"]
+        cost["gather"] = speed * batch * out_w * taps * rounded + taps * nodes * channels * out_channels
         if taps * channels * out_channels > TRITON_MAX_KERNEL:
             cost["gather"] = float("inf")
-        return min(cost, key=cost.get)
-    taps = padded_taps(height, width, kernel_rad, stride, kernel_size)
-    cost = {
-        "gather": batch * channels * taps * out_w * (out_channels + GATHER_COST)
-        + GATHER_COST * 4 * out_channels * channels * taps,
-        "mix_first": batch * height * width * channels * out_channels * nodes
-        + SPARSE_COST * nonzeros * batch * out_channels,
-        "project_first": batch * out_h * out_w * channels * nodes * out_channels
-        + SPARSE_COST * nonzeros * batch * channels,
-    }
+    if nonzeros > MAX_NONZEROS:
+        return "gather"
     return min(cost, key=cost.get)
 
 
@@ -189,14 +189,24 @@ def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first):
     matrix_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
     plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, matrix_dtype)
     x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
-    flat_weight = weight.reshape(out_channels, channels, kh * kw)
+    nodes = kh * kw
     if mix_first:
-        nodes = torch.einsum("ock,bchw->khwbo", flat_weight, x).reshape(kh * kw * x.shape[2] * x.shape[3], -1)
-        out = _crown_sum(plan, nodes).to(nodes.dtype).view(out_h, out_w, batch, out_channels)
+        # U[b, q, (k, o)] = sum_c x[b, c, q] W[o, c, k]: one GEMM on the channels-last input; the matrix sums U[q, k].
+        mixing = weight.permute(1, 2, 3, 0).reshape(channels, nodes * out_channels)
+        expanded = x.permute(0, 2, 3, 1).reshape(-1, channels) @ mixing  # [B Hp Wp, K O]
+        rows = x.shape[2] * x.shape[3] * nodes
+        expanded = expanded.view(batch, rows, out_channels).transpose(0, 1).reshape(rows, batch * out_channels)
+        out = _crown_sum(plan, expanded).to(expanded.dtype).view(out_h, out_w, batch, out_channels)
         return out.permute(2, 3, 0, 1)
-    pixels = x.permute(2, 3, 0, 1).reshape(x.shape[2] * x.shape[3], -1)
-    projected = _crown_sum(plan, pixels).view(kh * kw, out_h, out_w, batch, channels)
-    return torch.einsum("khwbc,ock->bohw", projected.to(pixels.dtype), flat_weight)
+    # Z[(p, k), (b, c)] = sum_q S[(p, k), q] x[q, (b, c)], then y[b, p, o] = sum_(k, c) Z[b, p, (k, c)] W[o, c, k].
+    pixels = x.permute(2, 3, 0, 1).reshape(x.shape[2] * x.shape[3], batch * channels)
+    projected = _crown_sum(plan, pixels).to(pixels.dtype).view(out_h * out_w, nodes, batch, channels)
+    projected = projected.permute(2, 0, 1, 3)  # [B, P, K, C]
+    if weight.numel() > projected.numel():  # reorder the smaller operand: Z to [B P, (C K)], or W to [(K C), O]
+        out = projected.transpose(2, 3).reshape(-1, channels * nodes) @ weight.reshape(out_channels, -1).t()
+    else:
+        out = projected.reshape(-1, nodes * channels) @ weight.permute(2, 3, 1, 0).reshape(-1, out_channels)
+    return out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2)
 
 
 def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_mode="sphere", kernel_rad=math.pi / 3):
@@ -240,8 +250,11 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     padding_mode = check_padding_mode(padding_mode)
     kernel_rad = check_kernel_rad(kernel_rad)
 
-    fast_gather = batch > 0 and triton_available(input.device, input.dtype)
-    path = _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), fast_gather)
+    triton_dtype = None
+    if batch > 0 and triton_available(input.device, input.dtype):
+        autocast = torch.is_autocast_enabled(input.device.type)
+        triton_dtype = torch.get_autocast_dtype(input.device.type) if autocast else input.dtype
+    path = _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), triton_dtype)
     if path == "gather":
         out = _gather_path(input, weight, stride, padding_mode, kernel_rad)
     else:
