@@ -215,6 +215,34 @@ def run_layer_case(case, device, dtype, timer, args):
     return row
 
 
+def run_kernel_split(device, timer):
+    """The Triton gather path's three kernels timed apart, both operand layouts of the backward kernels."""
+    from sconv.functional import sconv_triton
+
+    case = wide_layer_cases(128, 256, 8, (3,))[0]
+    height, width, size = case["height"], case["width"], case["kernel_size"]
+    plan = sconv_triton.triton_plan(height, width, case["kernel_rad"], (1, 1), size, device)
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        x_cl = torch.randn(case["batch"], height, plan.padded_w, case["c_in"], device=device, dtype=dtype)
+        kernel = torch.randn(case["c_out"], plan.tap_row.shape[0] * case["c_in"], device=device, dtype=dtype)
+        grad_y = torch.randn(case["batch"], case["c_out"], height, width, device=device, dtype=dtype)
+        row = dict(dtype=str(dtype).replace("torch.", ""))
+        row["forward_ms"] = timer(functools.partial(sconv_triton._launch_forward, x_cl, kernel, plan, width, 1))[0]
+        saved = sconv_triton._k_major_backward
+        for k_major in (True, False):
+            sconv_triton._k_major_backward = functools.partial(lambda k_major, dtype: k_major, k_major)
+            tag = "k_major" if k_major else "as_forward"
+            grad_input = functools.partial(sconv_triton._launch_grad_input, grad_y, kernel, plan, x_cl.shape, 1)
+            grad_kernel = functools.partial(sconv_triton._launch_grad_kernel, x_cl, grad_y, plan, kernel.shape, 1)
+            row[f"grad_input_{tag}_ms"] = timer(grad_input)[0]
+            row[f"grad_kernel_{tag}_ms"] = timer(grad_kernel)[0]
+        sconv_triton._k_major_backward = saved
+        rows.append(row)
+        print("kernels", row, flush=True)
+    return dict(case=case["name"] + f" B={case['batch']}", rows=rows)
+
+
 def run_unet_step(height, width, batch, device, dtype, timer):
     rows = {}
     for name, spherical in (("spherical", True), ("planar", False)):
@@ -308,6 +336,15 @@ def tables(results):
                 f"{fmt(r['planar_images_per_s'], 1)} | {fmt(r['spherical_peak_mb'], 0)} | "
                 f"{fmt(r['planar_peak_mb'], 0)} | {fmt(r['memory_ratio'])} |"
             )
+    if results.get("kernels"):
+        split = results["kernels"]
+        lines += ["", f"Triton kernels alone, {split['case']} (ms; backward operands k-major / laid out as forward):"]
+        for r in split["rows"]:
+            lines.append(
+                f"- {r['dtype']}: forward {fmt(r['forward_ms'])}, grad input {fmt(r['grad_input_k_major_ms'])} / "
+                f"{fmt(r['grad_input_as_forward_ms'])}, grad kernel {fmt(r['grad_kernel_k_major_ms'])} / "
+                f"{fmt(r['grad_kernel_as_forward_ms'])}"
+            )
     if results.get("cpu_unet"):
         r = results["cpu_unet"]
         lines += [
@@ -333,7 +370,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: small cases, few repetitions")
-    parser.add_argument("--only", nargs="+", choices=("layers", "unet", "cpu-unet", "geometry"),
+    parser.add_argument("--only", nargs="+", choices=("layers", "unet", "cpu-unet", "geometry", "kernels"),
                         default=None, help="sections to run (default: all that fit the device)")  # fmt: skip
     parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=("fp32", "bf16"))
     parser.add_argument("--reps", type=int, default=20)
@@ -365,7 +402,8 @@ def main():
         ),
         args=vars(args),
     )  # fmt: skip
-    sections = set(args.only or (("layers", "unet", "geometry") if device.type == "cuda" else ("layers", "unet")))
+    sections = set(args.only or (("kernels", "layers", "unet", "geometry") if device.type == "cuda" else ("layers",
+                                                                                                          "unet")))
     if args.quick:
         reps, warmup = 2, 1
         layer_cases = [dict(c, batch=2) for c in unet_layer_cases(32, 64, 2)[:3]] + wide_layer_cases(16, 32, 2, (3,))
@@ -390,6 +428,8 @@ def main():
         seconds = time.perf_counter() - begin
         results["geometry"] = dict(config="512x1024 r=pi/16 (8,16)", seconds=seconds)
         print(f"geometry 512x1024 r=pi/16 (8,16): {seconds:.2f} s", flush=True)
+    if "kernels" in sections and sconv_impl.triton_available(device, torch.float32):
+        results["kernels"] = run_kernel_split(device, timer)
     if "layers" in sections:
         results["layers"] = []
         for case in layer_cases:
