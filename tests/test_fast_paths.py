@@ -99,11 +99,12 @@ INTERPRETER_SCRIPT = """
 import math, sys, torch
 import triton.runtime.interpreter as interpreter
 # Triton 3.6's interpreter calls int() on one-element arrays, which NumPy >= 2.3 refuses: take the element.
-_patch = interpreter._patch_lang_tensor
+_patch = getattr(interpreter, "_patch_lang_tensor", None)
 def _patch_index(tensor, scope):
     _patch(tensor, scope)
     scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-interpreter._patch_lang_tensor = _patch_index
+if _patch is not None:
+    interpreter._patch_lang_tensor = _patch_index
 from sconv.functional import sconv as S
 from sconv.functional import sconv_triton
 from sconv.functional.sconv_triton import crown_gather, triton_plan
