@@ -344,8 +344,9 @@ def sparse_plan(height, width, kernel_rad, stride, kernel_size, mix_first, devic
         index, shape = torch.stack([p, q * nodes + k]), (out_h * out_w, nodes * in_size)
     else:
         index, shape = torch.stack([p * nodes + k, q]), (nodes * out_h * out_w, in_size)
-    matrix = torch.sparse_coo_tensor(index, value, shape, check_invariants=True).coalesce()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
+    with warnings.catch_warnings():  # torch's notes on sparse tensors ("in beta", "invariant checks"): indices are ours
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
+        matrix = torch.sparse_coo_tensor(index, value, shape, check_invariants=True).coalesce()
         csr, csr_t = (m.to(dtype).to_sparse_csr().to(device) for m in (matrix, matrix.t().coalesce()))
     return SparsePlan(window, csr, csr_t)
