@@ -66,6 +66,11 @@ def setup_distributed(device_option):
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", local_rank)
     if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"process {rank} (local rank {local_rank}) needs GPU {device.index}, but {torch.cuda.device_count()} "
+                "GPU(s) are visible: start at most that many processes (--nproc_per_node) or pass --device cpu"
+            )
         torch.cuda.set_device(device)
     if world_size > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

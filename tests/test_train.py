@@ -42,6 +42,7 @@ def common_args(dirs):
     return [
         "--data-dir", str(data), "--exp-dir", exp, "--frame-h", str(H), "--frame-w", str(W), "--frame-interval", "1",
         "--batch-size", "2", "--num-workers", "0", "--max-steps", "2", "--eval-interval", "0", "-lr", "0.01",
+        "--device", "cpu",  # exact equalities (resume, 1 vs 2 gloo processes) are CPU claims, on a GPU machine too
     ]  # fmt: skip
 
 
