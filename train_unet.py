@@ -17,7 +17,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 import opts
 import ref
-from datasets.data import VRVideo, VRVideoLSTM, atomic_write_bytes, center_prior
+from datasets.data import VRVideo, VRVideoLSTM, atomic_write, atomic_write_bytes, center_prior
 from datasets.synthetic import ensure_synthetic
 from models import SphericalConvLSTMNet, SphericalUNet
 from sconv import metrics
@@ -125,28 +124,7 @@ def use_global_batch_norm(module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Files: written atomically (a temporary file in the same folder, then os.replace)
-
-
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path`` and move it into place: never a half-written file.
-
-    ``atomic_write_bytes`` (datasets.data) for small files; this one streams (a checkpoint is not copied in memory
-    first), creates the folder and syncs the file to disk before the rename.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+# Files: written atomically (datasets.data.atomic_write: a temporary file in the same folder, then os.replace)
 
 
 def write_json(path, obj):

@@ -38,6 +38,7 @@ __all__ = [
     "fixation_map",
     "center_prior",
     "load_vinfo",
+    "atomic_write",
     "atomic_write_bytes",
     "VRVideo",
     "VRVideoLSTM",
@@ -47,23 +48,32 @@ __all__ = [
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+def atomic_write(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, sync it and ``os.replace`` it into place.
 
-    Readers (other DataLoader workers, a second training run) see either the old file or the complete new one.
-    The file gets the usual permissions (0o666 less the umask).
+    Readers (other DataLoader workers, a second training run) and a run killed mid-write see either the old file or
+    the complete new one, never a half-written file. Creates the folder; the file gets the usual permissions (0o666
+    less the umask). ``write`` streams, so a checkpoint is not copied in memory first.
     """
     folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """``atomic_write`` of a bytes object."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _check_size(height, width):
