@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from sconv.functional.common import colatitudes, longitudes
+from sconv.functional.common import colatitudes, longitudes, positive_int
 
 __all__ = [
     "gaze_heatmap",
@@ -317,14 +317,6 @@ def load_vinfo(path):
 # --- the datasets ------------------------------------------------------------------------------------------------
 
 
-def _positive_int(value, name):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 def _read_index(path, listed):
     """Train and test video ids from an index JSON file ``{"train": [...], "test": [...]}``."""
     try:
@@ -366,9 +358,9 @@ class _VRVideoBase(Dataset):
         on_bad_data,
     ):
         self.root = os.fspath(root)
-        self.frame_h = _positive_int(frame_h, "frame_h")
-        self.frame_w = _positive_int(frame_w, "frame_w")
-        self.frame_interval = _positive_int(frame_interval, "frame_interval")
+        self.frame_h = positive_int(frame_h, "frame_h")
+        self.frame_w = positive_int(frame_w, "frame_w")
+        self.frame_interval = positive_int(frame_interval, "frame_interval")
         self.gaussian_sigma = _check_sigma(gaussian_sigma, "gaussian_sigma")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
@@ -659,7 +651,7 @@ class VRVideoLSTM(_VRVideoBase):
         index_file=None,
         on_bad_data="raise",
     ):
-        self.sequence_len = _positive_int(sequence_len, "sequence_len")
+        self.sequence_len = positive_int(sequence_len, "sequence_len")
         super().__init__(
             root,
             frame_h,

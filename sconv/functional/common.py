@@ -17,6 +17,7 @@ __all__ = [
     "quadrature_weight",
     "check_input",
     "pair",
+    "positive_int",
 ]
 
 
@@ -44,6 +45,15 @@ def pixel_solid_angle(h, w, dtype=torch.float64, device=None):
 def quadrature_weight(h, dtype=torch.float64, device=None):
     """Quadrature weight ``w_q = sin(theta_q)`` of each row, shape ``[h]`` (proportional to pixel area)."""
     return torch.sin(colatitudes(h, device=device)).to(dtype)
+
+
+def positive_int(value, name):
+    """``value`` as an int >= 1; ``name`` is used in the error (TypeError for a non-int, ValueError below 1)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
 
 
 def pair(value, name):

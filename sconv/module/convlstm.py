@@ -13,18 +13,10 @@ import numbers
 import torch
 from torch import nn
 
-from sconv.functional.common import check_input
+from sconv.functional.common import check_input, positive_int
 from sconv.module.sconv import SphericalConv
 
 __all__ = ["SphericalConvLSTMCell", "SphericalConvLSTM"]
-
-
-def _positive_int(value, name):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def _check_state(state, expected):
@@ -59,8 +51,8 @@ class SphericalConvLSTMCell(nn.Module):
 
     def __init__(self, input_channels, hidden_channels, kernel_rad=math.pi, kernel_size=(8, 16), bias=True, conv=None):
         super().__init__()
-        self.input_channels = _positive_int(input_channels, "input_channels")
-        self.hidden_channels = _positive_int(hidden_channels, "hidden_channels")
+        self.input_channels = positive_int(input_channels, "input_channels")
+        self.hidden_channels = positive_int(hidden_channels, "hidden_channels")
         gate_in, gate_out = self.input_channels + self.hidden_channels, 4 * self.hidden_channels
         if conv is None:
             self.conv = SphericalConv(
@@ -133,15 +125,15 @@ class SphericalConvLSTM(nn.Module):
         conv=None,
     ):
         super().__init__()
-        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.num_layers = positive_int(num_layers, "num_layers")
         if isinstance(hidden_channels, numbers.Integral) and not isinstance(hidden_channels, bool):
             hidden_channels = [hidden_channels] * self.num_layers
         if not isinstance(hidden_channels, (tuple, list)) or len(hidden_channels) != self.num_layers:
             raise ValueError(
                 f"hidden_channels must be an int or a list of num_layers={self.num_layers} ints, got {hidden_channels}"
             )
-        self.hidden_channels = [_positive_int(c, "hidden_channels") for c in hidden_channels]
-        self.input_channels = _positive_int(input_channels, "input_channels")
+        self.hidden_channels = [positive_int(c, "hidden_channels") for c in hidden_channels]
+        self.input_channels = positive_int(input_channels, "input_channels")
         self.batch_first = bool(batch_first)
         self.return_all_layers = bool(return_all_layers)
         layer_inputs = [self.input_channels] + self.hidden_channels[:-1]

@@ -6,7 +6,7 @@ import numbers
 import torch
 from torch import nn
 
-from sconv.functional.common import pair
+from sconv.functional.common import pair, positive_int
 from sconv.functional.sconv import check_kernel_rad, check_padding_mode, spherical_conv
 
 __all__ = ["SphericalConv"]
@@ -49,9 +49,8 @@ class SphericalConv(nn.Module):
         bias=False,
     ):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_rad = check_kernel_rad(kernel_rad)
         if kernel_size is not None:
             if kernel_sr is not None and kernel_sr is not _DEFAULT_SR:
@@ -71,8 +70,6 @@ class SphericalConv(nn.Module):
                 )
         if padding != "valid":
             raise ValueError(f"padding must be 'valid' (the output is always H/s_h x W/s_w), got {padding!r}")
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
         self.kernel_size = kernel_size
         self.stride = pair(stride, "stride")
         self.padding = padding
