@@ -28,6 +28,7 @@ CONFIGS = [
     (1, 2, 2, 7, 9, (1, 3), 1.0, (2, 1), 0.5),
     (1, 32, 40, 6, 12, (1, 1), 0.9, (2, 4), "sphere"),
     (2, 16, 32, 6, 12, (1, 2), 0.8, (3, 4), "sphere"),
+    (5, 3, 4, 4, 8, (1, 1), 1.0, (2, 4), "sphere"),  # narrow rows: tiles hold several images, the last one partly
 ]
 
 

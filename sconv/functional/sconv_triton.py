@@ -159,21 +159,24 @@ if triton is not None:
     @triton.jit
     def _forward_kernel(
         x_ptr, e_ptr, y_ptr, row_ptr, row_order, tap_base,
-        n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
+        n_batch, n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, TAP_MAJOR: tl.constexpr,
         PRECISION: tl.constexpr,
     ):  # fmt: skip
-        # A program: one output row i, BLOCK_J output columns, BLOCK_O output channels, one batch index.
-        n_jb = tl.cdiv(out_w, BLOCK_J)
+        # A program: one output row i, BLOCK_J output columns of the flattened (batch, column) axis n = b W' + j (so
+        # that narrow rows still fill a tile and the programs of one row, which read the same E, run side by side),
+        # BLOCK_O output channels.
+        n_cols = n_batch * out_w
+        n_jb = tl.cdiv(n_cols, BLOCK_J)
         pid = tl.program_id(0)
         i = tl.load(row_order + pid // n_jb)
-        offs_j = (pid % n_jb) * BLOCK_J + tl.arange(0, BLOCK_J)
+        offs_n = (pid % n_jb) * BLOCK_J + tl.arange(0, BLOCK_J)
         offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
-        b = tl.program_id(2).to(tl.int64)
-        mask_j = offs_j < out_w
+        mask_j = offs_n < n_cols
         mask_o = offs_o < n_out
-        x_batch = x_ptr + b * height * padded_w * n_in
-        j_off = offs_j.to(tl.int64) * stride_w * n_in
+        b = (offs_n // out_w).to(tl.int64)
+        j = offs_n % out_w
+        j_off = b * height * padded_w * n_in + j.to(tl.int64) * stride_w * n_in
         e_rows = e_ptr + offs_o.to(tl.int64)[:, None] * n_k
         k_lo = tl.load(row_ptr + i) * n_in
         k_hi = tl.load(row_ptr + i + 1) * n_in
@@ -184,7 +187,7 @@ if triton is not None:
                 t = k0 // n_in
                 c = ks - t * n_in
                 x_off = tl.load(tap_base + t).to(tl.int64) * n_in + c
-                xv = tl.load(x_batch + x_off[:, None] + j_off[None, :], mask=mask_j[None, :], other=0.0)
+                xv = tl.load(x_ptr + x_off[:, None] + j_off[None, :], mask=mask_j[None, :], other=0.0)
                 ev = tl.load(e_rows + ks[None, :], mask=mask_o[:, None], other=0.0)
             else:
                 mask_k = ks < k_hi
@@ -192,10 +195,10 @@ if triton is not None:
                 c = ks - t * n_in
                 x_off = tl.load(tap_base + t, mask=mask_k, other=0).to(tl.int64) * n_in + c
                 mask_x = mask_k[:, None] & mask_j[None, :]
-                xv = tl.load(x_batch + x_off[:, None] + j_off[None, :], mask=mask_x, other=0.0)
+                xv = tl.load(x_ptr + x_off[:, None] + j_off[None, :], mask=mask_x, other=0.0)
                 ev = tl.load(e_rows + ks[None, :], mask=mask_o[:, None] & mask_k[None, :], other=0.0)
             acc = tl.dot(ev, xv, acc, input_precision=PRECISION)
-        y_off = (b * n_out + offs_o[:, None]) * out_h * out_w + i * out_w + offs_j[None, :]
+        y_off = offs_o[:, None] * out_h * out_w + (b * n_out * out_h * out_w + i * out_w + j)[None, :]
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_j[None, :])
 
     @triton.jit
@@ -226,15 +229,16 @@ if triton is not None:
             j_step = stride_w * n_in
             b_step = height * padded_w * n_in
         gy_rows = gy_ptr + offs_o.to(tl.int64)[:, None] * out_h * out_w + i * out_w
-        n_jb = tl.cdiv(out_w, BLOCK_J)
+        n_cols = n_batch * out_w
         acc = tl.zeros((BLOCK_O, BLOCK_N), dtype=tl.float32)
-        for step in range(0, n_batch * n_jb):
-            b = (step // n_jb).to(tl.int64)
-            offs_j = (step % n_jb) * BLOCK_J + tl.arange(0, BLOCK_J)
-            mask_j = offs_j < out_w
-            gv = tl.load(gy_rows + b * n_out * out_h * out_w + offs_j[None, :], mask=mask_o[:, None] & mask_j[None, :],
+        for step in range(0, n_cols, BLOCK_J):  # over the flattened (batch, column) axis b W' + j
+            offs = step + tl.arange(0, BLOCK_J)
+            mask_j = offs < n_cols
+            b = (offs // out_w).to(tl.int64)
+            j = (offs % out_w).to(tl.int64)
+            gv = tl.load(gy_rows + (b * n_out * out_h * out_w + j)[None, :], mask=mask_o[:, None] & mask_j[None, :],
                          other=0.0)  # fmt: skip
-            x_off = b * b_step + x_col[None, :] + offs_j.to(tl.int64)[:, None] * j_step
+            x_off = (b * b_step + j * j_step)[:, None] + x_col[None, :]
             xv = tl.load(x_ptr + x_off, mask=mask_j[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(gv, xv, acc, input_precision=PRECISION)
         ge_off = offs_o.to(tl.int64)[:, None] * n_k + offs_n[None, :]
@@ -243,22 +247,28 @@ if triton is not None:
     @triton.jit
     def _grad_input_kernel(
         gy_ptr, e_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, in_taps, tap_row, tap_base,
-        n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
+        n_batch, images, cols_per_image, n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, ENTRY_MAJOR: tl.constexpr,
         E_TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
         # E_TRANSPOSED: e_ptr holds E as [T, C, O] (o contiguous: the layout tf32 tensor cores take), else [O, T C].
-        # A program: grad x[b, q, cols, c] for BLOCK_Q padded columns of input row q and BLOCK_C channels, over the
-        # taps e that read row q and reach these columns, k = e C_out + o: E[o, t_e C + c] grad_y[b, i_e, j, o].
+        # A program: grad x[b, q, cols, c] for BLOCK_C channels and the padded columns of input row q that one
+        # block holds, over the taps e that read row q and reach these columns, k = e C_out + o:
+        # E[o, t_e C + c] grad_y[b, i_e, j, o]. A block is cols_per_image columns of `images` batch indices (narrow
+        # rows: several whole rows of consecutive images fill one tile).
         pid = tl.program_id(0)
         q = tl.load(block_q + pid)
-        cols = tl.load(block_col + pid) + tl.arange(0, BLOCK_Q)
+        lane = tl.arange(0, BLOCK_Q)
+        image = lane // cols_per_image
+        cols = tl.load(block_col + pid) + lane % cols_per_image
+        b = tl.program_id(2) * images + image
+        mask_lane = (image < images) & (b < n_batch) & (cols < padded_w)
+        b = b.to(tl.int64)
         k_lo = tl.load(block_lo + pid) * n_out
         k_hi = tl.load(block_hi + pid) * n_out
         offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        b = tl.program_id(2).to(tl.int64)
         mask_c = offs_c < n_in
-        gy_batch = gy_ptr + b * out_h * out_w * n_out
+        gy_batch = gy_ptr + b * out_h * out_w * n_out  # [BLOCK_Q] pointers
         acc = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
@@ -267,14 +277,14 @@ if triton is not None:
                 o = ks - (k0 // n_out) * n_out
                 rel = cols - (tl.load(tap_base + tap) - q * padded_w)  # padded column minus the tap's cb
                 j = rel // stride_w
-                mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w)
+                mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_lane
                 if E_TRANSPOSED:
                     e_off = (tap.to(tl.int64) * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
                     e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64) * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None], other=0.0)
                 gy_off = (tl.load(tap_row + tap).to(tl.int64) * out_w + j[None, :]) * n_out + o[:, None]
-                gv = tl.load(gy_batch + gy_off, mask=mask_q[None, :], other=0.0)
+                gv = tl.load(gy_batch[None, :] + gy_off, mask=mask_q[None, :], other=0.0)
             else:
                 mask_k = ks < k_hi
                 entry = ks // n_out
@@ -282,17 +292,17 @@ if triton is not None:
                 tap = tl.load(in_taps + entry, mask=mask_k, other=0)
                 rel = cols[None, :] - (tl.load(tap_base + tap, mask=mask_k, other=0) - q * padded_w)[:, None]
                 j = rel // stride_w
-                mask_g = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_k[:, None]
+                mask_g = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_k[:, None] & mask_lane[None, :]
                 if E_TRANSPOSED:
                     e_off = (tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
                     e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
                 i = tl.load(tap_row + tap, mask=mask_k, other=0).to(tl.int64)
-                gv = tl.load(gy_batch + (i[:, None] * out_w + j) * n_out + o[:, None], mask=mask_g, other=0.0)
+                gv = tl.load(gy_batch[None, :] + (i[:, None] * out_w + j) * n_out + o[:, None], mask=mask_g, other=0.0)
             acc = tl.dot(ev, gv, acc, input_precision=PRECISION)
-        gx_off = ((b * height + q) * padded_w + cols[None, :]) * n_in + offs_c[:, None]
-        tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & (cols < padded_w)[None, :])
+        gx_off = ((b[None, :] * height + q) * padded_w + cols[None, :]) * n_in + offs_c[:, None]
+        tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_lane[None, :])
 
 
 def _reduction_block(dtype):
@@ -304,15 +314,28 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     out_channels, n_k = kernel.shape
     out_h = plan.row_order.shape[0]
     y = torch.empty(batch, out_channels, out_h, out_w, device=x_cl.device, dtype=x_cl.dtype)
-    block_o, block_j, block_k = _block(out_channels, 128), _block(out_w, 128), _reduction_block(x_cl.dtype)
-    grid = (out_h * triton.cdiv(out_w, block_j), triton.cdiv(out_channels, block_o), batch)
+    block_o, block_j, block_k = _block(out_channels, 128), _block(batch * out_w, 128), _reduction_block(x_cl.dtype)
+    grid = (out_h * triton.cdiv(batch * out_w, block_j), triton.cdiv(out_channels, block_o))
     _forward_kernel[grid](
         x_cl, kernel, y, plan.row_ptr, plan.row_order, plan.tap_base,
-        channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
+        batch, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_J=block_j, BLOCK_K=block_k, TAP_MAJOR=channels % block_k == 0,
         PRECISION=_precision(x_cl.dtype), num_warps=8 if block_o * block_j >= 8192 else 4, num_stages=3,
     )  # fmt: skip
     return y
+
+
+def _column_block(padded_w, batch):
+    """``(BLOCK_Q, images)`` for the input-gradient kernel: the tile width, and how many whole padded rows of
+    consecutive images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes."""
+    best = None
+    for block_q in (128, 64, 256):
+        images = min(batch, block_q // padded_w) if padded_w <= block_q // 2 else 1
+        used = images * padded_w if images > 1 else padded_w
+        waste = triton.cdiv(used, block_q) * block_q / used
+        if best is None or waste < best[0] - 1e-9:
+            best = (waste, block_q, images)
+    return best[1], best[2]
 
 
 def _k_major_backward(dtype):
@@ -334,7 +357,7 @@ def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
         x_cl.permute(0, 3, 1, 2).contiguous() if k_major else x_cl, grad_y, grad_kernel, block_row, block_k,
         plan.row_ptr, plan.tap_base,
         batch, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
-        BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(out_w, 64), CHANNELS_16=channels % 16 == 0,
+        BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(batch * out_w, 64), CHANNELS_16=channels % 16 == 0,
         X_NCHW=k_major, PRECISION=_precision(x_cl.dtype),
         num_warps=8, num_stages=2 if x_cl.dtype == torch.float32 else 3,
     )  # fmt: skip
@@ -350,12 +373,14 @@ def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
     if k_major:
         kernel = kernel.view(out_channels, -1, channels).permute(1, 2, 0).contiguous()
     grad_x = torch.empty(x_shape, device=grad_y.device, dtype=grad_y.dtype)
-    block_c, block_q, block_k = _block(channels, 64), _block(padded_w, 128), _reduction_block(grad_y.dtype)
-    blocks = _input_grad_blocks(plan, height, out_w, stride_w, block_q)
-    grid = (len(blocks[0]), triton.cdiv(channels, block_c), batch)
+    block_c, block_k = _block(channels, 64), _reduction_block(grad_y.dtype)
+    block_q, images = _column_block(padded_w, batch)
+    cols_per_image = padded_w if images > 1 else block_q
+    blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image)
+    grid = (len(blocks[0]), triton.cdiv(channels, block_c), triton.cdiv(batch, images))
     _grad_input_kernel[grid](
         grad_y_cl, kernel, grad_x, *blocks, plan.in_taps, plan.tap_row, plan.tap_base,
-        channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
+        batch, images, cols_per_image, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
         E_TRANSPOSED=k_major, PRECISION=_precision(grad_y.dtype),
         num_warps=8 if block_c * block_q >= 8192 else 4, num_stages=3,

@@ -1,0 +1,97 @@
+"""Where the time of one ``SphericalConv`` fwd+bwd step goes, kernel by kernel (CUDA, torch.profiler).
+
+For each layer case of ``bench_sconv.py`` (or those whose name contains ``--filter``) and dtype: the step's median time
+(CUDA events) and the GPU time of each kernel per step, largest first, so that a change to the Triton kernels or to
+the glue around them (layout copies, padding, building E) can be aimed at what costs.
+
+Usage (GPU machine, from the repository root):
+    python benchmarks/profile_sconv.py --filter "64x128" --dtypes bf16
+"""
+
+import argparse
+import collections
+import os
+import sys
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_sconv import Timer, layer_step, unet_layer_cases, wide_layer_cases  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sconv.module.sconv import SphericalConv  # noqa: E402
+
+
+def kernel_times(step, steps):
+    """GPU milliseconds per step of each kernel name run by ``step``."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    totals = collections.Counter()
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name[:60]] += event.device_time / 1e3 / steps
+    return totals
+
+
+def host_times(step, steps, top):
+    """Host milliseconds per step (no synchronisation: what launching costs) and the costliest host ops."""
+    torch.cuda.synchronize()
+    begin = time.perf_counter()
+    for _ in range(steps):
+        step()
+    host_ms = (time.perf_counter() - begin) * 1e3 / steps
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return host_ms, [(e.key[:60], e.self_cpu_time_total / 1e3 / steps, e.count // steps) for e in ops]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--filter", default="", help="only cases whose name contains this")
+    parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=("fp32", "bf16"))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--top", type=int, default=6)
+    parser.add_argument("--host", action="store_true", help="also the host time per step and its costliest ops")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    cases = (
+        unet_layer_cases(64, 128, 32) + unet_layer_cases(128, 256, 8)
+        + wide_layer_cases(128, 256, 8, (3, 6)) + wide_layer_cases(256, 512, 8, (3, 6))
+    )  # fmt: skip
+    timer = Timer(device, warmup=2, reps=10)
+    for case in cases:
+        if args.filter not in case["name"]:
+            continue
+        layer = SphericalConv(
+            case["c_in"], case["c_out"], case["kernel_rad"], kernel_size=tuple(case["kernel_size"]), kernel_sr=None
+        ).to(device)
+        x = torch.randn(case["batch"], case["c_in"], case["height"], case["width"], device=device, requires_grad=True)
+        for dtype in args.dtypes:
+            step = layer_step(layer, x, device, dtype)
+            ms = timer(step)[0]
+            totals = kernel_times(step, args.steps)
+            print(f"{case['name']} B={case['batch']} {dtype}: {ms:.3f} ms (kernels {sum(totals.values()):.3f})")
+            for name, t in totals.most_common(args.top):
+                print(f"    {t:7.3f}  {name}")
+            if args.host:
+                host_ms, ops = host_times(step, args.steps, args.top)
+                print(f"  host {host_ms:.3f} ms per step")
+                for name, t, count in ops:
+                    print(f"    {t:7.3f}  {name} (x{count})")
+        del layer, x
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
