@@ -377,8 +377,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--paths", action="store_true", help="also time each formulation forced in turn")
     parser.add_argument("--disco", choices=("none", "reduced", "all"), default="reduced",
-                        help="DISCO cases: none, the reduced ones (64x128), or all the 64->64 ones")  # fmt: skip
+                        help="DISCO cases: none, the reduced 64->64 ones (64x128), or every case")  # fmt: skip
     parser.add_argument("--disco-reps", type=int, default=2)
+    parser.add_argument("--filter", default="", help="only the layer cases whose name contains this")
     parser.add_argument("--out", default=None, help="folder for bench.json and bench.md")
     args = parser.parse_args()
 
@@ -416,9 +417,10 @@ def main():
             + [dict(c, name=c["name"] + " (DISCO reduced)") for c in wide_layer_cases(64, 128, 8, (3, 6))]
         )  # fmt: skip
         unet_sizes = [(64, 128, 32), (128, 256, 8)]
+    layer_cases = [case for case in layer_cases if args.filter in case["name"]]
     for case in layer_cases:
         reduced = "reduced" in case["name"]
-        case["disco"] = args.disco == "all" and "spacings" in case or args.disco == "reduced" and reduced
+        case["disco"] = args.disco == "all" or args.disco == "reduced" and reduced
     timer = Timer(device, warmup, reps)
 
     if "geometry" in sections:

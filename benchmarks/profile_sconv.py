@@ -54,6 +54,59 @@ def host_times(step, steps, top):
     return host_ms, [(e.key[:60], e.self_cpu_time_total / 1e3 / steps, e.count // steps) for e in ops]
 
 
+def host_parts(reps=300):
+    """Host microseconds per call of each piece of the Triton path (batch 1, 64x128, 4->64: the GPU is never the
+    bottleneck), against nn.Conv2d and single torch ops."""
+    import math
+
+    from sconv.functional import sconv as S
+    from sconv.functional import sconv_triton as T
+
+    device = torch.device("cuda")
+    layer = SphericalConv(4, 64, math.pi / 32, kernel_size=(8, 16), kernel_sr=None).to(device)
+    planar = torch.nn.Conv2d(4, 64, 7, padding=3, bias=False).to(device)
+    x = torch.randn(1, 4, 64, 128, device=device)
+    xg = x.clone().requires_grad_()
+    rad, size = layer.kernel_rad, (8, 16)
+    plan = T.triton_plan(64, 128, rad, (1, 1), size, device)
+    padded = S._pad_width(x, plan.window.pad_left, plan.window.pad_right, "sphere")
+    x_cl = padded.permute(0, 2, 3, 1).contiguous()
+    kernel = torch.randn(64, plan.tap_row.shape[0] * 4, device=device)
+    grad_y = torch.randn(1, 64, 64, 128, device=device)
+    out = layer(xg)
+
+    def fwd_bwd(module):
+        torch.autograd.grad(module(xg), [xg, *module.parameters()], grad_y)
+
+    parts = {
+        "torch.empty": lambda: torch.empty(64, 64, device=device),
+        "permute().contiguous()": lambda: padded.permute(0, 2, 3, 1).contiguous(),
+        "nn.Conv2d forward": lambda: planar(x),
+        "nn.Conv2d fwd+bwd": lambda: fwd_bwd(planar),
+        "SphericalConv forward": lambda: layer(x),
+        "SphericalConv fwd+bwd": lambda: fwd_bwd(layer),
+        "_choose_path": lambda: S._choose_path(1, 4, 64, 64, 128, rad, (1, 1), size, torch.float32),
+        "triton_plan": lambda: T.triton_plan(64, 128, rad, (1, 1), size, device),
+        "_pad_width": lambda: S._pad_width(x, plan.window.pad_left, plan.window.pad_right, "sphere"),
+        "crown_gather": lambda: T.crown_gather(padded, layer.weight, plan, 128, 1),
+        "_launch_forward": lambda: T._launch_forward(x_cl, kernel, plan, 128, 1),
+        "_launch_grad_input": lambda: T._launch_grad_input(grad_y, kernel, plan, x_cl.shape, 1),
+        "_launch_grad_kernel": lambda: T._launch_grad_kernel(x_cl, grad_y, plan, kernel.shape, 1),
+        "autograd.grad of layer output": lambda: torch.autograd.grad(layer(xg), [xg], grad_y),
+    }
+    del out
+    for name, fn in parts.items():
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        host = (time.perf_counter() - begin) / reps * 1e6
+        torch.cuda.synchronize()
+        print(f"  host {host:8.1f} us  {name}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filter", default="", help="only cases whose name contains this")
@@ -61,7 +114,11 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=6)
     parser.add_argument("--host", action="store_true", help="also the host time per step and its costliest ops")
+    parser.add_argument("--host-parts", action="store_true", help="only the host cost of each piece, batch 1")
     args = parser.parse_args()
+    if args.host_parts:
+        host_parts()
+        return
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
