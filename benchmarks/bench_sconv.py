@@ -225,7 +225,7 @@ def run_kernel_split(device, timer):
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
         x_cl = torch.randn(case["batch"], height, plan.padded_w, case["c_in"], device=device, dtype=dtype)
-        kernel = torch.randn(case["c_out"], plan.tap_row.shape[0] * case["c_in"], device=device, dtype=dtype)
+        kernel = torch.randn(plan.tap_row.shape[0], case["c_out"], case["c_in"], device=device, dtype=dtype)
         grad_y = torch.randn(case["batch"], case["c_out"], height, width, device=device, dtype=dtype)
         row = dict(dtype=str(dtype).replace("torch.", ""))
         row["forward_ms"] = timer(functools.partial(sconv_triton._launch_forward, x_cl, kernel, plan, width, 1))[0]

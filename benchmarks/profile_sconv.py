@@ -71,7 +71,7 @@ def host_parts(reps=300):
     plan = T.triton_plan(64, 128, rad, (1, 1), size, device)
     padded = S._pad_width(x, plan.window.pad_left, plan.window.pad_right, "sphere")
     x_cl = padded.permute(0, 2, 3, 1).contiguous()
-    kernel = torch.randn(64, plan.tap_row.shape[0] * 4, device=device)
+    kernel = torch.randn(plan.tap_row.shape[0], 64, 4, device=device)
     grad_y = torch.randn(1, 64, 64, 128, device=device)
     out = layer(xg)
 
@@ -105,6 +105,11 @@ def host_parts(reps=300):
         host = (time.perf_counter() - begin) / reps * 1e6
         torch.cuda.synchronize()
         print(f"  host {host:8.1f} us  {name}")
+    with profile(activities=[ProfilerActivity.CPU], with_stack=False) as prof:
+        for _ in range(20):
+            fwd_bwd(layer)
+    for event in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:14]:
+        print(f"  {event.self_cpu_time_total / 20:8.1f} us x{event.count // 20} {event.key[:60]}")
 
 
 def main():

@@ -6,13 +6,14 @@ The crown sum of output row ``i`` is one GEMM whose reduction runs over (tap, in
 
 with ``E[t, o, c] = sum_k nodes[t, k] weight[o, c, k]`` the effective kernel of tap ``t`` (``nodes``: the tap's
 bilinear-interpolation and quadrature coefficients on the ``kh kw`` kernel nodes, from ``crown_taps``; E is built by
-one differentiable GEMM in PyTorch) and ``x_pad`` the width-padded input. The kernels read ``x_pad`` where it lies
-(no im2col buffer):
+one GEMM, and rebuilt in the backward pass rather than kept) and ``x_pad`` the width-padded input. The kernels read
+``x_pad`` where it lies (no im2col buffer):
 
-- forward: a program per (output row, block of output columns, block of output channels, batch index);
-- grad E: a program per (tap, block of O, block of C), reducing over batch and output columns;
-- grad x_pad: a program per (input row, block of padded columns, block of C, batch index), over the taps that read
-  that input row. Every element is written once: no atomics, deterministic.
+- forward: a program per (output row, block of the flattened (batch, output column) axis, block of output channels);
+- grad E: a program per (block of k within one output row, block of O), reducing over batch and output columns;
+  grad weight = grad_E^T nodes is one more GEMM;
+- grad x_pad: a program per (input row, block of padded columns or whole narrow rows of several images, block of C),
+  over the taps that read that input row. Every element is written once: no atomics, deterministic.
 
 Rows are launched heaviest first: near the poles a crown holds many more pixels than at the equator.
 The CPU (and float64) path is the pure-PyTorch one in ``sconv.functional.sconv``; tests compare the two on a GPU.
@@ -152,14 +153,14 @@ def _precision(dtype):
     return "tf32"
 
 
-# Layouts: x_cl [B, H, Wp, C] (channels last, width-padded), E [O, T C] (k = t C + c), y and grad_y [B, O, H', W'],
+# Layouts: x_cl [B, H, Wp, C] (channels last, width-padded), E [T, O, C] (k = t C + c), y and grad_y [B, O, H', W'],
 # grad_y_cl [B, H', W', O]. Channels last makes every tile's reduction axis contiguous in memory.
 if triton is not None:
 
     @triton.jit
     def _forward_kernel(
         x_ptr, e_ptr, y_ptr, row_ptr, row_order, tap_base,
-        n_batch, n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
+        n_batch, n_in, n_out, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, TAP_MAJOR: tl.constexpr,
         PRECISION: tl.constexpr,
     ):  # fmt: skip
@@ -177,7 +178,7 @@ if triton is not None:
         b = (offs_n // out_w).to(tl.int64)
         j = offs_n % out_w
         j_off = b * height * padded_w * n_in + j.to(tl.int64) * stride_w * n_in
-        e_rows = e_ptr + offs_o.to(tl.int64)[:, None] * n_k
+        e_rows = e_ptr + offs_o.to(tl.int64)[:, None] * n_in  # E[t, o, c] at (t O + o) C + c
         k_lo = tl.load(row_ptr + i) * n_in
         k_hi = tl.load(row_ptr + i + 1) * n_in
         acc = tl.zeros((BLOCK_O, BLOCK_J), dtype=tl.float32)
@@ -188,7 +189,7 @@ if triton is not None:
                 c = ks - t * n_in
                 x_off = tl.load(tap_base + t).to(tl.int64) * n_in + c
                 xv = tl.load(x_ptr + x_off[:, None] + j_off[None, :], mask=mask_j[None, :], other=0.0)
-                ev = tl.load(e_rows + ks[None, :], mask=mask_o[:, None], other=0.0)
+                ev = tl.load(e_rows + (t.to(tl.int64) * n_out * n_in + c)[None, :], mask=mask_o[:, None], other=0.0)
             else:
                 mask_k = ks < k_hi
                 t = ks // n_in
@@ -196,7 +197,8 @@ if triton is not None:
                 x_off = tl.load(tap_base + t, mask=mask_k, other=0).to(tl.int64) * n_in + c
                 mask_x = mask_k[:, None] & mask_j[None, :]
                 xv = tl.load(x_ptr + x_off[:, None] + j_off[None, :], mask=mask_x, other=0.0)
-                ev = tl.load(e_rows + ks[None, :], mask=mask_o[:, None] & mask_k[None, :], other=0.0)
+                e_off = t.to(tl.int64) * n_out * n_in + c
+                ev = tl.load(e_rows + e_off[None, :], mask=mask_o[:, None] & mask_k[None, :], other=0.0)
             acc = tl.dot(ev, xv, acc, input_precision=PRECISION)
         y_off = offs_o[:, None] * out_h * out_w + (b * n_out * out_h * out_w + i * out_w + j)[None, :]
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_j[None, :])
@@ -204,7 +206,7 @@ if triton is not None:
     @triton.jit
     def _grad_kernel_kernel(
         x_ptr, gy_ptr, ge_ptr, block_row, block_k, row_ptr, tap_base,
-        n_batch, n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
+        n_batch, n_in, n_out, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, CHANNELS_16: tl.constexpr,
         X_NCHW: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
@@ -241,13 +243,13 @@ if triton is not None:
             x_off = (b * b_step + j * j_step)[:, None] + x_col[None, :]
             xv = tl.load(x_ptr + x_off, mask=mask_j[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(gv, xv, acc, input_precision=PRECISION)
-        ge_off = offs_o.to(tl.int64)[:, None] * n_k + offs_n[None, :]
+        ge_off = offs_o.to(tl.int64)[:, None] * n_in + (t.to(tl.int64) * n_out * n_in + offs_n - t * n_in)[None, :]
         tl.store(ge_ptr + ge_off, acc.to(ge_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_n[None, :])
 
     @triton.jit
     def _grad_input_kernel(
         gy_ptr, e_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, in_taps, tap_row, tap_base,
-        n_batch, images, cols_per_image, n_in, n_out, n_k, height, padded_w, out_h, out_w, stride_w,
+        n_batch, images, cols_per_image, n_in, n_out, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, ENTRY_MAJOR: tl.constexpr,
         E_TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
@@ -281,7 +283,7 @@ if triton is not None:
                 if E_TRANSPOSED:
                     e_off = (tap.to(tl.int64) * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
-                    e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64) * n_in + offs_c[:, None]
+                    e_off = (tap.to(tl.int64) * n_out + o[None, :]) * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None], other=0.0)
                 gy_off = (tl.load(tap_row + tap).to(tl.int64) * out_w + j[None, :]) * n_out + o[:, None]
                 gv = tl.load(gy_batch[None, :] + gy_off, mask=mask_q[None, :], other=0.0)
@@ -296,7 +298,7 @@ if triton is not None:
                 if E_TRANSPOSED:
                     e_off = (tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
-                    e_off = o.to(tl.int64)[None, :] * n_k + tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]
+                    e_off = (tap.to(tl.int64)[None, :] * n_out + o[None, :]) * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
                 i = tl.load(tap_row + tap, mask=mask_k, other=0).to(tl.int64)
                 gv = tl.load(gy_batch[None, :] + (i[:, None] * out_w + j) * n_out + o[:, None], mask=mask_g, other=0.0)
@@ -311,14 +313,14 @@ def _reduction_block(dtype):
 
 def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     batch, height, padded_w, channels = x_cl.shape
-    out_channels, n_k = kernel.shape
+    out_channels = kernel.shape[1]
     out_h = plan.row_order.shape[0]
     y = torch.empty(batch, out_channels, out_h, out_w, device=x_cl.device, dtype=x_cl.dtype)
     block_o, block_j, block_k = _block(out_channels, 128), _block(batch * out_w, 128), _reduction_block(x_cl.dtype)
     grid = (out_h * triton.cdiv(batch * out_w, block_j), triton.cdiv(out_channels, block_o))
     _forward_kernel[grid](
         x_cl, kernel, y, plan.row_ptr, plan.row_order, plan.tap_base,
-        batch, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
+        batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_J=block_j, BLOCK_K=block_k, TAP_MAJOR=channels % block_k == 0,
         PRECISION=_precision(x_cl.dtype), num_warps=8 if block_o * block_j >= 8192 else 4, num_stages=3,
     )  # fmt: skip
@@ -346,7 +348,7 @@ def _k_major_backward(dtype):
 
 def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
     batch, height, padded_w, channels = x_cl.shape
-    out_channels, n_k = kernel_shape
+    out_channels = kernel_shape[1]
     out_h, out_w = grad_y.shape[2:]
     grad_kernel = torch.empty(kernel_shape, device=x_cl.device, dtype=x_cl.dtype)
     k_major = _k_major_backward(x_cl.dtype)
@@ -356,7 +358,7 @@ def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
     _grad_kernel_kernel[grid](
         x_cl.permute(0, 3, 1, 2).contiguous() if k_major else x_cl, grad_y, grad_kernel, block_row, block_k,
         plan.row_ptr, plan.tap_base,
-        batch, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
+        batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(batch * out_w, 64), CHANNELS_16=channels % 16 == 0,
         X_NCHW=k_major, PRECISION=_precision(x_cl.dtype),
         num_warps=8, num_stages=2 if x_cl.dtype == torch.float32 else 3,
@@ -365,13 +367,11 @@ def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
 
 
 def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
+    """``kernel``: E as ``[T, C, O]`` where ``_k_major_backward`` (fp32), else as ``[T, O, C]``."""
     batch, height, padded_w, channels = x_shape
-    out_channels, n_k = kernel.shape
+    out_channels = grad_y.shape[1]
     out_h, out_w = grad_y.shape[2:]
     grad_y_cl = grad_y.permute(0, 2, 3, 1).contiguous()
-    k_major = _k_major_backward(grad_y.dtype)
-    if k_major:
-        kernel = kernel.view(out_channels, -1, channels).permute(1, 2, 0).contiguous()
     grad_x = torch.empty(x_shape, device=grad_y.device, dtype=grad_y.dtype)
     block_c, block_k = _block(channels, 64), _reduction_block(grad_y.dtype)
     block_q, images = _column_block(padded_w, batch)
@@ -380,33 +380,54 @@ def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
     grid = (len(blocks[0]), triton.cdiv(channels, block_c), triton.cdiv(batch, images))
     _grad_input_kernel[grid](
         grad_y_cl, kernel, grad_x, *blocks, plan.in_taps, plan.tap_row, plan.tap_base,
-        batch, images, cols_per_image, channels, out_channels, n_k, height, padded_w, out_h, out_w, stride_w,
+        batch, images, cols_per_image, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
-        E_TRANSPOSED=k_major, PRECISION=_precision(grad_y.dtype),
+        E_TRANSPOSED=_k_major_backward(grad_y.dtype), PRECISION=_precision(grad_y.dtype),
         num_warps=8 if block_c * block_q >= 8192 else 4, num_stages=3,
     )  # fmt: skip
     return grad_x
 
 
+@functools.lru_cache(maxsize=256)
+def _nodes(plan, dtype):
+    return plan.nodes.to(dtype)
+
+
+def _effective_kernel(plan, weight, transposed=False):
+    """E[t, o, c] = sum_k nodes[t, k] weight[o, c, k] as ``[T, O, C]`` (``transposed``: ``[T, C, O]``): one GEMM."""
+    out_channels, channels = weight.shape[:2]
+    if transposed:
+        weight = weight.transpose(0, 1)
+    kernel = torch.mm(_nodes(plan, weight.dtype), weight.reshape(out_channels * channels, -1).t())
+    return kernel.view(-1, *weight.shape[:2])
+
+
 class _CrownGather(torch.autograd.Function):
-    """``y = crown_sum(x_cl, E)`` with the three kernels above; ``x_cl`` and ``kernel`` contiguous, same dtype."""
+    """``y = crown_sum(x_cl, E(weight))`` with the three kernels above; ``x_cl`` contiguous, ``weight`` in its dtype.
+
+    E is rebuilt in the backward pass rather than kept: one GEMM, where E can be larger than the activations."""
 
     @staticmethod
-    def forward(ctx, x_cl, kernel, plan, out_w, stride_w):
-        ctx.save_for_backward(x_cl, kernel)
+    def forward(ctx, x_cl, weight, plan, out_w, stride_w):
+        ctx.save_for_backward(x_cl, weight)
         ctx.plan, ctx.stride_w = plan, stride_w
-        return _launch_forward(x_cl, kernel, plan, out_w, stride_w)
+        return _launch_forward(x_cl, _effective_kernel(plan, weight), plan, out_w, stride_w)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x_cl, kernel = ctx.saved_tensors
+        x_cl, weight = ctx.saved_tensors
+        plan = ctx.plan
         grad_y = grad_y.to(x_cl.dtype).contiguous()
-        grad_x = grad_kernel = None
+        grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = _launch_grad_input(grad_y, kernel, ctx.plan, x_cl.shape, ctx.stride_w)
+            kernel = _effective_kernel(plan, weight, transposed=_k_major_backward(x_cl.dtype))
+            grad_x = _launch_grad_input(grad_y, kernel, plan, x_cl.shape, ctx.stride_w)
         if ctx.needs_input_grad[1]:
-            grad_kernel = _launch_grad_kernel(x_cl, grad_y, ctx.plan, kernel.shape, ctx.stride_w)
-        return grad_x, grad_kernel, None, None, None
+            taps = plan.tap_row.shape[0]
+            grad_kernel = _launch_grad_kernel(x_cl, grad_y, plan, (taps, *weight.shape[:2]), ctx.stride_w)
+            # weight[o, c, k] enters E through nodes[t, k]: grad weight = grad_E^T nodes, one GEMM.
+            grad_weight = torch.mm(grad_kernel.view(taps, -1).t(), _nodes(plan, weight.dtype)).view(weight.shape)
+        return grad_x, grad_weight, None, None, None
 
 
 def crown_gather(x_pad, weight, plan, out_w, stride_w):
@@ -424,12 +445,10 @@ def crown_gather(x_pad, weight, plan, out_w, stride_w):
     dtype = x_pad.dtype
     if torch.is_autocast_enabled(x_pad.device.type):
         dtype = torch.get_autocast_dtype(x_pad.device.type)
-    out_channels, channels, kh, kw = weight.shape
+    out_channels, channels = weight.shape[:2]
     taps = plan.tap_row.shape[0]
     if taps * max(channels, out_channels) >= 2**31:
         raise ValueError(f"{taps} crown taps with {channels} -> {out_channels} channels overflow the kernels' int32")
-    # E[o, t, c] = sum_k nodes[t, k] weight[o, c, k]: one batched GEMM, differentiable; read as [O, T C].
-    with torch.autocast(x_pad.device.type, enabled=False):
-        kernel = torch.matmul(plan.nodes.to(dtype), weight.to(dtype).reshape(out_channels, channels, kh * kw).mT)
     x_cl = x_pad.to(dtype).permute(0, 2, 3, 1).contiguous()
-    return _CrownGather.apply(x_cl, kernel.reshape(out_channels, taps * channels), plan, out_w, stride_w)
+    with torch.autocast(x_pad.device.type, enabled=False):
+        return _CrownGather.apply(x_cl, weight.to(dtype), plan, out_w, stride_w)
