@@ -82,11 +82,15 @@ def _pad_width(input, left, right, padding_mode):
 # (CPU gather path), "kernel": an element of its effective kernel E built by 4-corner gathers; "sparse": a sparse
 # multiply-add; "expanded": an element of the node-expanded intermediate (U of mix_first, Z of project_first).
 CPU_COSTS = dict(gathered=370, kernel=320, sparse=6, expanded=130)
-# CUDA: the Triton gather kernels' multiply-add (per compute dtype) against cuBLAS's, and the two above.
-CUDA_COSTS = dict(triton_float32=3.0, triton_16bit=1.5, sparse=15, expanded=900)
-# Largest effective kernel E [C_out, taps, C_in] the Triton path builds, and largest sparse matrix (elements).
+# CUDA: the Triton gather kernels' multiply-add (per compute dtype) against cuBLAS's, and the two above; refitted
+# after the kernels' tiling changes to the forced-path timings of the U-Net's layers and the 64->64 cases (H100,
+# 2026-11-24: every one of the 30 cases with all three paths timed picks its fastest).
+CUDA_COSTS = dict(triton_float32=3.0, triton_16bit=2.25, sparse=30, expanded=300)
+# Largest effective kernel E [taps, C_out, C_in] the Triton path builds, and largest sparse matrix (elements); on CUDA
+# cuSPARSE's product slows down past ~2^25 nonzeros (64->64 r=6 rows at 128x256: 43 M, 30 ms against gather's 25).
 TRITON_MAX_KERNEL = 2**30
 MAX_NONZEROS = 2**27
+CUDA_MAX_NONZEROS = 2**25
 
 
 @torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
@@ -124,7 +128,7 @@ def _choose_path(batch, channels, out_channels, height, width, kernel_rad, strid
         cost["gather"] = speed * batch * out_w * taps * rounded + taps * nodes * channels * out_channels
         if taps * channels * out_channels > TRITON_MAX_KERNEL:
             cost["gather"] = float("inf")
-    if nonzeros > MAX_NONZEROS:
+    if nonzeros > (MAX_NONZEROS if triton_dtype is None else CUDA_MAX_NONZEROS):
         return "gather"
     return min(cost, key=cost.get)
 

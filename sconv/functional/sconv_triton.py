@@ -231,16 +231,16 @@ if triton is not None:
             j_step = stride_w * n_in
             b_step = height * padded_w * n_in
         gy_rows = gy_ptr + offs_o.to(tl.int64)[:, None] * out_h * out_w + i * out_w
-        n_cols = n_batch * out_w
+        n_jb = tl.cdiv(out_w, BLOCK_J)
         acc = tl.zeros((BLOCK_O, BLOCK_N), dtype=tl.float32)
-        for step in range(0, n_cols, BLOCK_J):  # over the flattened (batch, column) axis b W' + j
-            offs = step + tl.arange(0, BLOCK_J)
-            mask_j = offs < n_cols
-            b = (offs // out_w).to(tl.int64)
-            j = (offs % out_w).to(tl.int64)
-            gv = tl.load(gy_rows + (b * n_out * out_h * out_w + j)[None, :], mask=mask_o[:, None] & mask_j[None, :],
+        # Image by image (not over a flattened (b, j) axis): j stays contiguous within a tile, so loads vectorise.
+        for step in range(0, n_batch * n_jb):
+            b = (step // n_jb).to(tl.int64)
+            offs_j = (step % n_jb) * BLOCK_J + tl.arange(0, BLOCK_J)
+            mask_j = offs_j < out_w
+            gv = tl.load(gy_rows + b * n_out * out_h * out_w + offs_j[None, :], mask=mask_o[:, None] & mask_j[None, :],
                          other=0.0)  # fmt: skip
-            x_off = (b * b_step + j * j_step)[:, None] + x_col[None, :]
+            x_off = b * b_step + x_col[None, :] + offs_j.to(tl.int64)[:, None] * j_step
             xv = tl.load(x_ptr + x_off, mask=mask_j[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(gv, xv, acc, input_precision=PRECISION)
         ge_off = offs_o.to(tl.int64)[:, None] * n_in + (t.to(tl.int64) * n_out * n_in + offs_n - t * n_in)[None, :]
@@ -359,7 +359,7 @@ def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
         x_cl.permute(0, 3, 1, 2).contiguous() if k_major else x_cl, grad_y, grad_kernel, block_row, block_k,
         plan.row_ptr, plan.tap_base,
         batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
-        BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(batch * out_w, 64), CHANNELS_16=channels % 16 == 0,
+        BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(out_w, 64), CHANNELS_16=channels % 16 == 0,
         X_NCHW=k_major, PRECISION=_precision(x_cl.dtype),
         num_warps=8, num_stages=2 if x_cl.dtype == torch.float32 else 3,
     )  # fmt: skip
