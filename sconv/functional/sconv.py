@@ -95,10 +95,13 @@ CUDA_MAX_NONZEROS = 2**25
 
 @torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
 @functools.lru_cache(maxsize=1024)
-def _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, triton_dtype=None):
+def _choose_path(
+    batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, triton_dtype=None, input_grad=True
+):
     """The cheapest of the three formulations for this call, by an operation count (see the module docstring).
 
     ``triton_dtype``: the compute dtype when the gather path would run as the Triton kernels (CUDA), else None.
+    ``input_grad``: whether the input's gradient will be needed (a network's first layer: not).
     """
     geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
     out_h, out_w = geom.out_size
@@ -122,10 +125,13 @@ def _choose_path(batch, channels, out_channels, height, width, kernel_rad, strid
             + costs["kernel"] * 4 * padded * channels * out_channels
         )
     else:
-        # tl.dot works on tiles of at least 16 rows and columns; E is built by one GEMM over the kernel nodes.
-        rounded = (-(-channels // 16) * 16) * (-(-out_channels // 16) * 16)
+        # Three kernels of equal work, each tiling one channel axis in blocks of at least 16 (tl.dot's smallest):
+        # C_out in the forward and grad-E kernels, C_in in the grad-input one (skipped when the input needs no
+        # gradient). E is built by one GEMM over the kernel nodes.
+        rounded_in, rounded_out = -(-channels // 16) * 16, -(-out_channels // 16) * 16
+        work = (2 * channels * rounded_out + (rounded_in * out_channels if input_grad else 0)) / 3
         speed = costs["triton_float32" if triton_dtype == torch.float32 else "triton_16bit"]
-        cost["gather"] = speed * batch * out_w * taps * rounded + taps * nodes * channels * out_channels
+        cost["gather"] = speed * batch * out_w * taps * work + taps * nodes * channels * out_channels
         if taps * channels * out_channels > TRITON_MAX_KERNEL:
             cost["gather"] = float("inf")
     if nonzeros > (MAX_NONZEROS if triton_dtype is None else CUDA_MAX_NONZEROS):
@@ -258,7 +264,10 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     if batch > 0 and triton_available(input.device, input.dtype):
         autocast = torch.is_autocast_enabled(input.device.type)
         triton_dtype = torch.get_autocast_dtype(input.device.type) if autocast else input.dtype
-    path = _choose_path(batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), triton_dtype)
+    input_grad = input.requires_grad and torch.is_grad_enabled()
+    path = _choose_path(
+        batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), triton_dtype, input_grad
+    )
     if path == "gather":
         out = _gather_path(input, weight, stride, padding_mode, kernel_rad)
     else:
