@@ -302,7 +302,7 @@ def tables(results):
         lines += [
             "",
             "| case | B | dtype | path | crown px | ours ms | conv2d k | conv2d ms | ours/conv2d | ours MB | conv2d MB "
-            "| DISCO ms (torch fallback) | DISCO/ours | DISCO CUDA ms (issue) | issue DISCO/ours |",
+            "| DISCO ms | DISCO/ours | DISCO CUDA ms (issue) | issue DISCO/ours |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["layers"]:
