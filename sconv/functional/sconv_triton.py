@@ -253,7 +253,7 @@ if triton is not None:
         BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, ENTRY_MAJOR: tl.constexpr,
         E_TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
-        # E_TRANSPOSED: e_ptr holds E as [T, C, O] (o contiguous: the layout tf32 tensor cores take), else [O, T C].
+        # E_TRANSPOSED: e_ptr holds E as [T, C, O] (o contiguous: the layout tf32 tensor cores take), else [T, O, C].
         # A program: grad x[b, q, cols, c] for BLOCK_C channels and the padded columns of input row q that one
         # block holds, over the taps e that read row q and reach these columns, k = e C_out + o:
         # E[o, t_e C + c] grad_y[b, i_e, j, o]. A block is cols_per_image columns of `images` batch indices (narrow
