@@ -256,7 +256,7 @@ if triton is not None:
         # E_TRANSPOSED: e_ptr holds E as [T, C, O] (o contiguous: the layout tf32 tensor cores take), else [T, O, C].
         # A program: grad x[b, q, cols, c] for BLOCK_C channels and the padded columns of input row q that one
         # block holds, over the taps e that read row q and reach these columns, k = e C_out + o:
-        # E[o, t_e C + c] grad_y[b, i_e, j, o]. A block is cols_per_image columns of `images` batch indices (narrow
+        # E[t_e, o, c] grad_y[b, i_e, j, o]. A block is cols_per_image columns of `images` batch indices (narrow
         # rows: several whole rows of consecutive images fill one tile).
         pid = tl.program_id(0)
         q = tl.load(block_q + pid)
@@ -333,7 +333,7 @@ def _column_block(padded_w, batch):
     best = None
     for block_q in (128, 64, 256):
         images = min(batch, block_q // padded_w) if padded_w <= block_q // 2 else 1
-        used = images * padded_w if images > 1 else padded_w
+        used = images * padded_w
         waste = triton.cdiv(used, block_q) * block_q / used
         if best is None or waste < best[0] - 1e-9:
             best = (waste, block_q, images)
