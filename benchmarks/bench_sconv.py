@@ -216,25 +216,36 @@ def run_layer_case(case, device, dtype, timer, args):
 
 
 def run_kernel_split(device, timer):
-    """The Triton gather path's three kernels timed apart, both operand layouts of the backward kernels."""
+    """The Triton gather path's kernels timed apart (operands prepared beforehand): the three crown kernels, the
+    backward ones with both operand layouts, and the layout kernels that pad the input and fold its gradient."""
     from sconv.functional import sconv_triton
+    from sconv.functional.triton_layout import wrap_fold, wrap_pad
 
     case = wide_layer_cases(128, 256, 8, (3,))[0]
     height, width, size = case["height"], case["width"], case["kernel_size"]
     plan = sconv_triton.triton_plan(height, width, case["kernel_rad"], (1, 1), size, device)
+    pad = (plan.window.pad_left, plan.window.pad_right)
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
-        x_cl = torch.randn(case["batch"], height, plan.padded_w, case["c_in"], device=device, dtype=dtype)
+        x = torch.randn(case["batch"], case["c_in"], height, width, device=device, dtype=dtype)
+        operands = {True: wrap_pad(x, *pad, dtype, channels_last=False), False: wrap_pad(x, *pad, dtype, True)}
         kernel = torch.randn(plan.tap_row.shape[0], case["c_out"], case["c_in"], device=device, dtype=dtype)
         grad_y = torch.randn(case["batch"], case["c_out"], height, width, device=device, dtype=dtype)
+        grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, True)
         row = dict(dtype=str(dtype).replace("torch.", ""))
-        row["forward_ms"] = timer(functools.partial(sconv_triton._launch_forward, x_cl, kernel, plan, width, 1))[0]
+        row["forward_ms"] = timer(functools.partial(sconv_triton._launch_forward, operands[False], kernel, plan,
+                                                    width, 1))[0]  # fmt: skip
+        row["wrap_pad_ms"] = timer(functools.partial(wrap_pad, x, *pad, dtype, True))[0]
+        row["wrap_fold_ms"] = timer(functools.partial(wrap_fold, operands[False], pad[0], width, dtype))[0]
         saved = sconv_triton._k_major_backward
         for k_major in (True, False):
             sconv_triton._k_major_backward = functools.partial(lambda k_major, dtype: k_major, k_major)
             tag = "k_major" if k_major else "as_forward"
-            grad_input = functools.partial(sconv_triton._launch_grad_input, grad_y, kernel, plan, x_cl.shape, 1)
-            grad_kernel = functools.partial(sconv_triton._launch_grad_kernel, x_cl, grad_y, plan, kernel.shape, 1)
+            e = kernel.transpose(1, 2).contiguous() if k_major else kernel
+            grad_input = functools.partial(sconv_triton._launch_grad_input, grad_y_cl, e, plan,
+                                           operands[False].shape, 1)  # fmt: skip
+            grad_kernel = functools.partial(sconv_triton._launch_grad_kernel, operands[k_major], grad_y, plan,
+                                            kernel.shape, 1, k_major)  # fmt: skip
             row[f"grad_input_{tag}_ms"] = timer(grad_input)[0]
             row[f"grad_kernel_{tag}_ms"] = timer(grad_kernel)[0]
         sconv_triton._k_major_backward = saved
@@ -343,7 +354,8 @@ def tables(results):
             lines.append(
                 f"- {r['dtype']}: forward {fmt(r['forward_ms'])}, grad input {fmt(r['grad_input_k_major_ms'])} / "
                 f"{fmt(r['grad_input_as_forward_ms'])}, grad kernel {fmt(r['grad_kernel_k_major_ms'])} / "
-                f"{fmt(r['grad_kernel_as_forward_ms'])}"
+                f"{fmt(r['grad_kernel_as_forward_ms'])}; wrap_pad {fmt(r['wrap_pad_ms'])}, "
+                f"wrap_fold {fmt(r['wrap_fold_ms'])}"
             )
     if results.get("cpu_unet"):
         r = results["cpu_unet"]

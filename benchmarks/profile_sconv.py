@@ -69,10 +69,11 @@ def host_parts(reps=300):
     xg = x.clone().requires_grad_()
     rad, size = layer.kernel_rad, (8, 16)
     plan = T.triton_plan(64, 128, rad, (1, 1), size, device)
-    padded = S._pad_width(x, plan.window.pad_left, plan.window.pad_right, "sphere")
-    x_cl = padded.permute(0, 2, 3, 1).contiguous()
+    pad = (plan.window.pad_left, plan.window.pad_right)
+    x_cl = T.wrap_pad(x, *pad, torch.float32, channels_last=True)
     kernel = torch.randn(plan.tap_row.shape[0], 64, 4, device=device)
     grad_y = torch.randn(1, 64, 64, 128, device=device)
+    grad_y_cl = T.wrap_pad(grad_y, 0, 0, torch.float32, channels_last=True)
     out = layer(xg)
 
     def fwd_bwd(module):
@@ -80,18 +81,17 @@ def host_parts(reps=300):
 
     parts = {
         "torch.empty": lambda: torch.empty(64, 64, device=device),
-        "permute().contiguous()": lambda: padded.permute(0, 2, 3, 1).contiguous(),
         "nn.Conv2d forward": lambda: planar(x),
         "nn.Conv2d fwd+bwd": lambda: fwd_bwd(planar),
         "SphericalConv forward": lambda: layer(x),
         "SphericalConv fwd+bwd": lambda: fwd_bwd(layer),
         "_choose_path": lambda: S._choose_path(1, 4, 64, 64, 128, rad, (1, 1), size, torch.float32),
         "triton_plan": lambda: T.triton_plan(64, 128, rad, (1, 1), size, device),
-        "_pad_width": lambda: S._pad_width(x, plan.window.pad_left, plan.window.pad_right, "sphere"),
-        "crown_gather": lambda: T.crown_gather(padded, layer.weight, plan, 128, 1),
+        "wrap_pad": lambda: T.wrap_pad(x, *pad, torch.float32, channels_last=True),
+        "crown_gather": lambda: T.crown_gather(x, layer.weight, plan, 128, 1),
         "_launch_forward": lambda: T._launch_forward(x_cl, kernel, plan, 128, 1),
-        "_launch_grad_input": lambda: T._launch_grad_input(grad_y, kernel, plan, x_cl.shape, 1),
-        "_launch_grad_kernel": lambda: T._launch_grad_kernel(x_cl, grad_y, plan, kernel.shape, 1),
+        "_launch_grad_input": lambda: T._launch_grad_input(grad_y_cl, kernel, plan, x_cl.shape, 1),
+        "_launch_grad_kernel": lambda: T._launch_grad_kernel(x_cl, grad_y, plan, kernel.shape, 1, False),
         "autograd.grad of layer output": lambda: torch.autograd.grad(layer(xg), [xg], grad_y),
     }
     del out

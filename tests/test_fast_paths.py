@@ -123,11 +123,28 @@ for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFI
     gx, gw = torch.autograd.grad(expected, [x, weight], grad)
     plan = triton_plan(h, w, r, stride, size, torch.device("cpu"))
     xf, wf = x.detach().float().requires_grad_(), weight.detach().float().requires_grad_()
-    padded = S._pad_width(xf, plan.window.pad_left, plan.window.pad_right, S.check_padding_mode(mode))
-    got = crown_gather(padded, wf, plan, w // stride[1], stride[1])
+    if mode == "sphere":  # padded by the kernels (wrap_pad / wrap_fold)
+        got = crown_gather(xf, wf, plan, w // stride[1], stride[1])
+    else:
+        padded = S._pad_width(xf, plan.window.pad_left, plan.window.pad_right, S.check_padding_mode(mode))
+        got = crown_gather(padded, wf, plan, w // stride[1], stride[1], wrap=False)
     got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
     for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
         worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
+# The layout kernels alone against F.pad's circular padding and its autograd adjoint, pads wider than the input too.
+from sconv.functional.triton_layout import wrap_fold, wrap_pad
+for left, right, width in [(0, 0, 5), (2, 3, 7), (9, 4, 4), (1, 12, 3)]:
+    x = torch.randn(2, 3, 4, width + 2, dtype=torch.float64)[..., 1:-1].requires_grad_()  # not contiguous
+    padded = torch.cat([x] * (3 + (left + right) // width), -1)
+    shift = (-left) % width
+    expected = padded[..., shift : shift + left + width + right]
+    for channels_last in (True, False):
+        got = wrap_pad(x, left, right, torch.float32, channels_last)
+        got = got.permute(0, 3, 1, 2) if channels_last else got
+        worst = max(worst, (got.double() - expected).abs().max().item())
+    grad = torch.randn(2, 4, left + width + right, 3)
+    (gx,) = torch.autograd.grad(expected, [x], grad.permute(0, 3, 1, 2).double())
+    worst = max(worst, (wrap_fold(grad, left, width, torch.float32).double() - gx).abs().max().item())
 print(worst)
 """
 

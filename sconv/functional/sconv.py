@@ -167,8 +167,10 @@ _sparse_plan = torch.compiler.disable(sparse_plan)
 def _triton_gather_path(input, weight, stride, padding_mode, kernel_rad):
     height, width = input.shape[-2:]
     plan = triton_plan(height, width, kernel_rad, stride, tuple(weight.shape[2:]), input.device)
+    if padding_mode == "sphere":  # the kernels pad around the sphere themselves
+        return crown_gather(input, weight, plan, width // stride[1], stride[1])
     x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
-    return crown_gather(x, weight, plan, width // stride[1], stride[1])
+    return crown_gather(x, weight, plan, width // stride[1], stride[1], wrap=False)
 
 
 def _gather_path(input, weight, stride, padding_mode, kernel_rad):

@@ -6,14 +6,16 @@ The crown sum of output row ``i`` is one GEMM whose reduction runs over (tap, in
 
 with ``E[t, o, c] = sum_k nodes[t, k] weight[o, c, k]`` the effective kernel of tap ``t`` (``nodes``: the tap's
 bilinear-interpolation and quadrature coefficients on the ``kh kw`` kernel nodes, from ``crown_taps``; E is built by
-one GEMM, and rebuilt in the backward pass rather than kept) and ``x_pad`` the width-padded input. The kernels read
+one GEMM, and rebuilt in the backward pass rather than kept) and ``x_pad`` the width-padded input, made channels
+last in one pass by ``triton_layout.wrap_pad`` (rebuilt in the backward too: only ``x`` is kept). The kernels read
 ``x_pad`` where it lies (no im2col buffer):
 
 - forward: a program per (output row, block of the flattened (batch, output column) axis, block of output channels);
 - grad E: a program per (block of k within one output row, block of O), reducing over batch and output columns;
   grad weight = grad_E^T nodes is one more GEMM;
 - grad x_pad: a program per (input row, block of padded columns or whole narrow rows of several images, block of C),
-  over the taps that read that input row. Every element is written once: no atomics, deterministic.
+  over the taps that read that input row. Every element is written once: no atomics, deterministic;
+  ``triton_layout.wrap_fold`` sums the padding's copies back onto their columns.
 
 Rows are launched heaviest first: near the poles a crown holds many more pixels than at the equator.
 The CPU (and float64) path is the pure-PyTorch one in ``sconv.functional.sconv``; tests compare the two on a GPU.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from sconv.functional.crown import conv_window, crown_taps
+from sconv.functional.triton_layout import wrap_fold, wrap_pad
 
 try:
     import triton
@@ -346,34 +349,36 @@ def _k_major_backward(dtype):
     return dtype == torch.float32
 
 
-def _launch_grad_kernel(x_cl, grad_y, plan, kernel_shape, stride_w):
-    batch, height, padded_w, channels = x_cl.shape
+def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
+    """``x_op``: the padded input as ``[B, C, H, Wp]`` (``x_nchw``) or ``[B, H, Wp, C]``, contiguous."""
+    if x_nchw:
+        batch, channels, height, padded_w = x_op.shape
+    else:
+        batch, height, padded_w, channels = x_op.shape
     out_channels = kernel_shape[1]
     out_h, out_w = grad_y.shape[2:]
-    grad_kernel = torch.empty(kernel_shape, device=x_cl.device, dtype=x_cl.dtype)
-    k_major = _k_major_backward(x_cl.dtype)
+    grad_kernel = torch.empty(kernel_shape, device=x_op.device, dtype=x_op.dtype)
     block_o, block_n = _block(out_channels, 64), 128
     block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
     grid = (len(block_row), triton.cdiv(out_channels, block_o))
     _grad_kernel_kernel[grid](
-        x_cl.permute(0, 3, 1, 2).contiguous() if k_major else x_cl, grad_y, grad_kernel, block_row, block_k,
-        plan.row_ptr, plan.tap_base,
+        x_op, grad_y, grad_kernel, block_row, block_k, plan.row_ptr, plan.tap_base,
         batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(out_w, 64), CHANNELS_16=channels % 16 == 0,
-        X_NCHW=k_major, PRECISION=_precision(x_cl.dtype),
-        num_warps=8, num_stages=2 if x_cl.dtype == torch.float32 else 3,
+        X_NCHW=x_nchw, PRECISION=_precision(x_op.dtype),
+        num_warps=8, num_stages=2 if x_op.dtype == torch.float32 else 3,
     )  # fmt: skip
     return grad_kernel
 
 
-def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
-    """``kernel``: E as ``[T, C, O]`` where ``_k_major_backward`` (fp32), else as ``[T, O, C]``."""
+def _launch_grad_input(grad_y_cl, kernel, plan, x_shape, stride_w):
+    """``grad_y_cl``: ``[B, H', W', O]`` contiguous; ``kernel``: E as ``[T, C, O]`` where ``_k_major_backward``
+    (fp32), else as ``[T, O, C]``. Returns the gradient of the padded input, ``x_shape = [B, H, Wp, C]``."""
     batch, height, padded_w, channels = x_shape
-    out_channels = grad_y.shape[1]
-    out_h, out_w = grad_y.shape[2:]
-    grad_y_cl = grad_y.permute(0, 2, 3, 1).contiguous()
-    grad_x = torch.empty(x_shape, device=grad_y.device, dtype=grad_y.dtype)
-    block_c, block_k = _block(channels, 64), _reduction_block(grad_y.dtype)
+    out_h, out_w, out_channels = grad_y_cl.shape[1:]
+    dtype = grad_y_cl.dtype
+    grad_x = torch.empty(x_shape, device=grad_y_cl.device, dtype=dtype)
+    block_c, block_k = _block(channels, 64), _reduction_block(dtype)
     block_q, images = _column_block(padded_w, batch)
     cols_per_image = padded_w if images > 1 else block_q
     blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image)
@@ -382,7 +387,7 @@ def _launch_grad_input(grad_y, kernel, plan, x_shape, stride_w):
         grad_y_cl, kernel, grad_x, *blocks, plan.in_taps, plan.tap_row, plan.tap_base,
         batch, images, cols_per_image, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
-        E_TRANSPOSED=_k_major_backward(grad_y.dtype), PRECISION=_precision(grad_y.dtype),
+        E_TRANSPOSED=_k_major_backward(dtype), PRECISION=_precision(dtype),
         num_warps=8 if block_c * block_q >= 8192 else 4, num_stages=3,
     )  # fmt: skip
     return grad_x
@@ -403,38 +408,49 @@ def _effective_kernel(plan, weight, transposed=False):
 
 
 class _CrownGather(torch.autograd.Function):
-    """``y = crown_sum(x_cl, E(weight))`` with the three kernels above; ``x_cl`` contiguous, ``weight`` in its dtype.
+    """``y = crown_sum(pad(x), E(weight))`` with the three kernels above, in ``weight``'s dtype.
 
-    E is rebuilt in the backward pass rather than kept: one GEMM, where E can be larger than the activations."""
+    ``pad`` is ``(pad_left, pad_right)`` around the sphere (``wrap_pad``), or ``(0, 0)`` for an input padded already.
+    Only ``x`` itself is kept for the backward pass: its padded, channels-last copy and E are rebuilt there (one pass
+    and one GEMM), where they could be larger than the activations."""
 
     @staticmethod
-    def forward(ctx, x_cl, weight, plan, out_w, stride_w):
-        ctx.save_for_backward(x_cl, weight)
-        ctx.plan, ctx.stride_w = plan, stride_w
+    def forward(ctx, x, weight, plan, out_w, stride_w, pad):
+        ctx.save_for_backward(x, weight)
+        ctx.plan, ctx.stride_w, ctx.pad = plan, stride_w, pad
+        x_cl = wrap_pad(x, *pad, weight.dtype, channels_last=True)
         return _launch_forward(x_cl, _effective_kernel(plan, weight), plan, out_w, stride_w)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x_cl, weight = ctx.saved_tensors
-        plan = ctx.plan
-        grad_y = grad_y.to(x_cl.dtype).contiguous()
+        x, weight = ctx.saved_tensors
+        plan, pad, dtype = ctx.plan, ctx.pad, weight.dtype
+        grad_y = grad_y.to(dtype)
+        x_shape = (x.shape[0], x.shape[2], x.shape[3] + sum(pad), x.shape[1])  # padded, channels last
+        k_major = _k_major_backward(dtype)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            kernel = _effective_kernel(plan, weight, transposed=_k_major_backward(x_cl.dtype))
-            grad_x = _launch_grad_input(grad_y, kernel, plan, x_cl.shape, ctx.stride_w)
+            kernel = _effective_kernel(plan, weight, transposed=k_major)
+            grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, channels_last=True)
+            grad_x_pad = _launch_grad_input(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
+            grad_x = wrap_fold(grad_x_pad, pad[0], x.shape[3], x.dtype)
         if ctx.needs_input_grad[1]:
             taps = plan.tap_row.shape[0]
-            grad_kernel = _launch_grad_kernel(x_cl, grad_y, plan, (taps, *weight.shape[:2]), ctx.stride_w)
+            x_op = wrap_pad(x, *pad, dtype, channels_last=not k_major)
+            grad_kernel = _launch_grad_kernel(
+                x_op, grad_y.contiguous(), plan, (taps, *weight.shape[:2]), ctx.stride_w, x_nchw=k_major
+            )
             # weight[o, c, k] enters E through nodes[t, k]: grad weight = grad_E^T nodes, one GEMM.
-            grad_weight = torch.mm(grad_kernel.view(taps, -1).t(), _nodes(plan, weight.dtype)).view(weight.shape)
-        return grad_x, grad_weight, None, None, None
+            grad_weight = torch.mm(grad_kernel.view(taps, -1).t(), _nodes(plan, dtype)).view(weight.shape)
+        return grad_x, grad_weight, None, None, None, None
 
 
-def crown_gather(x_pad, weight, plan, out_w, stride_w):
-    """The crown convolution of a width-padded input ``x_pad [B, C, H, Wp]`` (padded by ``plan.window``).
+def crown_gather(x, weight, plan, out_w, stride_w, wrap=True):
+    """The crown convolution of ``x`` by the Triton kernels.
 
     Args:
-        x_pad: ``[B, C_in, H, Wp]`` on CUDA, ``B >= 1``.
+        x: ``[B, C_in, H, W]`` on CUDA, ``B >= 1``, any strides: padded here around the sphere (``wrap``) by
+            ``plan.window``; or, with ``wrap=False``, ``[B, C_in, H, Wp]`` padded already (the other padding modes).
         weight: ``[C_out, C_in, kh, kw]``.
         plan: ``triton_plan`` of the configuration.
         out_w, stride_w: output width and column stride.
@@ -442,13 +458,13 @@ def crown_gather(x_pad, weight, plan, out_w, stride_w):
     Returns:
         ``[B, C_out, H', W']`` in the compute dtype (the autocast dtype under autocast, else the input's).
     """
-    dtype = x_pad.dtype
-    if torch.is_autocast_enabled(x_pad.device.type):
-        dtype = torch.get_autocast_dtype(x_pad.device.type)
+    dtype = x.dtype
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
     out_channels, channels = weight.shape[:2]
     taps = plan.tap_row.shape[0]
     if taps * max(channels, out_channels) >= 2**31:
         raise ValueError(f"{taps} crown taps with {channels} -> {out_channels} channels overflow the kernels' int32")
-    x_cl = x_pad.to(dtype).permute(0, 2, 3, 1).contiguous()
-    with torch.autocast(x_pad.device.type, enabled=False):
-        return _CrownGather.apply(x_cl, weight.to(dtype), plan, out_w, stride_w)
+    pad = (plan.window.pad_left, plan.window.pad_right) if wrap else (0, 0)
+    with torch.autocast(x.device.type, enabled=False):
+        return _CrownGather.apply(x, weight.to(dtype), plan, out_w, stride_w, pad)
