@@ -131,6 +131,14 @@ for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFI
     got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
     for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
         worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
+    if not k_major or config not in CONFIGS[4:]:  # the interpreter runs crown_rows slowly: a cheaper subset
+        continue
+    # The sparse formulations' CUDA version: crown_rows and the layout kernels.
+    for mix_first in (True, False):
+        got = S._triton_sparse_path(xf, wf, stride, S.check_padding_mode(mode), r, mix_first, torch.float32)
+        got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
+        for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
+            worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
 # The layout kernels alone against F.pad's circular padding and its autograd adjoint, pads wider than the input too.
 from sconv.functional.triton_layout import wrap_fold, wrap_pad
 for left, right, width in [(0, 0, 5), (2, 3, 7), (9, 4, 4), (1, 12, 3)]:
@@ -150,7 +158,8 @@ print(worst)
 
 
 def test_triton_kernels_in_the_interpreter_match_float64():
-    """The three Triton kernels, run by Triton's CPU interpreter, against the float64 PyTorch path: y, dx, dweight."""
+    """The Triton kernels, run by Triton's CPU interpreter, against the float64 PyTorch path: y, dx, dweight of the
+    gather kernels and of the sparse formulations' CUDA version, and the layout kernels alone."""
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", INTERPRETER_SCRIPT], cwd=ROOT, env=env, capture_output=True,

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from sconv.functional.common import check_input, pair
 from sconv.functional.crown import conv_plan, conv_window, crown_taps, padded_taps, sparse_plan
 from sconv.functional.sconv_triton import crown_gather, triton_available, triton_plan
+from sconv.functional.sparse_triton import crown_rows
+from sconv.functional.triton_layout import channels_first, padded_channels_last
 
 __all__ = ["spherical_conv", "check_padding_mode", "check_kernel_rad"]
 
@@ -193,7 +195,33 @@ def _gather_path(input, weight, stride, padding_mode, kernel_rad):
     return torch.cat(rows, dim=2).index_select(2, plan.row_order)
 
 
-def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first):
+@torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
+def _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, dtype):
+    """``_sparse_path`` on CUDA in the compute ``dtype``: channels-last operands throughout, the crown sum by
+    ``crown_rows`` (no batch transposes of the node-expanded operand), one tiled pass in and out of channels last."""
+    batch, channels, height, width = input.shape
+    out_channels, _, kh, kw = weight.shape
+    out_h, out_w = height // stride[0], width // stride[1]
+    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, torch.float32)
+    pad = (plan.window.pad_left, plan.window.pad_right)
+    if padding_mode != "sphere":  # the layout kernel pads around the sphere only
+        input, pad = _pad_width(input, *pad, padding_mode), (0, 0)
+    x_cl = padded_channels_last(input, *pad, dtype)  # [B, H, Wp, C]
+    weight = weight.to(dtype)
+    nodes = kh * kw
+    with torch.autocast(input.device.type, enabled=False):
+        if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
+            mixing = weight.permute(1, 2, 3, 0).reshape(channels, nodes * out_channels)
+            out = crown_rows(plan, (x_cl.view(-1, channels) @ mixing).view(batch, -1, out_channels))
+        else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
+            projected = crown_rows(plan, x_cl.view(batch, -1, channels)).view(-1, nodes * channels)
+            out = projected @ weight.permute(2, 3, 1, 0).reshape(nodes * channels, out_channels)
+        return channels_first(out.view(batch, out_h, out_w, out_channels))
+
+
+def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):
+    if triton_dtype is not None:
+        return _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype)
     batch, channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
     out_h, out_w = height // stride[0], width // stride[1]
@@ -273,7 +301,7 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     if path == "gather":
         out = _gather_path(input, weight, stride, padding_mode, kernel_rad)
     else:
-        out = _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first=path == "mix_first")
+        out = _sparse_path(input, weight, stride, padding_mode, kernel_rad, path == "mix_first", triton_dtype)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
