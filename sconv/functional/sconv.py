@@ -18,7 +18,8 @@ between a small crown with many kernel nodes and a large crown with few:
 - ``mix_first``: a 1x1 GEMM expands the input onto the ``kh kw`` nodes (``U[k, q] = sum_c W[o, c, k] x[c, q]``), then
   one sparse matrix sums each crown. Wins for large crowns (many taps, few nodes) and ``C_out <= C_in``.
 - ``project_first``: the sparse matrix first projects the input onto the nodes (``Z[k, p]``), then a GEMM mixes the
-  channels. Wins for large crowns and ``C_in < C_out``.
+  channels. Wins for large crowns and ``C_in < C_out``. On CUDA both sparse formulations run on channels-last
+  operands with a Triton CSR product, in the compute dtype (``sconv.functional.sparse_triton``).
 
 No Python loop runs over rows or pixels, only over a handful of row groups.
 """
@@ -33,8 +34,7 @@ import torch.nn.functional as F
 from sconv.functional.common import check_input, pair
 from sconv.functional.crown import conv_plan, conv_window, crown_taps, padded_taps, sparse_plan
 from sconv.functional.sconv_triton import crown_gather, triton_available, triton_plan
-from sconv.functional.sparse_triton import crown_rows
-from sconv.functional.triton_layout import channels_first, padded_channels_last
+from sconv.functional.sparse_triton import sparse_crown_conv
 
 __all__ = ["spherical_conv", "check_padding_mode", "check_kernel_rad"]
 
@@ -84,10 +84,13 @@ def _pad_width(input, left, right, padding_mode):
 # (CPU gather path), "kernel": an element of its effective kernel E built by 4-corner gathers; "sparse": a sparse
 # multiply-add; "expanded": an element of the node-expanded intermediate (U of mix_first, Z of project_first).
 CPU_COSTS = dict(gathered=370, kernel=320, sparse=6, expanded=130)
-# CUDA: the Triton gather kernels' multiply-add (per compute dtype) against cuBLAS's, and the two above; refitted
-# after the kernels' tiling changes to the forced-path timings of the U-Net's layers and the 64->64 cases (H100,
-# 2026-11-24: every one of the 30 cases with all three paths timed picks its fastest).
-CUDA_COSTS = dict(triton_float32=3.0, triton_16bit=2.25, sparse=30, expanded=300)
+# CUDA, per compute dtype: the Triton gather kernels' multiply-add against cuBLAS's ("triton"), a multiply-add of the
+# Triton CSR product ("sparse"), and "expanded" as above; fitted to forced-path timings of the U-Net's layers and the
+# 64->64 cases (H100, 2026-11-24: of the 30 cases with all three paths timed, the one miss is within 4% of the best).
+CUDA_COSTS = {
+    "float32": dict(triton=3.0, sparse=5, expanded=200),
+    "16bit": dict(triton=4.0, sparse=50, expanded=200),
+}
 # Largest effective kernel E [taps, C_out, C_in] the Triton path builds, and largest sparse matrix (elements); on CUDA
 # cuSPARSE's product slows down past ~2^25 nonzeros (64->64 r=6 rows at 128x256: 43 M, 30 ms against gather's 25).
 TRITON_MAX_KERNEL = 2**30
@@ -113,7 +116,10 @@ def _choose_path(
     taps = len(geom.in_row)
     nonzeros = 4 * taps * out_w
     batch = max(batch, 1)
-    costs = CPU_COSTS if triton_dtype is None else CUDA_COSTS
+    if triton_dtype is None:
+        costs = CPU_COSTS
+    else:
+        costs = CUDA_COSTS["float32" if triton_dtype == torch.float32 else "16bit"]
     cost = {
         "mix_first": batch * in_pixels * nodes * out_channels * (channels + costs["expanded"])
         + costs["sparse"] * nonzeros * batch * out_channels,
@@ -132,8 +138,7 @@ def _choose_path(
         # gradient). E is built by one GEMM over the kernel nodes.
         rounded_in, rounded_out = -(-channels // 16) * 16, -(-out_channels // 16) * 16
         work = (2 * channels * rounded_out + (rounded_in * out_channels if input_grad else 0)) / 3
-        speed = costs["triton_float32" if triton_dtype == torch.float32 else "triton_16bit"]
-        cost["gather"] = speed * batch * out_w * taps * work + taps * nodes * channels * out_channels
+        cost["gather"] = costs["triton"] * batch * out_w * taps * work + taps * nodes * channels * out_channels
         if taps * channels * out_channels > TRITON_MAX_KERNEL:
             cost["gather"] = float("inf")
     if nonzeros > (MAX_NONZEROS if triton_dtype is None else CUDA_MAX_NONZEROS):
@@ -155,7 +160,8 @@ class _CrownSum(torch.autograd.Function):
 
 
 def _crown_sum(plan, dense):
-    # In the plan's dtype: autocast would cast the sparse matrix too, and CPU sparse products have no bfloat16.
+    # CPU and float64 (CUDA's 16-bit and float32 use sparse_triton): in the plan's dtype, as autocast would cast the
+    # sparse matrix too, and CPU sparse products have no bfloat16.
     with torch.autocast(dense.device.type, enabled=False):
         return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
 
@@ -197,26 +203,16 @@ def _gather_path(input, weight, stride, padding_mode, kernel_rad):
 
 @torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
 def _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, dtype):
-    """``_sparse_path`` on CUDA in the compute ``dtype``: channels-last operands throughout, the crown sum by
-    ``crown_rows`` (no batch transposes of the node-expanded operand), one tiled pass in and out of channels last."""
-    batch, channels, height, width = input.shape
-    out_channels, _, kh, kw = weight.shape
-    out_h, out_w = height // stride[0], width // stride[1]
-    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, torch.float32)
+    """``_sparse_path`` on CUDA in the compute ``dtype`` (``sconv.functional.sparse_triton``)."""
+    height, width = input.shape[-2:]
+    size = tuple(weight.shape[2:])
+    plan = _sparse_plan(height, width, kernel_rad, stride, size, mix_first, input.device, torch.float32)
     pad = (plan.window.pad_left, plan.window.pad_right)
     if padding_mode != "sphere":  # the layout kernel pads around the sphere only
         input, pad = _pad_width(input, *pad, padding_mode), (0, 0)
-    x_cl = padded_channels_last(input, *pad, dtype)  # [B, H, Wp, C]
-    weight = weight.to(dtype)
-    nodes = kh * kw
+    out_size = (height // stride[0], width // stride[1])
     with torch.autocast(input.device.type, enabled=False):
-        if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
-            mixing = weight.permute(1, 2, 3, 0).reshape(channels, nodes * out_channels)
-            out = crown_rows(plan, (x_cl.view(-1, channels) @ mixing).view(batch, -1, out_channels))
-        else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
-            projected = crown_rows(plan, x_cl.view(batch, -1, channels)).view(-1, nodes * channels)
-            out = projected @ weight.permute(2, 3, 1, 0).reshape(nodes * channels, out_channels)
-        return channels_first(out.view(batch, out_h, out_w, out_channels))
+        return sparse_crown_conv(input, weight.to(dtype), plan, pad, out_size, mix_first)
 
 
 def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):

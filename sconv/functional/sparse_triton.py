@@ -1,16 +1,21 @@
-"""Triton kernel for the crown sum of the sparse formulations of ``spherical_conv`` on CUDA.
+"""Triton kernel for the crown sum of the sparse formulations of ``spherical_conv`` on CUDA, and those formulations.
 
-``crown_rows(plan, dense)`` is ``out[b] = S @ dense[b]`` for every image ``b`` at once, with ``S`` the plan's constant
-CSR matrix (``sconv.functional.crown.sparse_plan``) and ``dense [B, R, N]`` in float32, bfloat16 or float16, channels
-(N) contiguous; it sums in float32. Its gradient is the same product with the stored transpose ``S^T``.
+``csr_rows(matrix, dense)`` is ``out[b] = S @ dense[b]`` for every image ``b`` at once, with ``S`` a constant CSR
+matrix of the plan (``sconv.functional.crown.sparse_plan``, or its stored transpose for the gradient) and
+``dense [B, R, N]`` in float32, bfloat16 or float16, channels (N) contiguous; it sums in float32.
 
 Against ``torch.sparse`` (cuSPARSE) it needs no batch-major transposes of the node-expanded operand (cuSPARSE takes
 one 2-D dense matrix, so the batch had to join the columns), and it reads 16-bit operands as they are (cuSPARSE's CSR
 product has no bfloat16 here). A program sums one row of ``S`` for a block of the flattened (image, channel) axis,
 gathering the dense rows of ``BLOCK_E`` nonzeros at a time.
+
+``sparse_crown_conv`` runs mix_first / project_first (see ``sconv.functional.sconv``) on channels-last operands made
+by ``triton_layout.wrap_pad``, and keeps only the input and the weight for the backward pass.
 """
 
 import torch
+
+from sconv.functional.triton_layout import wrap_fold, wrap_pad
 
 try:
     import triton
@@ -18,7 +23,7 @@ try:
 except ImportError:  # CPU-only installs
     triton = None
 
-__all__ = ["crown_rows"]
+__all__ = ["csr_rows", "sparse_crown_conv"]
 
 # Tuned on an H100 (2026-11-24) over the U-Net's sparse layers: 4 nonzeros per step, 2 KB of lanes per program (512
 # float32 or 1024 16-bit ones), vectors of at most 8 lanes; up to 1.8x faster than cuSPARSE's float32 product.
@@ -56,7 +61,7 @@ if triton is not None:
         tl.store(out_ptr + out_lane, total.to(out_ptr.dtype.element_ty), mask=mask_m)
 
 
-def _csr_rows(matrix, dense):
+def csr_rows(matrix, dense):
     """``matrix [P, R]`` (sparse CSR) times each ``dense[b] [R, N]``: ``[B, P, N]`` in ``dense``'s dtype."""
     dense = dense.contiguous()
     batch, rows_in, n_cols = dense.shape
@@ -73,17 +78,79 @@ def _csr_rows(matrix, dense):
     return out
 
 
-class _CrownRows(torch.autograd.Function):
+class _SparseCrownConv(torch.autograd.Function):
+    """The sparse formulations as one op that keeps only ``x`` and ``weight`` for the backward pass: the padded
+    channels-last copy of ``x`` and, for project_first, the node-expanded ``Z`` are rebuilt there (one layout pass,
+    one more crown sum), where keeping them would cost ``kh kw`` times the activations."""
+
     @staticmethod
-    def forward(ctx, matrix, matrix_t, dense):
-        ctx.matrix_t = matrix_t
-        return _csr_rows(matrix, dense)
+    def forward(ctx, x, weight, plan, pad, out_size, mix_first):
+        ctx.save_for_backward(x, weight)
+        ctx.plan, ctx.pad, ctx.out_size, ctx.mix_first = plan, pad, out_size, mix_first
+        batch, channels = x.shape[:2]
+        out_channels = weight.shape[0]
+        x_cl = wrap_pad(x, *pad, weight.dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
+        if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
+            expanded = (x_cl.view(-1, channels) @ _mixing(weight)).view(batch, -1, out_channels)
+            out = csr_rows(plan.matrix, expanded)
+        else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
+            projected = csr_rows(plan.matrix, x_cl).view(-1, _nodes(weight) * channels)
+            out = projected @ _projection(weight)
+        return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], weight.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, _csr_rows(ctx.matrix_t, grad)
+        x, weight = ctx.saved_tensors
+        plan, pad, mix_first = ctx.plan, ctx.pad, ctx.mix_first
+        batch, channels, height, width = x.shape
+        out_channels, _, kh, kw = weight.shape
+        dtype = weight.dtype
+        x_cl = wrap_pad(x, *pad, dtype, channels_last=True).view(-1, channels)  # [B Q, C]
+        grad_cl = wrap_pad(grad.to(dtype), 0, 0, dtype, channels_last=True).view(-1, out_channels)  # [B P, O]
+        grad_x_cl = None
+        if mix_first:
+            grad_expanded = csr_rows(plan.matrix_t, grad_cl.view(batch, -1, out_channels)).view(x_cl.shape[0], -1)
+            grad_weight = (x_cl.t() @ grad_expanded).view(channels, kh, kw, out_channels).permute(3, 0, 1, 2)
+            if ctx.needs_input_grad[0]:
+                grad_x_cl = grad_expanded @ _mixing(weight).t()
+        else:
+            projected = csr_rows(plan.matrix, x_cl.view(batch, -1, channels)).view(-1, kh * kw * channels)
+            grad_weight = (projected.t() @ grad_cl).view(kh, kw, channels, out_channels).permute(3, 2, 0, 1)
+            if ctx.needs_input_grad[0]:
+                grad_projected = (grad_cl @ _projection(weight).t()).view(batch, -1, channels)
+                grad_x_cl = csr_rows(plan.matrix_t, grad_projected)
+        grad_x = None
+        if grad_x_cl is not None:
+            padded_w = width + sum(pad)
+            grad_x = wrap_fold(grad_x_cl.view(batch, height, padded_w, channels), pad[0], width, x.dtype)
+        return grad_x, grad_weight, None, None, None, None
 
 
-def crown_rows(plan, dense):
-    """``plan.matrix @ dense[b]`` for each b: ``dense [B, R, N]`` (CUDA) to ``[B, P, N]``, differentiable in dense."""
-    return _CrownRows.apply(plan.matrix, plan.matrix_t, dense)
+def _nodes(weight):
+    return weight.shape[2] * weight.shape[3]
+
+
+def _mixing(weight):
+    """``weight`` as ``[C_in, (k, C_out)]``: the 1x1 GEMM of mix_first."""
+    return weight.permute(1, 2, 3, 0).reshape(weight.shape[1], -1)
+
+
+def _projection(weight):
+    """``weight`` as ``[(k, C_in), C_out]``: the GEMM after project_first's crown sum."""
+    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
+
+
+def sparse_crown_conv(x, weight, plan, pad, out_size, mix_first):
+    """The mix_first / project_first formulation of ``spherical_conv`` on CUDA, in ``weight``'s dtype.
+
+    Args:
+        x: ``[B, C_in, H, W]``, any strides; padded around the sphere by ``pad = (left, right)`` here, or padded
+            already (``pad = (0, 0)``).
+        weight: ``[C_out, C_in, kh, kw]`` in the compute dtype (float32, bfloat16 or float16).
+        plan: the ``sparse_plan`` of the configuration (float32 values).
+        out_size: ``(H', W')``.
+
+    Returns:
+        ``[B, C_out, H', W']`` contiguous, in ``weight``'s dtype.
+    """
+    return _SparseCrownConv.apply(x, weight, plan, pad, tuple(out_size), mix_first)

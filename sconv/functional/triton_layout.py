@@ -5,7 +5,6 @@
   ``(p - pad_left) mod W``. With no padding it is a layout change (and cast) alone.
 - ``wrap_fold``: its adjoint, from a channels-last padded gradient ``[B, H, Wp, C]`` to ``[B, C, H, W]``: input column
   ``w`` gets the sum over every padded column that copied it. Deterministic (no atomics).
-- ``padded_channels_last`` and ``channels_first``: the two as differentiable ops, for the sparse formulations.
 
 Each program reads a ``[C block, W block]`` tile along the input's contiguous axis and writes it along the output's,
 so both sides are coalesced: what ``F.pad`` followed by ``permute().contiguous()`` (and their backward) does in
@@ -20,7 +19,7 @@ try:
 except ImportError:  # CPU-only installs
     triton = None
 
-__all__ = ["wrap_pad", "wrap_fold", "padded_channels_last", "channels_first"]
+__all__ = ["wrap_pad", "wrap_fold"]
 
 BLOCK_C, BLOCK_W = 32, 64
 
@@ -115,33 +114,3 @@ def wrap_fold(grad, pad_left, width, dtype):
     )  # fmt: skip
     return out
 
-
-class _WrapPadChannelsLast(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, pad_left, pad_right, dtype):
-        ctx.pad_left, ctx.width, ctx.dtype = pad_left, x.shape[3], x.dtype
-        return wrap_pad(x, pad_left, pad_right, dtype, channels_last=True)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return wrap_fold(grad.contiguous(), ctx.pad_left, ctx.width, ctx.dtype), None, None, None
-
-
-class _ChannelsFirst(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y):
-        return wrap_fold(y.contiguous(), 0, y.shape[2], y.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return wrap_pad(grad, 0, 0, grad.dtype, channels_last=True)
-
-
-def padded_channels_last(x, pad_left, pad_right, dtype):
-    """``wrap_pad(x, pad_left, pad_right, dtype, channels_last=True)``, differentiable: ``[B, H, Wp, C]``."""
-    return _WrapPadChannelsLast.apply(x, pad_left, pad_right, dtype)
-
-
-def channels_first(y):
-    """``y [B, H, W, C]`` as a contiguous ``[B, C, H, W]``, differentiable (one tiled pass each way)."""
-    return _ChannelsFirst.apply(y)
