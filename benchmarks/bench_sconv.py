@@ -45,7 +45,7 @@ from sconv.module.sconv import SphericalConv  # noqa: E402
 DISCO_ISSUE_MS = {(128, 256, 3): 13.59, (256, 512, 3): 51.18, (128, 256, 6): 22.86, (256, 512, 6): 82.94}
 DISCO_KERNEL_SHAPE = (5, 8)  # piecewise-linear basis: 17 basis functions, as in the issue
 PATHS = ("gather", "mix_first", "project_first")
-SPARSE_NONZERO_LIMIT = 15_000_000  # forced sparse paths build a CSR matrix of this many entries at most
+SPARSE_NONZERO_LIMIT = 2**25  # forced sparse paths build a CSR matrix of this many entries at most (CUDA's cap)
 
 
 def unet_layer_cases(height, width, batch):

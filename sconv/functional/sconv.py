@@ -85,12 +85,14 @@ def _pad_width(input, left, right, padding_mode):
 # multiply-add; "expanded": an element of the node-expanded intermediate (U of mix_first, Z of project_first).
 CPU_COSTS = dict(gathered=370, kernel=320, sparse=6, expanded=130)
 # CUDA, per compute dtype: the Triton gather kernels' multiply-add against cuBLAS's ("triton"), a multiply-add of the
-# Triton CSR product ("sparse"), and "expanded" as above; fitted to forced-path timings of the U-Net's layers and the
-# 64->64 cases (H100, 2026-11-24: of the 30 cases with all three paths timed, the one miss is within 4% of the best).
+# Triton CSR product ("sparse", counted over at least MIN_LANES (image, channel) lanes: below that its programs cost
+# about the same), and "expanded" as above; fitted to forced-path timings of the U-Net's layers and the 64->64 cases
+# (H100, 2026-11-24: of the 34 cases with all three paths timed, the three misses are within 4%, 1% and 8% of the best).
 CUDA_COSTS = {
-    "float32": dict(triton=3.0, sparse=5, expanded=200),
+    "float32": dict(triton=3.0, sparse=30, expanded=100),
     "16bit": dict(triton=4.0, sparse=50, expanded=200),
 }
+MIN_LANES = 128
 # Largest effective kernel E [taps, C_out, C_in] the Triton path builds, and largest sparse matrix (elements); on CUDA
 # cuSPARSE's product slows down past ~2^25 nonzeros (64->64 r=6 rows at 128x256: 43 M, 30 ms against gather's 25).
 TRITON_MAX_KERNEL = 2**30
@@ -116,15 +118,21 @@ def _choose_path(
     taps = len(geom.in_row)
     nonzeros = 4 * taps * out_w
     batch = max(batch, 1)
+    mix_lanes, project_lanes, project_rebuilds = batch * out_channels, batch * channels, 1.0
     if triton_dtype is None:
         costs = CPU_COSTS
     else:
         costs = CUDA_COSTS["float32" if triton_dtype == torch.float32 else "16bit"]
+        # project_first rebuilds Z in the backward pass: three crown sums instead of two when the input needs a
+        # gradient.
+        mix_lanes, project_lanes = max(mix_lanes, MIN_LANES), max(project_lanes, MIN_LANES)
+        project_rebuilds = 1.5 if input_grad else 1.0
     cost = {
         "mix_first": batch * in_pixels * nodes * out_channels * (channels + costs["expanded"])
-        + costs["sparse"] * nonzeros * batch * out_channels,
-        "project_first": batch * out_h * out_w * nodes * channels * (out_channels + costs["expanded"])
-        + costs["sparse"] * nonzeros * batch * channels,
+        + costs["sparse"] * nonzeros * mix_lanes,
+        "project_first": batch * out_h * out_w * nodes * channels * out_channels
+        + project_rebuilds * (batch * out_h * out_w * nodes * channels * costs["expanded"])
+        + project_rebuilds * costs["sparse"] * nonzeros * project_lanes,
     }
     if triton_dtype is None:
         padded = padded_taps(height, width, kernel_rad, stride, kernel_size)
