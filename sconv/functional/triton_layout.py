@@ -26,6 +26,15 @@ BLOCK_C, BLOCK_W = 32, 64
 if triton is not None:
 
     @triton.jit
+    def _tile(n_c, height, width, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr):
+        """This program's image b, row h, BLOCK_W (unpadded) columns, BLOCK_C channels, and which of them exist."""
+        pid = tl.program_id(0)
+        offs_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask = (offs_c < n_c)[:, None] & (offs_w < width)[None, :]
+        return (pid // height).to(tl.int64), pid % height, offs_w, offs_c, mask
+
+    @triton.jit
     def _wrap_pad_kernel(
         x_ptr, out_ptr, n_c, height, width, padded_w, pad_left, m_lo, m_hi,
         x_sb, x_sc, x_sh, x_sw, o_sb, o_sc, o_sh, o_sw,
@@ -33,12 +42,7 @@ if triton is not None:
     ):  # fmt: skip
         # A program: input row (b, h), BLOCK_W input columns, BLOCK_C channels; each input column is written to
         # every padded column w + pad_left + m W (m_lo <= m <= m_hi) that lies in [0, padded_w).
-        pid = tl.program_id(0)
-        b = (pid // height).to(tl.int64)
-        h = pid % height
-        offs_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask = (offs_c < n_c)[:, None] & (offs_w < width)[None, :]
+        b, h, offs_w, offs_c, mask = _tile(n_c, height, width, BLOCK_C, BLOCK_W)
         x_off = b * x_sb + h * x_sh + offs_c.to(tl.int64)[:, None] * x_sc + offs_w[None, :] * x_sw
         value = tl.load(x_ptr + x_off, mask=mask).to(out_ptr.dtype.element_ty)
         out_row = out_ptr + b * o_sb + h * o_sh + offs_c.to(tl.int64)[:, None] * o_sc
@@ -53,12 +57,7 @@ if triton is not None:
         BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
     ):  # fmt: skip
         # A program: output row (b, h), BLOCK_W output columns, BLOCK_C channels, summing the padded copies.
-        pid = tl.program_id(0)
-        b = (pid // height).to(tl.int64)
-        h = pid % height
-        offs_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask = (offs_c < n_c)[:, None] & (offs_w < width)[None, :]
+        b, h, offs_w, offs_c, mask = _tile(n_c, height, width, BLOCK_C, BLOCK_W)
         g_row = g_ptr + (b * height + h) * padded_w * n_c + offs_c[:, None]
         acc = tl.zeros((BLOCK_C, BLOCK_W), dtype=tl.float32)
         for m in range(m_lo, m_hi + 1):
