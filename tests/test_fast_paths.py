@@ -107,7 +107,7 @@ def _patch_index(tensor, scope):
 if _patch is not None:
     interpreter._patch_lang_tensor = _patch_index
 from sconv.functional import sconv as S
-from sconv.functional import sconv_triton
+from sconv.functional import sconv_triton, sparse_triton
 from sconv.functional.sconv_triton import crown_gather, triton_plan
 from tests.test_fast_paths import CONFIGS
 torch.manual_seed(0)
@@ -133,7 +133,8 @@ for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFI
         worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
     if not k_major or config not in CONFIGS[4:]:  # the interpreter runs crown_rows slowly: a cheaper subset
         continue
-    # The sparse formulations' CUDA version: crown_rows and the layout kernels.
+    # The sparse formulations' CUDA version: csr_rows and the layout kernels, by chunks of one image for the last two.
+    sparse_triton.CHUNK_ELEMENTS, sparse_triton.MIN_CHUNK_LANES = (1, 1) if config in CONFIGS[7:] else (2**27, 1024)
     for mix_first in (True, False):
         got = S._triton_sparse_path(xf, wf, stride, S.check_padding_mode(mode), r, mix_first, torch.float32)
         got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())

@@ -78,10 +78,24 @@ def csr_rows(matrix, dense):
     return out
 
 
+# Images per chunk: at most this many elements of the node-expanded intermediate exist at once (a whole batch's worth
+# is kh kw times its activations), unless a chunk would give the CSR kernel fewer than MIN_CHUNK_LANES lanes.
+CHUNK_ELEMENTS, MIN_CHUNK_LANES = 2**27, 1024
+
+
+def _chunks(batch, plan, mix_first, channels, out_channels):
+    """Slices of the batch for the sparse formulations' passes (see CHUNK_ELEMENTS)."""
+    lanes = out_channels if mix_first else channels  # per image, in the CSR products
+    per_image = plan.matrix.shape[1 if mix_first else 0] * lanes
+    step = max(1, CHUNK_ELEMENTS // max(per_image, 1), -(-MIN_CHUNK_LANES // max(lanes, 1)))
+    return [slice(b, min(b + step, batch)) for b in range(0, batch, step)]
+
+
 class _SparseCrownConv(torch.autograd.Function):
     """The sparse formulations as one op that keeps only ``x`` and ``weight`` for the backward pass: the padded
     channels-last copy of ``x`` and, for project_first, the node-expanded ``Z`` are rebuilt there (one layout pass,
-    one more crown sum), where keeping them would cost ``kh kw`` times the activations."""
+    one more crown sum), where keeping them would cost ``kh kw`` times the activations. Both passes run over chunks
+    of images (``_chunks``) to bound the node-expanded intermediate."""
 
     @staticmethod
     def forward(ctx, x, weight, plan, pad, out_size, mix_first):
@@ -90,12 +104,15 @@ class _SparseCrownConv(torch.autograd.Function):
         batch, channels = x.shape[:2]
         out_channels = weight.shape[0]
         x_cl = wrap_pad(x, *pad, weight.dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
-        if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
-            expanded = (x_cl.view(-1, channels) @ _mixing(weight)).view(batch, -1, out_channels)
-            out = csr_rows(plan.matrix, expanded)
-        else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
-            projected = csr_rows(plan.matrix, x_cl).view(-1, _nodes(weight) * channels)
-            out = projected @ _projection(weight)
+        outs = []
+        for part in _chunks(batch, plan, mix_first, channels, out_channels):
+            if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
+                expanded = x_cl[part].reshape(-1, channels) @ _mixing(weight)
+                outs.append(csr_rows(plan.matrix, expanded.view(-1, plan.matrix.shape[1], out_channels)))
+            else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
+                projected = csr_rows(plan.matrix, x_cl[part]).view(-1, _nodes(weight) * channels)
+                outs.append(projected @ _projection(weight))
+        out = outs[0] if len(outs) == 1 else torch.cat([o.view(-1, out_channels) for o in outs])
         return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], weight.dtype)
 
     @staticmethod
@@ -105,20 +122,27 @@ class _SparseCrownConv(torch.autograd.Function):
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
         dtype = weight.dtype
-        x_cl = wrap_pad(x, *pad, dtype, channels_last=True).view(-1, channels)  # [B Q, C]
-        grad_cl = wrap_pad(grad.to(dtype), 0, 0, dtype, channels_last=True).view(-1, out_channels)  # [B P, O]
-        grad_x_cl = None
+        x_cl = wrap_pad(x, *pad, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
+        grad_cl = wrap_pad(grad.to(dtype), 0, 0, dtype, channels_last=True).view(batch, -1, out_channels)  # [B, P, O]
+        grad_x_cl = torch.empty_like(x_cl) if ctx.needs_input_grad[0] else None
+        grad_weight = 0
+        for part in _chunks(batch, plan, mix_first, channels, out_channels):
+            if mix_first:
+                grad_expanded = csr_rows(plan.matrix_t, grad_cl[part]).view(-1, _nodes(weight) * out_channels)
+                grad_weight = grad_weight + x_cl[part].reshape(-1, channels).t() @ grad_expanded  # [C, (k, O)]
+                if grad_x_cl is not None:
+                    grad_x_cl[part] = (grad_expanded @ _mixing(weight).t()).view(-1, x_cl.shape[1], channels)
+            else:
+                projected = csr_rows(plan.matrix, x_cl[part]).view(-1, _nodes(weight) * channels)
+                grad_part = grad_cl[part].reshape(-1, out_channels)
+                grad_weight = grad_weight + projected.t() @ grad_part  # [(k, C), O]
+                if grad_x_cl is not None:
+                    grad_projected = (grad_part @ _projection(weight).t()).view(-1, plan.matrix.shape[0], channels)
+                    grad_x_cl[part] = csr_rows(plan.matrix_t, grad_projected)
         if mix_first:
-            grad_expanded = csr_rows(plan.matrix_t, grad_cl.view(batch, -1, out_channels)).view(x_cl.shape[0], -1)
-            grad_weight = (x_cl.t() @ grad_expanded).view(channels, kh, kw, out_channels).permute(3, 0, 1, 2)
-            if ctx.needs_input_grad[0]:
-                grad_x_cl = grad_expanded @ _mixing(weight).t()
+            grad_weight = grad_weight.view(channels, kh, kw, out_channels).permute(3, 0, 1, 2)
         else:
-            projected = csr_rows(plan.matrix, x_cl.view(batch, -1, channels)).view(-1, kh * kw * channels)
-            grad_weight = (projected.t() @ grad_cl).view(kh, kw, channels, out_channels).permute(3, 2, 0, 1)
-            if ctx.needs_input_grad[0]:
-                grad_projected = (grad_cl @ _projection(weight).t()).view(batch, -1, channels)
-                grad_x_cl = csr_rows(plan.matrix_t, grad_projected)
+            grad_weight = grad_weight.view(kh, kw, channels, out_channels).permute(3, 2, 0, 1)
         grad_x = None
         if grad_x_cl is not None:
             padded_w = width + sum(pad)
