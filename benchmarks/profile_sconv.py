@@ -88,7 +88,7 @@ def host_parts(reps=300):
         "_choose_path": lambda: S._choose_path(1, 4, 64, 64, 128, rad, (1, 1), size, torch.float32),
         "triton_plan": lambda: T.triton_plan(64, 128, rad, (1, 1), size, device),
         "wrap_pad": lambda: T.wrap_pad(x, *pad, torch.float32, channels_last=True),
-        "crown_gather": lambda: T.crown_gather(x, layer.weight, plan, 128, 1),
+        "crown_gather": lambda: T.crown_gather(x, layer.weight, plan, 128, 1, pad),
         "_launch_forward": lambda: T._launch_forward(x_cl, kernel, plan, 128, 1),
         "_launch_grad_input": lambda: T._launch_grad_input(grad_y_cl, kernel, plan, x_cl.shape, 1),
         "_launch_grad_kernel": lambda: T._launch_grad_kernel(x_cl, grad_y, plan, kernel.shape, 1, False),

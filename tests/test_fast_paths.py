@@ -123,11 +123,9 @@ for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFI
     gx, gw = torch.autograd.grad(expected, [x, weight], grad)
     plan = triton_plan(h, w, r, stride, size, torch.device("cpu"))
     xf, wf = x.detach().float().requires_grad_(), weight.detach().float().requires_grad_()
-    if mode == "sphere":  # padded by the kernels (wrap_pad / wrap_fold)
-        got = crown_gather(xf, wf, plan, w // stride[1], stride[1])
-    else:
-        padded = S._pad_width(xf, plan.window.pad_left, plan.window.pad_right, S.check_padding_mode(mode))
-        got = crown_gather(padded, wf, plan, w // stride[1], stride[1], wrap=False)
+    # "sphere": padded by the kernels (wrap_pad / wrap_fold); the other modes by PyTorch first
+    padded, pad = S._kernel_padding(xf, plan.window, S.check_padding_mode(mode))
+    got = crown_gather(padded, wf, plan, w // stride[1], stride[1], pad)
     got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
     for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
         worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())

@@ -93,8 +93,9 @@ CUDA_COSTS = {
     "16bit": dict(triton=4.0, sparse=50, expanded=200),
 }
 MIN_LANES = 128
-# Largest effective kernel E [taps, C_out, C_in] the Triton path builds, and largest sparse matrix (elements); on CUDA
-# cuSPARSE's product slows down past ~2^25 nonzeros (64->64 r=6 rows at 128x256: 43 M, 30 ms against gather's 25).
+# Largest effective kernel E [taps, C_out, C_in] the Triton path builds, and largest sparse matrix (elements). The
+# CUDA cap was measured with cuSPARSE (slower past ~2^25 nonzeros: 64->64 r=6 rows at 128x256, 43 M, 30 ms against
+# gather's 25) and kept for the Triton CSR kernel, which was not timed past it.
 TRITON_MAX_KERNEL = 2**30
 MAX_NONZEROS = 2**27
 CUDA_MAX_NONZEROS = 2**25
@@ -179,14 +180,20 @@ _conv_plan = torch.compiler.disable(conv_plan)
 _sparse_plan = torch.compiler.disable(sparse_plan)
 
 
+def _kernel_padding(input, window, padding_mode):
+    """``(input, (left, right))`` for the Triton paths: their layout kernel pads around the sphere by ``window``
+    itself; the other modes are padded here, and the kernels then add nothing."""
+    if padding_mode == "sphere":
+        return input, (window.pad_left, window.pad_right)
+    return _pad_width(input, window.pad_left, window.pad_right, padding_mode), (0, 0)
+
+
 @torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
 def _triton_gather_path(input, weight, stride, padding_mode, kernel_rad):
     height, width = input.shape[-2:]
     plan = triton_plan(height, width, kernel_rad, stride, tuple(weight.shape[2:]), input.device)
-    if padding_mode == "sphere":  # the kernels pad around the sphere themselves
-        return crown_gather(input, weight, plan, width // stride[1], stride[1])
-    x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
-    return crown_gather(x, weight, plan, width // stride[1], stride[1], wrap=False)
+    x, pad = _kernel_padding(input, plan.window, padding_mode)
+    return crown_gather(x, weight, plan, width // stride[1], stride[1], pad)
 
 
 def _gather_path(input, weight, stride, padding_mode, kernel_rad):
@@ -215,12 +222,10 @@ def _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_fir
     height, width = input.shape[-2:]
     size = tuple(weight.shape[2:])
     plan = _sparse_plan(height, width, kernel_rad, stride, size, mix_first, input.device, torch.float32)
-    pad = (plan.window.pad_left, plan.window.pad_right)
-    if padding_mode != "sphere":  # the layout kernel pads around the sphere only
-        input, pad = _pad_width(input, *pad, padding_mode), (0, 0)
+    x, pad = _kernel_padding(input, plan.window, padding_mode)
     out_size = (height // stride[0], width // stride[1])
     with torch.autocast(input.device.type, enabled=False):
-        return sparse_crown_conv(input, weight.to(dtype), plan, pad, out_size, mix_first)
+        return sparse_crown_conv(x, weight.to(dtype), plan, pad, out_size, mix_first)
 
 
 def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):

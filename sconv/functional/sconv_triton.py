@@ -445,12 +445,12 @@ class _CrownGather(torch.autograd.Function):
         return grad_x, grad_weight, None, None, None, None
 
 
-def crown_gather(x, weight, plan, out_w, stride_w, wrap=True):
+def crown_gather(x, weight, plan, out_w, stride_w, pad):
     """The crown convolution of ``x`` by the Triton kernels.
 
     Args:
-        x: ``[B, C_in, H, W]`` on CUDA, ``B >= 1``, any strides: padded here around the sphere (``wrap``) by
-            ``plan.window``; or, with ``wrap=False``, ``[B, C_in, H, Wp]`` padded already (the other padding modes).
+        x: ``[B, C_in, H, W]`` on CUDA, ``B >= 1``, any strides; padded around the sphere by
+            ``pad = (plan.window.pad_left, plan.window.pad_right)`` here, or padded already (``pad = (0, 0)``).
         weight: ``[C_out, C_in, kh, kw]``.
         plan: ``triton_plan`` of the configuration.
         out_w, stride_w: output width and column stride.
@@ -465,6 +465,5 @@ def crown_gather(x, weight, plan, out_w, stride_w, wrap=True):
     taps = plan.tap_row.shape[0]
     if taps * max(channels, out_channels) >= 2**31:
         raise ValueError(f"{taps} crown taps with {channels} -> {out_channels} channels overflow the kernels' int32")
-    pad = (plan.window.pad_left, plan.window.pad_right) if wrap else (0, 0)
     with torch.autocast(x.device.type, enabled=False):
         return _CrownGather.apply(x, weight.to(dtype), plan, out_w, stride_w, pad)

@@ -100,18 +100,19 @@ class _SparseCrownConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, plan, pad, out_size, mix_first):
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.pad, ctx.out_size, ctx.mix_first = plan, pad, out_size, mix_first
+        ctx.plan, ctx.pad, ctx.mix_first = plan, pad, mix_first
         batch, channels = x.shape[:2]
         out_channels = weight.shape[0]
         x_cl = wrap_pad(x, *pad, weight.dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
+        reordered = _mixing(weight) if mix_first else _projection(weight)
         outs = []
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
             if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
-                expanded = x_cl[part].reshape(-1, channels) @ _mixing(weight)
+                expanded = x_cl[part].reshape(-1, channels) @ reordered
                 outs.append(csr_rows(plan.matrix, expanded.view(-1, plan.matrix.shape[1], out_channels)))
             else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
                 projected = csr_rows(plan.matrix, x_cl[part]).view(-1, _nodes(weight) * channels)
-                outs.append(projected @ _projection(weight))
+                outs.append(projected @ reordered)
         out = outs[0] if len(outs) == 1 else torch.cat([o.view(-1, out_channels) for o in outs])
         return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], weight.dtype)
 
@@ -125,19 +126,20 @@ class _SparseCrownConv(torch.autograd.Function):
         x_cl = wrap_pad(x, *pad, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
         grad_cl = wrap_pad(grad.to(dtype), 0, 0, dtype, channels_last=True).view(batch, -1, out_channels)  # [B, P, O]
         grad_x_cl = torch.empty_like(x_cl) if ctx.needs_input_grad[0] else None
+        reordered_t = (_mixing(weight) if mix_first else _projection(weight)).t() if grad_x_cl is not None else None
         grad_weight = 0
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
             if mix_first:
                 grad_expanded = csr_rows(plan.matrix_t, grad_cl[part]).view(-1, _nodes(weight) * out_channels)
                 grad_weight = grad_weight + x_cl[part].reshape(-1, channels).t() @ grad_expanded  # [C, (k, O)]
                 if grad_x_cl is not None:
-                    grad_x_cl[part] = (grad_expanded @ _mixing(weight).t()).view(-1, x_cl.shape[1], channels)
+                    grad_x_cl[part] = (grad_expanded @ reordered_t).view(-1, x_cl.shape[1], channels)
             else:
                 projected = csr_rows(plan.matrix, x_cl[part]).view(-1, _nodes(weight) * channels)
                 grad_part = grad_cl[part].reshape(-1, out_channels)
                 grad_weight = grad_weight + projected.t() @ grad_part  # [(k, C), O]
                 if grad_x_cl is not None:
-                    grad_projected = (grad_part @ _projection(weight).t()).view(-1, plan.matrix.shape[0], channels)
+                    grad_projected = (grad_part @ reordered_t).view(-1, plan.matrix.shape[0], channels)
                     grad_x_cl[part] = csr_rows(plan.matrix_t, grad_projected)
         if mix_first:
             grad_weight = grad_weight.view(channels, kh, kw, out_channels).permute(3, 0, 1, 2)
