@@ -415,8 +415,9 @@ def main():
         ),
         args=vars(args),
     )  # fmt: skip
-    sections = set(args.only or (("kernels", "layers", "unet", "geometry") if device.type == "cuda" else ("layers",
-                                                                                                          "unet")))
+    sections = set(
+        args.only or (("kernels", "layers", "unet", "geometry") if device.type == "cuda" else ("layers", "unet"))
+    )
     if args.quick:
         reps, warmup = 2, 1
         layer_cases = [dict(c, batch=2) for c in unet_layer_cases(32, 64, 2)[:3]] + wide_layer_cases(16, 32, 2, (3,))

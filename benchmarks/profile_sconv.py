@@ -112,6 +112,54 @@ def host_parts(reps=300):
         print(f"  {event.self_cpu_time_total / 20:8.1f} us x{event.count // 20} {event.key[:60]}")
 
 
+def memory_trace(height, width, batch, dtype, spherical):
+    """Allocated and peak MB around each child module's forward and backward in one U-Net training step: which layer
+    sets the step's peak, and how much of it is that layer's transient work against what is held across layers."""
+    from bench_sconv import SphericalUNet, autocast
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = SphericalUNet((height, width), use_sconv=spherical, use_spooling=spherical).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    frame = torch.randn(batch, 3, height, width, device=device)
+    previous = torch.rand(batch, 1, height, width, device=device)
+    target = torch.rand(batch, 1, height, width, device=device)
+    marks = []
+
+    def mark(label):
+        marks.append((label, torch.cuda.memory_allocated() / 2**20, torch.cuda.max_memory_allocated() / 2**20))
+        torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            out = model(frame, previous)
+        torch.nn.functional.mse_loss(out.float(), target).backward()
+        optimizer.step()
+
+    step()  # momentum buffers, caches
+    handles = []
+    for name, module in model.named_children():
+        handles += [
+            module.register_forward_pre_hook(lambda *a, n=name: mark(f"{n} fwd")),
+            module.register_full_backward_pre_hook(lambda *a, n=name: mark(f"{n} bwd")),
+        ]
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated() / 2**20
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    mark("end")
+    for handle in handles:
+        handle.remove()
+    kind = "spherical" if spherical else "planar"
+    print(
+        f"{kind} {height}x{width} B={batch} {dtype}: base {base:.0f} MB, step peak above base "
+        f"{max(m[2] for m in marks) - base:.0f} MB"
+    )
+    for (label, _, _), (_, allocated, peak) in zip([("start", base, base)] + marks, marks):
+        print(f"    {label:10s} then: allocated {allocated - base:7.0f}  peak {peak - base:7.0f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filter", default="", help="only cases whose name contains this")
@@ -120,9 +168,16 @@ def main():
     parser.add_argument("--top", type=int, default=6)
     parser.add_argument("--host", action="store_true", help="also the host time per step and its costliest ops")
     parser.add_argument("--host-parts", action="store_true", help="only the host cost of each piece, batch 1")
+    parser.add_argument("--memory", action="store_true", help="only the U-Net step's memory, module by module")
     args = parser.parse_args()
     if args.host_parts:
         host_parts()
+        return
+    if args.memory:
+        for height, width, batch in ((64, 128, 32), (128, 256, 8)):
+            for dtype in args.dtypes:
+                for spherical in (True, False):
+                    memory_trace(height, width, batch, dtype, spherical)
         return
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True

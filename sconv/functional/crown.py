@@ -315,6 +315,9 @@ class SparsePlan:
     ``mix_first``: ``[H' W', Hp Wp kh kw]``, summing a node-expanded input ``U[q, k]`` into output pixels.
     Otherwise ``[H' W' kh kw, Hp Wp]``, projecting the input onto the nodes: ``Z[p, k]``. The node index is the inner
     one, so that the channel-mixing GEMM reads ``U`` and ``Z`` as ``[pixels, nodes x channels]`` matrices in place.
+    A ``wrapped`` plan reads the unpadded input (``Hp Wp`` becomes ``H W``): its columns go around the sphere, which
+    is padding mode "sphere" without the padded copy (the crowns near the poles span every longitude, so that copy
+    is twice the input, and so is mix_first's ``U`` over it).
     """
 
     window: ConvWindow
@@ -323,8 +326,9 @@ class SparsePlan:
 
 
 @functools.lru_cache(maxsize=64)
-def sparse_plan(height, width, kernel_rad, stride, kernel_size, mix_first, device, dtype):
-    """``crown_taps`` expanded over output columns into a CSR matrix on ``device`` in ``dtype``; cached."""
+def sparse_plan(height, width, kernel_rad, stride, kernel_size, mix_first, wrapped, device, dtype):
+    """``crown_taps`` expanded over output columns into a CSR matrix on ``device`` in ``dtype``; cached.
+    ``wrapped``: index the unpadded input around the sphere (see ``SparsePlan``)."""
     geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
     window = conv_window(geom, width, stride[1])
     out_h, out_w = geom.out_size
@@ -333,6 +337,8 @@ def sparse_plan(height, width, kernel_rad, stride, kernel_size, mix_first, devic
     out_row = torch.repeat_interleave(torch.arange(out_h), geom.taps_per_row())
     j = torch.arange(out_w)
     column = window.start + stride[1] * j[None, :] + (geom.col_offset - window.d_min)[:, None]  # [T, W']
+    if wrapped:  # padded column c holds input column (c - pad_left) mod W
+        column, padded_w = (column - window.pad_left) % width, width
     q = (geom.in_row[:, None] * padded_w + column)[:, :, None].expand(-1, -1, 4)
     p = (out_row[:, None] * out_w + j[None, :])[:, :, None].expand(-1, -1, 4)
     k = geom.node[:, None, :].expand(-1, out_w, -1)

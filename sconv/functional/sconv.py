@@ -104,17 +104,19 @@ CUDA_MAX_NONZEROS = 2**25
 @torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
 @functools.lru_cache(maxsize=1024)
 def _choose_path(
-    batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, triton_dtype=None, input_grad=True
-):
+    batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, triton_dtype=None, input_grad=True,
+    wrapped=True,
+):  # fmt: skip
     """The cheapest of the three formulations for this call, by an operation count (see the module docstring).
 
     ``triton_dtype``: the compute dtype when the gather path would run as the Triton kernels (CUDA), else None.
     ``input_grad``: whether the input's gradient will be needed (a network's first layer: not).
+    ``wrapped``: whether the sparse formulations read the input unpadded (padding mode "sphere").
     """
     geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
     out_h, out_w = geom.out_size
     window = conv_window(geom, width, stride[1])
-    in_pixels = height * (width + window.pad_left + window.pad_right)
+    in_pixels = height * (width if wrapped else width + window.pad_left + window.pad_right)
     nodes = kernel_size[0] * kernel_size[1]
     taps = len(geom.in_row)
     nonzeros = 4 * taps * out_w
@@ -181,7 +183,7 @@ _sparse_plan = torch.compiler.disable(sparse_plan)
 
 
 def _kernel_padding(input, window, padding_mode):
-    """``(input, (left, right))`` for the Triton paths: their layout kernel pads around the sphere by ``window``
+    """``(input, (left, right))`` for the Triton gather path: its layout kernel pads around the sphere by ``window``
     itself; the other modes are padded here, and the kernels then add nothing."""
     if padding_mode == "sphere":
         return input, (window.pad_left, window.pad_right)
@@ -221,11 +223,12 @@ def _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_fir
     """``_sparse_path`` on CUDA in the compute ``dtype`` (``sconv.functional.sparse_triton``)."""
     height, width = input.shape[-2:]
     size = tuple(weight.shape[2:])
-    plan = _sparse_plan(height, width, kernel_rad, stride, size, mix_first, input.device, torch.float32)
-    x, pad = _kernel_padding(input, plan.window, padding_mode)
+    wrapped = padding_mode == "sphere"
+    plan = _sparse_plan(height, width, kernel_rad, stride, size, mix_first, wrapped, input.device, torch.float32)
+    x = input if wrapped else _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
     out_size = (height // stride[0], width // stride[1])
     with torch.autocast(input.device.type, enabled=False):
-        return sparse_crown_conv(x, weight.to(dtype), plan, pad, out_size, mix_first)
+        return sparse_crown_conv(x, weight.to(dtype), plan, out_size, mix_first)
 
 
 def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):
@@ -236,8 +239,9 @@ def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, tri
     out_h, out_w = height // stride[0], width // stride[1]
     # 16-bit inputs use a float32 matrix: sparse products have no bfloat16 on the CPU, and the sums stay exact-ish.
     matrix_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
-    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, input.device, matrix_dtype)
-    x = _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
+    wrapped = padding_mode == "sphere"
+    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, wrapped, input.device, matrix_dtype)
+    x = input if wrapped else _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
     nodes = kh * kw
     if mix_first:
         # U[b, q, (k, o)] = sum_c x[b, c, q] W[o, c, k]: one GEMM on the channels-last input; the matrix sums U[q, k].
@@ -305,8 +309,9 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
         triton_dtype = torch.get_autocast_dtype(input.device.type) if autocast else input.dtype
     input_grad = input.requires_grad and torch.is_grad_enabled()
     path = _choose_path(
-        batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), triton_dtype, input_grad
-    )
+        batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), triton_dtype, input_grad,
+        padding_mode == "sphere",
+    )  # fmt: skip
     if path == "gather":
         out = _gather_path(input, weight, stride, padding_mode, kernel_rad)
     else:

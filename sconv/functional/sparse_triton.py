@@ -10,7 +10,8 @@ product has no bfloat16 here). A program sums one row of ``S`` for a block of th
 gathering the dense rows of ``BLOCK_E`` nonzeros at a time.
 
 ``sparse_crown_conv`` runs mix_first / project_first (see ``sconv.functional.sconv``) on channels-last operands made
-by ``triton_layout.wrap_pad``, and keeps only the input and the weight for the backward pass.
+by ``triton_layout.wrap_pad`` (no padding: a wrapped plan goes around the sphere itself, and the other padding modes
+come padded), and keeps only the input and the weight for the backward pass.
 """
 
 import torch
@@ -61,12 +62,14 @@ if triton is not None:
         tl.store(out_ptr + out_lane, total.to(out_ptr.dtype.element_ty), mask=mask_m)
 
 
-def csr_rows(matrix, dense):
-    """``matrix [P, R]`` (sparse CSR) times each ``dense[b] [R, N]``: ``[B, P, N]`` in ``dense``'s dtype."""
+def csr_rows(matrix, dense, out=None):
+    """``matrix [P, R]`` (sparse CSR) times each ``dense[b] [R, N]``: ``[B, P, N]`` in ``dense``'s dtype, written
+    into ``out`` (contiguous) when given."""
     dense = dense.contiguous()
     batch, rows_in, n_cols = dense.shape
     rows_out = matrix.shape[0]
-    out = torch.empty(batch, rows_out, n_cols, device=dense.device, dtype=dense.dtype)
+    if out is None:
+        out = torch.empty(batch, rows_out, n_cols, device=dense.device, dtype=dense.dtype)
     lanes = batch * n_cols
     if out.numel() == 0:
         return out
@@ -98,62 +101,76 @@ class _SparseCrownConv(torch.autograd.Function):
     of images (``_chunks``) to bound the node-expanded intermediate."""
 
     @staticmethod
-    def forward(ctx, x, weight, plan, pad, out_size, mix_first):
+    def forward(ctx, x, weight, plan, out_size, mix_first):
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.pad, ctx.mix_first = plan, pad, mix_first
+        ctx.plan, ctx.mix_first = plan, mix_first
         batch, channels = x.shape[:2]
         out_channels = weight.shape[0]
-        x_cl = wrap_pad(x, *pad, weight.dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
+        x_cl = wrap_pad(x, 0, 0, weight.dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
         reordered = _mixing(weight) if mix_first else _projection(weight)
-        outs = []
+        out = x_cl.new_empty(batch, out_size[0] * out_size[1], out_channels)  # [B, P, O]
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
-            if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
-                expanded = x_cl[part].reshape(-1, channels) @ reordered
-                outs.append(csr_rows(plan.matrix, expanded.view(-1, plan.matrix.shape[1], out_channels)))
-            else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
-                projected = csr_rows(plan.matrix, x_cl[part]).view(-1, _nodes(weight) * channels)
-                outs.append(projected @ reordered)
-        out = outs[0] if len(outs) == 1 else torch.cat([o.view(-1, out_channels) for o in outs])
+            _forward_chunk(plan, x_cl[part], reordered, mix_first, out[part])
         return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], weight.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        plan, pad, mix_first = ctx.plan, ctx.pad, ctx.mix_first
+        plan, mix_first = ctx.plan, ctx.mix_first
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
         dtype = weight.dtype
-        x_cl = wrap_pad(x, *pad, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
+        x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
         grad_cl = wrap_pad(grad.to(dtype), 0, 0, dtype, channels_last=True).view(batch, -1, out_channels)  # [B, P, O]
         grad_x_cl = torch.empty_like(x_cl) if ctx.needs_input_grad[0] else None
         reordered_t = (_mixing(weight) if mix_first else _projection(weight)).t() if grad_x_cl is not None else None
         grad_weight = 0
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
-            if mix_first:
-                grad_expanded = csr_rows(plan.matrix_t, grad_cl[part]).view(-1, _nodes(weight) * out_channels)
-                grad_weight = grad_weight + x_cl[part].reshape(-1, channels).t() @ grad_expanded  # [C, (k, O)]
-                if grad_x_cl is not None:
-                    grad_x_cl[part] = (grad_expanded @ reordered_t).view(-1, x_cl.shape[1], channels)
-            else:
-                projected = csr_rows(plan.matrix, x_cl[part]).view(-1, _nodes(weight) * channels)
-                grad_part = grad_cl[part].reshape(-1, out_channels)
-                grad_weight = grad_weight + projected.t() @ grad_part  # [(k, C), O]
-                if grad_x_cl is not None:
-                    grad_projected = (grad_part @ reordered_t).view(-1, plan.matrix.shape[0], channels)
-                    grad_x_cl[part] = csr_rows(plan.matrix_t, grad_projected)
+            grad_x_part = None if grad_x_cl is None else grad_x_cl[part]
+            grad_weight = grad_weight + _backward_chunk(
+                plan, x_cl[part], grad_cl[part], reordered_t, mix_first, grad_x_part
+            )
         if mix_first:
             grad_weight = grad_weight.view(channels, kh, kw, out_channels).permute(3, 0, 1, 2)
         else:
             grad_weight = grad_weight.view(kh, kw, channels, out_channels).permute(3, 2, 0, 1)
         grad_x = None
         if grad_x_cl is not None:
-            padded_w = width + sum(pad)
-            grad_x = wrap_fold(grad_x_cl.view(batch, height, padded_w, channels), pad[0], width, x.dtype)
-        return grad_x, grad_weight, None, None, None, None
+            grad_x = wrap_fold(grad_x_cl.view(batch, height, width, channels), 0, width, x.dtype)
+        return grad_x, grad_weight, None, None, None
 
 
-def _nodes(weight):
-    return weight.shape[2] * weight.shape[3]
+def _forward_chunk(plan, x_part, reordered, mix_first, out_part):
+    """The forward pass of a chunk of images ``x_part [b, Q, C]``, written into ``out_part [b, P, O]``. A function of
+    its own, so that its intermediate is freed before the next chunk's exists."""
+    channels, out_channels = x_part.shape[-1], out_part.shape[-1]
+    if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
+        expanded = x_part.reshape(-1, channels) @ reordered
+        csr_rows(plan.matrix, expanded.view(x_part.shape[0], -1, out_channels), out=out_part)
+    else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
+        projected = csr_rows(plan.matrix, x_part).view(-1, reordered.shape[0])
+        torch.mm(projected, reordered, out=out_part.view(-1, out_channels))
+
+
+def _backward_chunk(plan, x_part, grad_part, reordered_t, mix_first, grad_x_part):
+    """The backward pass of a chunk of images: its share of the weight's gradient (``[C, (k, O)]`` for mix_first,
+    ``[(k, C), O]`` for project_first), and the input's gradient written into ``grad_x_part [b, Q, C]`` unless
+    None."""
+    channels, out_channels = x_part.shape[-1], grad_part.shape[-1]
+    if mix_first:
+        grad_expanded = csr_rows(plan.matrix_t, grad_part).view(x_part.shape[0] * x_part.shape[1], -1)  # [b Q, k O]
+        grad_weight = x_part.reshape(-1, channels).t() @ grad_expanded
+        if grad_x_part is not None:
+            torch.mm(grad_expanded, reordered_t, out=grad_x_part.view(-1, channels))
+        return grad_weight
+    projected = csr_rows(plan.matrix, x_part).view(grad_part.shape[0] * grad_part.shape[1], -1)  # Z: [b P, k C]
+    grad_flat = grad_part.reshape(-1, out_channels)
+    grad_weight = projected.t() @ grad_flat
+    del projected  # Z and its gradient need not exist at once
+    if grad_x_part is not None:
+        grad_projected = (grad_flat @ reordered_t).view(grad_part.shape[0], plan.matrix.shape[0], channels)
+        csr_rows(plan.matrix_t, grad_projected, out=grad_x_part)
+    return grad_weight
 
 
 def _mixing(weight):
@@ -166,12 +183,12 @@ def _projection(weight):
     return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
 
 
-def sparse_crown_conv(x, weight, plan, pad, out_size, mix_first):
+def sparse_crown_conv(x, weight, plan, out_size, mix_first):
     """The mix_first / project_first formulation of ``spherical_conv`` on CUDA, in ``weight``'s dtype.
 
     Args:
-        x: ``[B, C_in, H, W]``, any strides; padded around the sphere by ``pad = (left, right)`` here, or padded
-            already (``pad = (0, 0)``).
+        x: ``[B, C_in, H, W]``, any strides: the input as ``plan`` reads it (unpadded for a wrapped plan, else padded
+            already).
         weight: ``[C_out, C_in, kh, kw]`` in the compute dtype (float32, bfloat16 or float16).
         plan: the ``sparse_plan`` of the configuration (float32 values).
         out_size: ``(H', W')``.
@@ -179,4 +196,4 @@ def sparse_crown_conv(x, weight, plan, pad, out_size, mix_first):
     Returns:
         ``[B, C_out, H', W']`` contiguous, in ``weight``'s dtype.
     """
-    return _SparseCrownConv.apply(x, weight, plan, pad, tuple(out_size), mix_first)
+    return _SparseCrownConv.apply(x, weight, plan, tuple(out_size), mix_first)
