@@ -189,6 +189,19 @@ def test_pool_avg_of_constant_is_constant():
     torch.testing.assert_close(spherical_pool(x, "avg"), torch.full((1, 2, 8, 16), 3.25, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("h,w", [(8, 16), (16, 32), (12, 40)])
+def test_max_pool_with_gradient_matches_direct(h, w):
+    # With a gradient needed, max pooling gathers each window's winner: same values as the direct max, and the gradient
+    # of the sum of the outputs counts how many windows each input pixel wins (randn values: no ties).
+    x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+    out = spherical_pool(x, "max")
+    assert rel_err(out, direct_pool(x.detach(), "max")) < 1e-12
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    reference = torch.autograd.grad(direct_pool(x, "max").sum(), x)[0]
+    assert torch.equal(grad, reference)
+    assert grad.sum() == out.numel()
+
+
 @pytest.mark.parametrize("mode", ["max", "avg"])
 def test_pool_gradcheck(mode):
     # randn values are distinct, so max has a well-defined gradient.

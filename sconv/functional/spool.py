@@ -8,8 +8,9 @@ colatitude, so every window covers about the same solid angle. At the equator of
 Implementation: rows whose ``n_i`` fall in the same power-of-two bracket ``(2^(k-1), 2^k]`` form a group sharing one
 padded window width, so the padding wastes at most half of the gathered values and there are only
 ``~log2(W)`` groups. Padded window slots repeat the window's first column (harmless for max) with weight 0 (for avg).
-Max pooling finds each window's winner without autograd and then gathers it: the backward pass keeps one index per
-output (as ``nn.MaxPool2d`` does), not the gathered windows, which are larger than the input.
+When the input needs a gradient, max pooling finds each window's winner without autograd and then gathers it: the
+backward pass keeps one index per output (as ``nn.MaxPool2d`` does), not the gathered windows, which are larger than
+the input.
 """
 
 import functools
@@ -95,21 +96,31 @@ def spherical_pool(input, mode="max"):
         raise ValueError(f"input must have even H and W for spherical pooling, got H={h}, W={w}")
     groups, row_order = _pool_geometry(_static_size(h), _static_size(w), input.device)
     flat = input.reshape(b, c, h * w)
-    if mode == "max":
-        with torch.no_grad():
-            winners = []
-            for index, weight in groups:
-                m, k = weight.shape
-                slot = flat.index_select(2, index).view(b, c, m, w // 2, k).argmax(dim=-1, keepdim=True)
-                winners.append(index.view(m, w // 2, k).expand(b, c, -1, -1, -1).gather(-1, slot).flatten(2))
-            winner = torch.cat(winners, dim=2) if len(winners) > 1 else winners[0]
-            if row_order is not None:
-                winner = winner.view(b, c, h // 2, w // 2).index_select(2, row_order).flatten(2)
-        return flat.gather(2, winner).view(b, c, h // 2, w // 2)
+    if mode == "max" and input.requires_grad and torch.is_grad_enabled():
+        return _max_pool_by_winner(flat, groups, row_order, h, w)
     pooled = []
     for index, weight in groups:
         m, k = weight.shape
         window = flat.index_select(2, index).view(b, c, m, w // 2, k)
-        pooled.append((window * weight.to(window.dtype)[:, None, :]).sum(dim=-1))
+        if mode == "max":
+            pooled.append(window.amax(dim=-1))
+        else:
+            pooled.append((window * weight.to(window.dtype)[:, None, :]).sum(dim=-1))
     out = torch.cat(pooled, dim=2) if len(pooled) > 1 else pooled[0]
     return out if row_order is None else out.index_select(2, row_order)
+
+
+def _max_pool_by_winner(flat, groups, row_order, h, w):
+    """Max pooling of ``flat [B, C, H W]`` for autograd: each window's winner is found without a graph, then one
+    gather takes it, so the backward pass keeps an index per output rather than the gathered windows."""
+    b, c = flat.shape[:2]
+    with torch.no_grad():
+        winners = []
+        for index, weight in groups:
+            m, k = weight.shape
+            slot = flat.index_select(2, index).view(b, c, m, w // 2, k).argmax(dim=-1, keepdim=True)
+            winners.append(index.view(m, w // 2, k).expand(b, c, -1, -1, -1).gather(-1, slot).flatten(2))
+        winner = torch.cat(winners, dim=2) if len(winners) > 1 else winners[0]
+        if row_order is not None:
+            winner = winner.view(b, c, h // 2, w // 2).index_select(2, row_order).flatten(2)
+    return flat.gather(2, winner).view(b, c, h // 2, w // 2)
