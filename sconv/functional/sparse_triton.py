@@ -7,7 +7,7 @@ matrix of the plan (``sconv.functional.crown.sparse_plan``, or its stored transp
 Against ``torch.sparse`` (cuSPARSE) it needs no batch-major transposes of the node-expanded operand (cuSPARSE takes
 one 2-D dense matrix, so the batch had to join the columns), and it reads 16-bit operands as they are (cuSPARSE's CSR
 product has no bfloat16 here). A program sums one row of ``S`` for a block of the flattened (image, channel) axis,
-gathering the dense rows of ``BLOCK_E`` nonzeros at a time.
+gathering the dense rows of ``BLOCK_E`` nonzeros at a time (more of them when the lanes are few).
 
 ``sparse_crown_conv`` runs mix_first / project_first (see ``sconv.functional.sconv``) on channels-last operands made
 by ``triton_layout.wrap_pad`` (no padding: a wrapped plan goes around the sphere itself, and the other padding modes
@@ -26,9 +26,10 @@ except ImportError:  # CPU-only installs
 
 __all__ = ["csr_rows", "sparse_crown_conv"]
 
-# Tuned on an H100 (2026-11-24) over the U-Net's sparse layers: 4 nonzeros per step, 2 KB of lanes per program (512
-# float32 or 1024 16-bit ones), vectors of at most 8 lanes; up to 1.8x faster than cuSPARSE's float32 product.
-BLOCK_E, BLOCK_BYTES, MAX_VEC = 4, 2048, 8
+# Tuned on an H100 (2026-11-24) over the U-Net's sparse layers: 2 KB of lanes per program (512 float32 or 1024 16-bit
+# ones), at least 4 nonzeros per step, vectors of at most 8 lanes; up to 1.8x faster than cuSPARSE's float32 product.
+# With few lanes (conv7's single output channel) a step takes more nonzeros, up to TILE_ELEMENTS gathered values.
+MIN_BLOCK_E, BLOCK_BYTES, MAX_VEC, TILE_ELEMENTS = 4, 2048, 8, 2048
 
 if triton is not None:
 
@@ -76,9 +77,16 @@ def csr_rows(matrix, dense, out=None):
     block_m = max(16, min(BLOCK_BYTES // dense.element_size(), triton.next_power_of_2(lanes)))
     _csr_rows_kernel[(rows_out, triton.cdiv(lanes, block_m))](
         matrix.crow_indices(), matrix.col_indices(), matrix.values(), dense, out, rows_in, rows_out, n_cols, lanes,
-        BLOCK_E=BLOCK_E, BLOCK_M=block_m, VEC=min(MAX_VEC, n_cols & -n_cols), num_warps=4,
+        BLOCK_E=_nonzero_block(matrix, block_m), BLOCK_M=block_m, VEC=min(MAX_VEC, n_cols & -n_cols), num_warps=4,
     )  # fmt: skip
     return out
+
+
+def _nonzero_block(matrix, block_m):
+    """Nonzeros per step of a program: MIN_BLOCK_E, or more when the lane block is narrow, but not past a row's mean
+    count (the transposed matrices have a few dozen per row)."""
+    per_row = triton.next_power_of_2(max(1, matrix.values().numel() // max(1, matrix.shape[0])))
+    return max(MIN_BLOCK_E, min(TILE_ELEMENTS // block_m, per_row))
 
 
 # Images per chunk: at most this many elements of the node-expanded intermediate exist at once (a whole batch's worth
