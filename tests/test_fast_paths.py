@@ -138,6 +138,13 @@ for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFI
         got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
         for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
             worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
+# csr_rows alone against a dense product: few long rows (their nonzeros split over programs), many short ones.
+for rows, cols, density, batch, n in [(3, 700, 0.9, 2, 3), (40, 30, 0.2, 3, 8)]:
+    dense_matrix = torch.rand(rows, cols) * (torch.rand(rows, cols) < density)
+    d = torch.randn(batch, cols, n)
+    expected = (dense_matrix.double() @ d.double())
+    got = sparse_triton.csr_rows(dense_matrix.to_sparse_csr(), d)
+    worst = max(worst, ((got.double() - expected).abs().max() / expected.abs().max()).item())
 # The layout kernels alone against F.pad's circular padding and its autograd adjoint, pads wider than the input too.
 from sconv.functional.triton_layout import wrap_fold, wrap_pad
 for left, right, width in [(0, 0, 5), (2, 3, 7), (9, 4, 4), (1, 12, 3)]:
