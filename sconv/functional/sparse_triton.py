@@ -30,21 +30,16 @@ __all__ = ["csr_rows", "sparse_crown_conv"]
 # ones), at least 4 nonzeros per step, vectors of at most 8 lanes; up to 1.8x faster than cuSPARSE's float32 product.
 # With few lanes (conv7's single output channel) a step takes more nonzeros, up to TILE_ELEMENTS gathered values.
 MIN_BLOCK_E, BLOCK_BYTES, MAX_VEC, TILE_ELEMENTS = 4, 2048, 8, 2048
-# Few long rows (a crown over the whole sphere, conv4: 512 rows of 2048 nonzeros) leave most of the GPU idle: their
-# nonzeros are then split over up to MAX_SPLIT programs, so that about MIN_PROGRAMS run, each summing at least
-# MIN_SPLIT_NONZEROS of them into a float32 partial sum.
-MIN_PROGRAMS, MAX_SPLIT, MIN_SPLIT_NONZEROS = 4096, 8, 128
 
 if triton is not None:
 
     @triton.jit
     def _csr_rows_kernel(
         crow_ptr, col_ptr, val_ptr, d_ptr, out_ptr, rows_in, rows_out, n_cols, n_lanes,
-        BLOCK_E: tl.constexpr, BLOCK_M: tl.constexpr, VEC: tl.constexpr, SPLIT: tl.constexpr,
+        BLOCK_E: tl.constexpr, BLOCK_M: tl.constexpr, VEC: tl.constexpr,
     ):  # fmt: skip
         # A program: row r of S, lanes m of the flattened (image b, channel n) axis, m = b N + n. VEC (a power of two
         # dividing N) consecutive lanes are consecutive channels of one image: the hints let them load as vectors.
-        # With SPLIT > 1, program_id(2) = s sums the s-th of SPLIT slices of the row into out[s] (partial sums).
         r = tl.program_id(0)
         m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = m < n_lanes
@@ -54,12 +49,6 @@ if triton is not None:
         out_lane = b * rows_out * n_cols + n + r.to(tl.int64) * n_cols
         lo = tl.load(crow_ptr + r)
         hi = tl.load(crow_ptr + r + 1)
-        if SPLIT > 1:
-            s = tl.program_id(2)
-            per_slice = tl.cdiv(hi - lo, SPLIT)
-            lo = lo + s * per_slice
-            hi = tl.minimum(hi, lo + per_slice)
-            out_lane += s.to(tl.int64) * n_lanes * rows_out
         acc = tl.zeros((BLOCK_E, BLOCK_M), dtype=tl.float32)  # reduced over its first axis once, at the end
         for e0 in range(lo, hi, BLOCK_E):
             es = e0 + tl.arange(0, BLOCK_E)
@@ -86,24 +75,18 @@ def csr_rows(matrix, dense, out=None):
     if out.numel() == 0:
         return out
     block_m = max(16, min(BLOCK_BYTES // dense.element_size(), triton.next_power_of_2(lanes)))
-    lane_blocks = triton.cdiv(lanes, block_m)
-    per_row = matrix.values().numel() // max(1, rows_out)  # mean nonzeros of a row
-    split = max(1, min(MAX_SPLIT, MIN_PROGRAMS // (rows_out * lane_blocks), per_row // MIN_SPLIT_NONZEROS))
-    target = out if split == 1 else torch.empty(split, *out.shape, device=out.device, dtype=torch.float32)
-    _csr_rows_kernel[(rows_out, lane_blocks, split)](
-        matrix.crow_indices(), matrix.col_indices(), matrix.values(), dense, target, rows_in, rows_out, n_cols, lanes,
-        BLOCK_E=_nonzero_block(per_row, block_m), BLOCK_M=block_m, VEC=min(MAX_VEC, n_cols & -n_cols), SPLIT=split,
-        num_warps=4,
+    _csr_rows_kernel[(rows_out, triton.cdiv(lanes, block_m))](
+        matrix.crow_indices(), matrix.col_indices(), matrix.values(), dense, out, rows_in, rows_out, n_cols, lanes,
+        BLOCK_E=_nonzero_block(matrix, block_m), BLOCK_M=block_m, VEC=min(MAX_VEC, n_cols & -n_cols), num_warps=4,
     )  # fmt: skip
-    if split > 1:
-        out.copy_(target.sum(0))
     return out
 
 
-def _nonzero_block(per_row, block_m):
+def _nonzero_block(matrix, block_m):
     """Nonzeros per step of a program: MIN_BLOCK_E, or more when the lane block is narrow, but not past a row's mean
-    count ``per_row`` (the transposed matrices have a few dozen per row)."""
-    return max(MIN_BLOCK_E, min(TILE_ELEMENTS // block_m, triton.next_power_of_2(max(1, per_row))))
+    count (the transposed matrices have a few dozen per row)."""
+    per_row = triton.next_power_of_2(max(1, matrix.values().numel() // max(1, matrix.shape[0])))
+    return max(MIN_BLOCK_E, min(TILE_ELEMENTS // block_m, per_row))
 
 
 # Images per chunk: at most this many elements of the node-expanded intermediate exist at once (a whole batch's worth
