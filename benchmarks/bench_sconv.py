@@ -254,26 +254,31 @@ def run_kernel_split(device, timer):
     return dict(case=case["name"] + f" B={case['batch']}", rows=rows)
 
 
+def unet_training_step(height, width, batch, device, dtype, spherical):
+    """``(model, step)``: the U-Net (or its planar twin) and one training step of it (fwd, MSE, bwd, SGD) on a
+    random batch."""
+    torch.manual_seed(0)
+    model = SphericalUNet((height, width), use_sconv=spherical, use_spooling=spherical).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    frame = torch.randn(batch, 3, height, width, device=device)
+    previous = torch.rand(batch, 1, height, width, device=device)
+    target = torch.rand(batch, 1, height, width, device=device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            out = model(frame, previous)
+        F.mse_loss(out.float(), target).backward()
+        optimizer.step()
+
+    return model, step
+
+
 def run_unet_step(height, width, batch, device, dtype, timer):
     rows = {}
     for name, spherical in (("spherical", True), ("planar", False)):
-        torch.manual_seed(0)
-        model = SphericalUNet((height, width), use_sconv=spherical, use_spooling=spherical).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        frame = torch.randn(batch, 3, height, width, device=device)
-        previous = torch.rand(batch, 1, height, width, device=device)
-        target = torch.rand(batch, 1, height, width, device=device)
-
-        def step(model=model, optimizer=optimizer, frame=frame, previous=previous, target=target):
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, dtype):
-                out = model(frame, previous)
-            F.mse_loss(out.float(), target).backward()
-            optimizer.step()
-
-        ms, mb = timer(step)
+        ms, mb = timer(unet_training_step(height, width, batch, device, dtype, spherical)[1])
         rows[name] = dict(ms=ms, images_per_s=batch / ms * 1e3, peak_mb=mb)
-        del model, optimizer
     return dict(
         height=height, width=width, batch=batch, dtype=dtype, **{f"{k}_{n}": v for k, r in rows.items() for n, v in
                                                                    r.items()},

@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_sconv import Timer, layer_step, unet_layer_cases, wide_layer_cases  # noqa: E402
+from bench_sconv import Timer, layer_step, unet_layer_cases, unet_training_step, wide_layer_cases  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -115,27 +115,12 @@ def host_parts(reps=300):
 def memory_trace(height, width, batch, dtype, spherical):
     """Allocated and peak MB around each child module's forward and backward in one U-Net training step: which layer
     sets the step's peak, and how much of it is that layer's transient work against what is held across layers."""
-    from bench_sconv import SphericalUNet, autocast
-
-    device = torch.device("cuda")
-    torch.manual_seed(0)
-    model = SphericalUNet((height, width), use_sconv=spherical, use_spooling=spherical).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    frame = torch.randn(batch, 3, height, width, device=device)
-    previous = torch.rand(batch, 1, height, width, device=device)
-    target = torch.rand(batch, 1, height, width, device=device)
+    model, step = unet_training_step(height, width, batch, torch.device("cuda"), dtype, spherical)
     marks = []
 
     def mark(label):
         marks.append((label, torch.cuda.memory_allocated() / 2**20, torch.cuda.max_memory_allocated() / 2**20))
         torch.cuda.reset_peak_memory_stats()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            out = model(frame, previous)
-        torch.nn.functional.mse_loss(out.float(), target).backward()
-        optimizer.step()
 
     step()  # momentum buffers, caches
     handles = []
