@@ -228,7 +228,7 @@ def _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_fir
     x = input if wrapped else _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
     out_size = (height // stride[0], width // stride[1])
     with torch.autocast(input.device.type, enabled=False):
-        return sparse_crown_conv(x, weight.to(dtype), plan, out_size, mix_first)
+        return sparse_crown_conv(x, weight, plan, out_size, mix_first, dtype)
 
 
 def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):

@@ -106,46 +106,49 @@ class _SparseCrownConv(torch.autograd.Function):
     """The sparse formulations as one op that keeps only ``x`` and ``weight`` for the backward pass: the padded
     channels-last copy of ``x`` and, for project_first, the node-expanded ``Z`` are rebuilt there (one layout pass,
     one more crown sum), where keeping them would cost ``kh kw`` times the activations. Both passes run over chunks
-    of images (``_chunks``) to bound the node-expanded intermediate."""
+    of images (``_chunks``) to bound the node-expanded intermediate. The weight is cast to the compute ``dtype`` in
+    the copy that reorders it for the GEMM, and its gradient is returned in its own dtype and layout: no separate
+    cast in the graph."""
 
     @staticmethod
-    def forward(ctx, x, weight, plan, out_size, mix_first):
+    def forward(ctx, x, weight, plan, out_size, mix_first, dtype):
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.mix_first = plan, mix_first
+        ctx.plan, ctx.mix_first, ctx.dtype = plan, mix_first, dtype
         batch, channels = x.shape[:2]
         out_channels = weight.shape[0]
-        x_cl = wrap_pad(x, 0, 0, weight.dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
-        reordered = _mixing(weight) if mix_first else _projection(weight)
+        x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
+        reordered = _mixing(weight, dtype) if mix_first else _projection(weight, dtype)
         out = x_cl.new_empty(batch, out_size[0] * out_size[1], out_channels)  # [B, P, O]
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
             _forward_chunk(plan, x_cl[part], reordered, mix_first, out[part])
-        return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], weight.dtype)
+        return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        plan, mix_first = ctx.plan, ctx.mix_first
+        plan, mix_first, dtype = ctx.plan, ctx.mix_first, ctx.dtype
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
-        dtype = weight.dtype
         x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
-        grad_cl = wrap_pad(grad.to(dtype), 0, 0, dtype, channels_last=True).view(batch, -1, out_channels)  # [B, P, O]
+        grad_cl = wrap_pad(grad, 0, 0, dtype, channels_last=True).view(batch, -1, out_channels)  # [B, P, O]
         grad_x_cl = torch.empty_like(x_cl) if ctx.needs_input_grad[0] else None
-        reordered_t = (_mixing(weight) if mix_first else _projection(weight)).t() if grad_x_cl is not None else None
-        grad_weight = 0
+        reordered_t = None
+        if grad_x_cl is not None:
+            reordered_t = (_mixing(weight, dtype) if mix_first else _projection(weight, dtype)).t()
+        grad_weight = None
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
             grad_x_part = None if grad_x_cl is None else grad_x_cl[part]
-            grad_weight = grad_weight + _backward_chunk(
-                plan, x_cl[part], grad_cl[part], reordered_t, mix_first, grad_x_part
-            )
+            grad_part = _backward_chunk(plan, x_cl[part], grad_cl[part], reordered_t, mix_first, grad_x_part)
+            grad_weight = grad_part if grad_weight is None else grad_weight + grad_part
         if mix_first:
             grad_weight = grad_weight.view(channels, kh, kw, out_channels).permute(3, 0, 1, 2)
         else:
             grad_weight = grad_weight.view(kh, kw, channels, out_channels).permute(3, 2, 0, 1)
+        grad_weight = grad_weight.to(weight.dtype, memory_format=torch.contiguous_format)
         grad_x = None
         if grad_x_cl is not None:
             grad_x = wrap_fold(grad_x_cl.view(batch, height, width, channels), 0, width, x.dtype)
-        return grad_x, grad_weight, None, None, None
+        return grad_x, grad_weight, None, None, None, None
 
 
 def _forward_chunk(plan, x_part, reordered, mix_first, out_part):
@@ -181,27 +184,34 @@ def _backward_chunk(plan, x_part, grad_part, reordered_t, mix_first, grad_x_part
     return grad_weight
 
 
-def _mixing(weight):
-    """``weight`` as ``[C_in, (k, C_out)]``: the 1x1 GEMM of mix_first."""
-    return weight.permute(1, 2, 3, 0).reshape(weight.shape[1], -1)
+def _reordered(weight, order, dtype):
+    """``weight.permute(*order)`` in ``dtype``, laid out contiguously: one copy."""
+    shape = [weight.shape[d] for d in order]
+    return torch.empty(shape, device=weight.device, dtype=dtype).copy_(weight.permute(*order))
 
 
-def _projection(weight):
-    """``weight`` as ``[(k, C_in), C_out]``: the GEMM after project_first's crown sum."""
-    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
+def _mixing(weight, dtype):
+    """``weight`` as ``[C_in, (k, C_out)]`` in ``dtype``: the 1x1 GEMM of mix_first."""
+    return _reordered(weight, (1, 2, 3, 0), dtype).view(weight.shape[1], -1)
 
 
-def sparse_crown_conv(x, weight, plan, out_size, mix_first):
-    """The mix_first / project_first formulation of ``spherical_conv`` on CUDA, in ``weight``'s dtype.
+def _projection(weight, dtype):
+    """``weight`` as ``[(k, C_in), C_out]`` in ``dtype``: the GEMM after project_first's crown sum."""
+    return _reordered(weight, (2, 3, 1, 0), dtype).view(-1, weight.shape[0])
+
+
+def sparse_crown_conv(x, weight, plan, out_size, mix_first, dtype):
+    """The mix_first / project_first formulation of ``spherical_conv`` on CUDA, in the compute ``dtype``.
 
     Args:
         x: ``[B, C_in, H, W]``, any strides: the input as ``plan`` reads it (unpadded for a wrapped plan, else padded
             already).
-        weight: ``[C_out, C_in, kh, kw]`` in the compute dtype (float32, bfloat16 or float16).
+        weight: ``[C_out, C_in, kh, kw]``, any floating dtype (its gradient comes back in it).
         plan: the ``sparse_plan`` of the configuration (float32 values).
         out_size: ``(H', W')``.
+        dtype: the compute dtype (float32, bfloat16 or float16).
 
     Returns:
-        ``[B, C_out, H', W']`` contiguous, in ``weight``'s dtype.
+        ``[B, C_out, H', W']`` contiguous, in ``dtype``.
     """
-    return _SparseCrownConv.apply(x, weight, plan, tuple(out_size), mix_first)
+    return _SparseCrownConv.apply(x, weight, plan, tuple(out_size), mix_first, dtype)
