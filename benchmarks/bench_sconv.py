@@ -133,6 +133,21 @@ def layer_step(layer, x, device, dtype):
     return step
 
 
+def graphed(step):
+    """``step`` captured once in a CUDA graph (after warm-up on a side stream): its replay, which costs no host time
+    per kernel, so that the two sides compare by their GPU work alone."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 def forward_step(layer, x, device, dtype):
     with autocast(device, dtype):
         return layer(x)
@@ -194,6 +209,10 @@ def run_layer_case(case, device, dtype, timer, args):
         row["ours_fwd_ms"] = timer(functools.partial(forward_step, ours, x, device, dtype))[0]
     row["conv2d_ms"], row["conv2d_mb"] = timer(layer_step(planar, x, device, dtype))
     row["ratio_vs_conv2d"] = row["ours_ms"] / row["conv2d_ms"]
+    if device.type == "cuda":  # both sides replayed from a CUDA graph: GPU time without the launch overhead
+        row["ours_graph_ms"] = timer(graphed(layer_step(ours, x, device, dtype)))[0]
+        row["conv2d_graph_ms"] = timer(graphed(layer_step(planar, x, device, dtype)))[0]
+        row["graph_ratio_vs_conv2d"] = row["ours_graph_ms"] / row["conv2d_graph_ms"]
     if args.paths:
         row["paths_ms"] = {}
         for forced in PATHS:
@@ -329,6 +348,15 @@ def tables(results):
                 f"{fmt(r.get('disco_over_ours'), 1)} | {fmt(r.get('disco_cuda_issue_ms'))} | "
                 f"{fmt(r.get('disco_cuda_issue_over_ours'), 1)} |"
             )
+        graph_rows = [r for r in results["layers"] if r.get("ours_graph_ms")]
+        if graph_rows:
+            lines += ["", "CUDA-graph replay of the same fwd+bwd steps (both sides):", ""]
+            lines += ["| case | B | dtype | ours ms | conv2d ms | ours/conv2d |", "|---|---|---|---|---|---|"]
+            for r in graph_rows:
+                lines.append(
+                    f"| {r['name']} | {r['batch']} | {r['dtype']} | {fmt(r['ours_graph_ms'])} | "
+                    f"{fmt(r['conv2d_graph_ms'])} | {fmt(r['graph_ratio_vs_conv2d'])} |"
+                )
         forced = [r for r in results["layers"] if r.get("paths_ms")]
         if forced:
             lines += ["", "| case | dtype | chosen | " + " | ".join(f"{p} ms" for p in PATHS) + " |",

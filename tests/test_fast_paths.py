@@ -90,6 +90,11 @@ def test_triton_plan_encodes_the_taps():
         taps = plan.in_taps[plan.in_ptr[q] : plan.in_ptr[q + 1]].long()
         assert torch.equal(taps.sort().values, torch.nonzero(geom.in_row == q).squeeze(1))
         assert base[taps].diff().ge(0).all()
+    # The input-gradient kernel reads each entry's output row, column and nodes directly, in that order.
+    entries = plan.in_taps.long()
+    assert torch.equal(plan.entry_row.long(), plan.tap_row.long()[entries])
+    assert torch.equal(plan.entry_column.long(), base[entries] - geom.in_row[entries] * padded_w)
+    assert torch.equal(plan.entry_nodes, plan.nodes[entries])
     dense = torch.zeros(len(geom.in_row), size[0] * size[1], dtype=torch.float64)
     for m in range(4):
         dense[torch.arange(len(geom.in_row)), geom.node[:, m]] += geom.coef[:, m]
@@ -254,7 +259,7 @@ def test_gpu_triton_matches_pytorch_gather_path():
 
 
 @cuda
-def test_gpu_triton_edge_cases_and_cuda_graph():
+def test_gpu_triton_edge_cases():
     weight = torch.randn(6, 5, 3, 8, device="cuda")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
@@ -265,25 +270,34 @@ def test_gpu_triton_edge_cases_and_cuda_graph():
         torch.testing.assert_close(spherical_conv(base, weight, kernel_rad=0.5),
                                    spherical_conv(base.contiguous(), weight, kernel_rad=0.5))  # fmt: skip
 
-        # Capturable in a CUDA graph (no host synchronisation), forward and input gradient, replayed on new data.
-        def step(x):
-            y = spherical_conv(x, weight, kernel_rad=0.5)
-            return y, torch.autograd.grad(y.square().sum(), [x])[0]
 
-        x = torch.randn(2, 5, 8, 16, device="cuda", requires_grad=True)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                step(x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            captured, captured_grad = step(x)
+@cuda
+@pytest.mark.parametrize("path", ["gather", "mix_first", "project_first"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_fwd_bwd_captures_in_a_cuda_graph(path, dtype, monkeypatch):
+    """Every CUDA path runs inside a CUDA graph (no host synchronisation, no allocation that outlives its pool): a
+    captured fwd+bwd replayed on new data gives the eager results."""
+    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: path)
+    weight = torch.randn(16, 8, 3, 8, device="cuda", requires_grad=True)
+    x = torch.randn(2, 8, 16, 32, device="cuda", requires_grad=True)
+
+    def step(x):
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            y = spherical_conv(x, weight, kernel_rad=0.4)
+        return (y, *torch.autograd.grad(y.float().square().sum(), [x, weight]))
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
         for _ in range(2):
-            with torch.no_grad():
-                x.copy_(torch.randn_like(x))
-            graph.replay()
-            fresh, fresh_grad = step(x.detach().clone().requires_grad_())
-            torch.testing.assert_close(captured, fresh)
-            torch.testing.assert_close(captured_grad, fresh_grad)
+            step(x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step(x)
+    for _ in range(2):
+        with torch.no_grad():
+            x.copy_(torch.randn_like(x))
+        graph.replay()
+        for got, want in zip(captured, step(x.detach().clone().requires_grad_())):
+            torch.testing.assert_close(got, want)

@@ -55,8 +55,12 @@ class TritonPlan:
             output rows by decreasing tap count (launch order).
         tap_row: ``[T]`` output row of each tap; ``tap_base``: ``[T]`` position ``row_t Wp + col_t`` in the padded
             input plane of the tap's value for output column 0.
-        in_taps: ``[T]`` the taps grouped by input row, by column within a row; ``in_ptr`` ``[H + 1]`` the groups.
-        nodes: ``[T, kh kw]`` float32, each tap's coefficient on each kernel node.
+        in_taps: ``[T]`` the taps grouped by input row, by column within a row (the input-gradient kernel's
+            "entries"); ``in_ptr`` ``[H + 1]`` the groups. ``entry_row`` / ``entry_column``: ``[T]`` each entry's
+            output row and padded input column for output column 0, so that the kernel reads them, and E (built
+            from ``entry_nodes``), directly by entry rather than through ``in_taps``.
+        nodes: ``[T, kh kw]`` float32, each tap's coefficient on each kernel node; ``entry_nodes`` the same in entry
+            order.
         host: the same index arrays on the CPU (int64), for the launch tables.
     """
 
@@ -68,7 +72,10 @@ class TritonPlan:
     tap_base: torch.Tensor
     in_taps: torch.Tensor
     in_ptr: torch.Tensor
+    entry_row: torch.Tensor
+    entry_column: torch.Tensor
     nodes: torch.Tensor
+    entry_nodes: torch.Tensor
     host: dict
 
 
@@ -104,7 +111,10 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
         tap_base=dev(tap_base),
         in_taps=dev(in_taps),
         in_ptr=dev(in_ptr),
+        entry_row=dev(tap_row[in_taps]),
+        entry_column=dev(tap_base[in_taps] % padded_w),
         nodes=nodes.to(device=device, dtype=torch.float32),
+        entry_nodes=nodes[in_taps].to(device=device, dtype=torch.float32),
         host=host,
     )
 
@@ -251,15 +261,17 @@ if triton is not None:
 
     @triton.jit
     def _grad_input_kernel(
-        gy_ptr, e_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, in_taps, tap_row, tap_base,
+        gy_ptr, e_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, entry_row, entry_column,
         n_batch, images, cols_per_image, n_in, n_out, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, ENTRY_MAJOR: tl.constexpr,
         E_TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
-        # E_TRANSPOSED: e_ptr holds E as [T, C, O] (o contiguous: the layout tf32 tensor cores take), else [T, O, C].
+        # e_ptr: E in entry order (the taps grouped by input row), as [T, C, O] if E_TRANSPOSED (o contiguous: the
+        # layout tf32 tensor cores take), else [T, O, C]. Everything a step reads is addressed by the entry index
+        # itself (no lookup of the tap first), so the loads of successive steps pipeline.
         # A program: grad x[b, q, cols, c] for BLOCK_C channels and the padded columns of input row q that one
-        # block holds, over the taps e that read row q and reach these columns, k = e C_out + o:
-        # E[t_e, o, c] grad_y[b, i_e, j, o]. A block is cols_per_image columns of `images` batch indices (narrow
+        # block holds, over the entries e that read row q and reach these columns, k = e C_out + o:
+        # E[e, o, c] grad_y[b, i_e, j, o]. A block is cols_per_image columns of `images` batch indices (narrow
         # rows: several whole rows of consecutive images fill one tile).
         pid = tl.program_id(0)
         q = tl.load(block_q + pid)
@@ -277,33 +289,32 @@ if triton is not None:
         acc = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
-            if ENTRY_MAJOR:  # n_out is a multiple of BLOCK_K: the block lies within one tap
-                tap = tl.load(in_taps + k0 // n_out)
-                o = ks - (k0 // n_out) * n_out
-                rel = cols - (tl.load(tap_base + tap) - q * padded_w)  # padded column minus the tap's cb
+            if ENTRY_MAJOR:  # n_out is a multiple of BLOCK_K: the block lies within one entry
+                entry = k0 // n_out
+                o = ks - entry * n_out
+                rel = cols - tl.load(entry_column + entry)  # padded column minus the entry's column for j = 0
                 j = rel // stride_w
                 mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_lane
                 if E_TRANSPOSED:
-                    e_off = (tap.to(tl.int64) * n_in + offs_c[:, None]) * n_out + o[None, :]
+                    e_off = (entry.to(tl.int64) * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
-                    e_off = (tap.to(tl.int64) * n_out + o[None, :]) * n_in + offs_c[:, None]
+                    e_off = (entry.to(tl.int64) * n_out + o[None, :]) * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None], other=0.0)
-                gy_off = (tl.load(tap_row + tap).to(tl.int64) * out_w + j[None, :]) * n_out + o[:, None]
+                gy_off = (tl.load(entry_row + entry).to(tl.int64) * out_w + j[None, :]) * n_out + o[:, None]
                 gv = tl.load(gy_batch[None, :] + gy_off, mask=mask_q[None, :], other=0.0)
             else:
                 mask_k = ks < k_hi
                 entry = ks // n_out
                 o = ks - entry * n_out
-                tap = tl.load(in_taps + entry, mask=mask_k, other=0)
-                rel = cols[None, :] - (tl.load(tap_base + tap, mask=mask_k, other=0) - q * padded_w)[:, None]
+                rel = cols[None, :] - tl.load(entry_column + entry, mask=mask_k, other=0)[:, None]
                 j = rel // stride_w
                 mask_g = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_k[:, None] & mask_lane[None, :]
                 if E_TRANSPOSED:
-                    e_off = (tap.to(tl.int64)[None, :] * n_in + offs_c[:, None]) * n_out + o[None, :]
+                    e_off = (entry.to(tl.int64)[None, :] * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
-                    e_off = (tap.to(tl.int64)[None, :] * n_out + o[None, :]) * n_in + offs_c[:, None]
+                    e_off = (entry.to(tl.int64)[None, :] * n_out + o[None, :]) * n_in + offs_c[:, None]
                 ev = tl.load(e_ptr + e_off, mask=mask_c[:, None] & mask_k[None, :], other=0.0)
-                i = tl.load(tap_row + tap, mask=mask_k, other=0).to(tl.int64)
+                i = tl.load(entry_row + entry, mask=mask_k, other=0).to(tl.int64)
                 gv = tl.load(gy_batch[None, :] + (i[:, None] * out_w + j) * n_out + o[:, None], mask=mask_g, other=0.0)
             acc = tl.dot(ev, gv, acc, input_precision=PRECISION)
         gx_off = ((b[None, :] * height + q) * padded_w + cols[None, :]) * n_in + offs_c[:, None]
@@ -332,9 +343,10 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
 
 def _column_block(padded_w, batch):
     """``(BLOCK_Q, images)`` for the input-gradient kernel: the tile width, and how many whole padded rows of
-    consecutive images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes."""
+    consecutive images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes (64 on a
+    tie: faster than 128 on the 64->64 and conv1 cases, H100)."""
     best = None
-    for block_q in (128, 64, 256):
+    for block_q in (64, 128):
         images = min(batch, block_q // padded_w) if padded_w <= block_q // 2 else 1
         used = images * padded_w
         waste = triton.cdiv(used, block_q) * block_q / used
@@ -372,38 +384,42 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
 
 
 def _launch_grad_input(grad_y_cl, kernel, plan, x_shape, stride_w):
-    """``grad_y_cl``: ``[B, H', W', O]`` contiguous; ``kernel``: E as ``[T, C, O]`` where ``_k_major_backward``
-    (fp32), else as ``[T, O, C]``. Returns the gradient of the padded input, ``x_shape = [B, H, Wp, C]``."""
+    """``grad_y_cl``: ``[B, H', W', O]`` contiguous; ``kernel``: E in entry order (``_effective_kernel(...,
+    entry_order=True)``) as ``[T, C, O]`` where ``_k_major_backward`` (fp32), else as ``[T, O, C]``. Returns the
+    gradient of the padded input, ``x_shape = [B, H, Wp, C]``."""
     batch, height, padded_w, channels = x_shape
     out_h, out_w, out_channels = grad_y_cl.shape[1:]
     dtype = grad_y_cl.dtype
     grad_x = torch.empty(x_shape, device=grad_y_cl.device, dtype=dtype)
-    block_c, block_k = _block(channels, 64), _reduction_block(dtype)
+    # 64 (o) per step in both dtypes: one entry per step when C_out is a multiple of 64 (fp32 too, unlike the
+    # forward's 32: conv1 128x256 B=8 3.4 -> 2.6 ms, 64->64 r=3 3.5 -> 3.0 ms on an H100).
+    block_c, block_k = _block(channels, 64), 64
     block_q, images = _column_block(padded_w, batch)
     cols_per_image = padded_w if images > 1 else block_q
     blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image)
     grid = (len(blocks[0]), triton.cdiv(channels, block_c), triton.cdiv(batch, images))
     _grad_input_kernel[grid](
-        grad_y_cl, kernel, grad_x, *blocks, plan.in_taps, plan.tap_row, plan.tap_base,
+        grad_y_cl, kernel, grad_x, *blocks, plan.entry_row, plan.entry_column,
         batch, images, cols_per_image, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
         E_TRANSPOSED=_k_major_backward(dtype), PRECISION=_precision(dtype),
-        num_warps=8 if block_c * block_q >= 8192 else 4, num_stages=3,
+        num_warps=4, num_stages=3,
     )  # fmt: skip
     return grad_x
 
 
 @functools.lru_cache(maxsize=256)
-def _nodes(plan, dtype):
-    return plan.nodes.to(dtype)
+def _nodes(plan, dtype, entry_order=False):
+    return (plan.entry_nodes if entry_order else plan.nodes).to(dtype)
 
 
-def _effective_kernel(plan, weight, transposed=False):
-    """E[t, o, c] = sum_k nodes[t, k] weight[o, c, k] as ``[T, O, C]`` (``transposed``: ``[T, C, O]``): one GEMM."""
+def _effective_kernel(plan, weight, transposed=False, entry_order=False):
+    """E[t, o, c] = sum_k nodes[t, k] weight[o, c, k] as ``[T, O, C]`` (``transposed``: ``[T, C, O]``; ``entry_order``:
+    the taps in the input-gradient kernel's order, ``plan.in_taps``): one GEMM."""
     out_channels, channels = weight.shape[:2]
     if transposed:
         weight = weight.transpose(0, 1)
-    kernel = torch.mm(_nodes(plan, weight.dtype), weight.reshape(out_channels * channels, -1).t())
+    kernel = torch.mm(_nodes(plan, weight.dtype, entry_order), weight.reshape(out_channels * channels, -1).t())
     return kernel.view(-1, *weight.shape[:2])
 
 
@@ -430,7 +446,7 @@ class _CrownGather(torch.autograd.Function):
         k_major = _k_major_backward(dtype)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            kernel = _effective_kernel(plan, weight, transposed=k_major)
+            kernel = _effective_kernel(plan, weight, transposed=k_major, entry_order=True)
             grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, channels_last=True)
             grad_x_pad = _launch_grad_input(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
             grad_x = wrap_fold(grad_x_pad, pad[0], x.shape[3], x.dtype)
