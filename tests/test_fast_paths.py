@@ -29,6 +29,9 @@ CONFIGS = [
     (1, 32, 40, 6, 12, (1, 1), 0.9, (2, 4), "sphere"),
     (2, 16, 32, 6, 12, (1, 2), 0.8, (3, 4), "sphere"),
     (5, 3, 4, 4, 8, (1, 1), 1.0, (2, 4), "sphere"),  # narrow rows: tiles hold several images, the last one partly
+    # C_out >= 8 C_in: the Triton input gradient goes through the tap products
+    (2, 2, 16, 8, 16, (2, 2), 0.6, (3, 4), "sphere"),
+    (3, 1, 9, 6, 12, (1, 1), 0.9, (2, 3), "zeros"),
 ]
 
 
@@ -95,6 +98,7 @@ def test_triton_plan_encodes_the_taps():
     assert torch.equal(plan.entry_row.long(), plan.tap_row.long()[entries])
     assert torch.equal(plan.entry_column.long(), base[entries] - geom.in_row[entries] * padded_w)
     assert torch.equal(plan.entry_nodes, plan.nodes[entries])
+    assert torch.equal(entries[plan.tap_entry.long()], torch.arange(len(entries)))
     dense = torch.zeros(len(geom.in_row), size[0] * size[1], dtype=torch.float64)
     for m in range(4):
         dense[torch.arange(len(geom.in_row)), geom.node[:, m]] += geom.coef[:, m]

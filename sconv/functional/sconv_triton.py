@@ -15,7 +15,11 @@ last in one pass by ``triton_layout.wrap_pad`` (rebuilt in the backward too: onl
   grad weight = grad_E^T nodes is one more GEMM;
 - grad x_pad: a program per (input row, block of padded columns or whole narrow rows of several images, block of C),
   over the taps that read that input row. Every element is written once: no atomics, deterministic;
-  ``triton_layout.wrap_fold`` sums the padding's copies back onto their columns.
+  ``triton_layout.wrap_fold`` sums the padding's copies back onto their columns;
+- grad x_pad for few input channels (C_out >= 8 C_in, a first layer): the tap products
+  ``P[t, (b, j), c] = sum_o E[t, o, c] grad_y[b, i_t, j, o]`` (one GEMM-like kernel per block of taps of an output
+  row, reading grad_y once per block rather than once per tap), then a fold that sums, for each input pixel, the
+  products of the taps that read it (the same blocks and order as the kernel above, no atomics).
 
 Rows are launched heaviest first: near the poles a crown holds many more pixels than at the equator.
 The CPU (and float64) path is the pure-PyTorch one in ``sconv.functional.sconv``; tests compare the two on a GPU.
@@ -58,7 +62,8 @@ class TritonPlan:
         in_taps: ``[T]`` the taps grouped by input row, by column within a row (the input-gradient kernel's
             "entries"); ``in_ptr`` ``[H + 1]`` the groups. ``entry_row`` / ``entry_column``: ``[T]`` each entry's
             output row and padded input column for output column 0, so that the kernel reads them, and E (built
-            from ``entry_nodes``), directly by entry rather than through ``in_taps``.
+            from ``entry_nodes``), directly by entry rather than through ``in_taps``; ``tap_entry`` ``[T]`` the
+            entry of each tap (the inverse of ``in_taps``).
         nodes: ``[T, kh kw]`` float32, each tap's coefficient on each kernel node; ``entry_nodes`` the same in entry
             order.
         host: the same index arrays on the CPU (int64), for the launch tables.
@@ -74,6 +79,7 @@ class TritonPlan:
     in_ptr: torch.Tensor
     entry_row: torch.Tensor
     entry_column: torch.Tensor
+    tap_entry: torch.Tensor
     nodes: torch.Tensor
     entry_nodes: torch.Tensor
     host: dict
@@ -113,6 +119,7 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
         in_ptr=dev(in_ptr),
         entry_row=dev(tap_row[in_taps]),
         entry_column=dev(tap_base[in_taps] % padded_w),
+        tap_entry=dev(torch.argsort(in_taps)),
         nodes=nodes.to(device=device, dtype=torch.float32),
         entry_nodes=nodes[in_taps].to(device=device, dtype=torch.float32),
         host=host,
@@ -321,6 +328,68 @@ if triton is not None:
         tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_lane[None, :])
 
 
+if triton is not None:
+
+    @triton.jit
+    def _tap_products_kernel(
+        gy_ptr, e_ptr, p_ptr, block_row, block_k, row_ptr, tap_entry,
+        n_batch, n_in, n_out, out_h, out_w,
+        BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        # Input gradient for few input channels, step 1: P[e, n, c] = sum_o E[t, o, c] grad_y[b, i, j, o] for the k =
+        # t C + c of one output row i and the lanes n = b W' + j, stored at the tap's entry e (input-row order).
+        # grad_y is read once per block of k, not once per tap. E is [T, C, O] (row k of the product at k O).
+        pid = tl.program_id(0)
+        i = tl.load(block_row + pid)
+        offs_k = tl.load(block_k + pid) + tl.arange(0, BLOCK_N)
+        offs_n = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
+        n_lanes = n_batch * out_w
+        mask_k = offs_k < tl.load(row_ptr + i + 1) * n_in
+        mask_n = offs_n < n_lanes
+        b = (offs_n // out_w).to(tl.int64)
+        gy_lane = ((b * out_h + i) * out_w + offs_n % out_w) * n_out  # [BLOCK_J]
+        acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
+        for o0 in range(0, n_out, BLOCK_K):
+            offs_o = o0 + tl.arange(0, BLOCK_K)
+            mask_o = offs_o < n_out
+            ev = tl.load(e_ptr + offs_k.to(tl.int64)[:, None] * n_out + offs_o[None, :],
+                         mask=mask_k[:, None] & mask_o[None, :], other=0.0)  # fmt: skip
+            gv = tl.load(gy_ptr + gy_lane[None, :] + offs_o[:, None], mask=mask_o[:, None] & mask_n[None, :], other=0.0)
+            acc = tl.dot(ev, gv, acc, input_precision=PRECISION)
+        t = offs_k // n_in
+        entry = tl.load(tap_entry + t, mask=mask_k, other=0).to(tl.int64)
+        p_off = (entry * n_lanes)[:, None] * n_in + (offs_n.to(tl.int64) * n_in)[None, :] + (offs_k - t * n_in)[:, None]
+        tl.store(p_ptr + p_off, acc.to(p_ptr.dtype.element_ty), mask=mask_k[:, None] & mask_n[None, :])
+
+    @triton.jit
+    def _fold_taps_kernel(
+        p_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, entry_column,
+        n_batch, n_in, height, padded_w, out_w, stride_w,
+        BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr,
+    ):  # fmt: skip
+        # Step 2: grad x_pad[b, q, col, c] = sum over the entries e of input row q that reach col of
+        # P[e, b W' + j, c], j = (col - column_e) / s_w. A program: BLOCK_Q padded columns of row q, one image b,
+        # BLOCK_C channels; every element written once (no atomics).
+        pid = tl.program_id(0)
+        q = tl.load(block_q + pid)
+        cols = tl.load(block_col + pid) + tl.arange(0, BLOCK_Q)
+        b = tl.program_id(1).to(tl.int64)
+        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < n_in
+        mask_cols = cols < padded_w
+        n_lanes = n_batch * out_w
+        acc = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
+        for e in range(tl.load(block_lo + pid), tl.load(block_hi + pid)):
+            rel = cols - tl.load(entry_column + e)
+            j = rel // stride_w
+            mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_cols
+            lane = b * out_w + j
+            p_off = (e * n_lanes + lane)[None, :] * n_in + offs_c[:, None]  # e n_lanes < TAP_PRODUCTS_MAX < 2^31
+            acc += tl.load(p_ptr + p_off, mask=mask_c[:, None] & mask_q[None, :], other=0.0).to(tl.float32)
+        gx_off = ((b * height + q) * padded_w + cols[None, :]) * n_in + offs_c[:, None]
+        tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_cols[None, :])
+
+
 def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     batch, height, padded_w, channels = x_cl.shape
     out_channels = kernel.shape[1]
@@ -411,6 +480,45 @@ def _launch_grad_input(grad_y_cl, kernel, plan, x_shape, stride_w):
     return grad_x
 
 
+# The input gradient goes through the tap products P (``_tap_products_kernel`` then ``_fold_taps_kernel``) when the
+# input has at most 1/8 as many channels as the output (a network's first layer): the per-entry kernel reads C_out
+# values of grad_y per tap and input pixel, P holds C_in per tap and output pixel. P is at most TAP_PRODUCTS_MAX
+# elements, else the per-entry kernel runs.
+TAP_PRODUCTS_RATIO, TAP_PRODUCTS_MAX = 8, 2**28
+
+
+def _uses_tap_products(taps, batch, out_w, channels, out_channels):
+    return TAP_PRODUCTS_RATIO * channels <= out_channels and taps * batch * out_w * channels <= TAP_PRODUCTS_MAX
+
+
+def _launch_grad_input_by_taps(grad_y_cl, kernel, plan, x_shape, stride_w):
+    """The input gradient through the tap products: ``kernel`` is E as ``[T, C, O]`` (tap order); otherwise as
+    ``_launch_grad_input``."""
+    batch, height, padded_w, channels = x_shape
+    out_h, out_w, out_channels = grad_y_cl.shape[1:]
+    dtype = grad_y_cl.dtype
+    taps = kernel.shape[0]
+    products = torch.empty(taps, batch * out_w, channels, device=grad_y_cl.device, dtype=dtype)
+    block_n, block_j = 128, 128
+    block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
+    grid = (len(block_row), triton.cdiv(batch * out_w, block_j))
+    _tap_products_kernel[grid](
+        grad_y_cl, kernel, products, block_row, block_k, plan.row_ptr, plan.tap_entry,
+        batch, channels, out_channels, out_h, out_w,
+        BLOCK_N=block_n, BLOCK_J=block_j, BLOCK_K=32 if dtype == torch.float32 else 64, PRECISION=_precision(dtype),
+        num_warps=8, num_stages=3,
+    )  # fmt: skip
+    grad_x = torch.empty(x_shape, device=grad_y_cl.device, dtype=dtype)
+    block_c, block_q = min(16, triton.next_power_of_2(channels)), 128
+    blocks = _input_grad_blocks(plan, height, out_w, stride_w, block_q)
+    grid = (len(blocks[0]), batch, triton.cdiv(channels, block_c))
+    _fold_taps_kernel[grid](
+        products, grad_x, *blocks, plan.entry_column, batch, channels, height, padded_w, out_w, stride_w,
+        BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=4,
+    )  # fmt: skip
+    return grad_x
+
+
 @functools.lru_cache(maxsize=256)
 def _nodes(plan, dtype, entry_order=False):
     return (plan.entry_nodes if entry_order else plan.nodes).to(dtype)
@@ -449,9 +557,14 @@ class _CrownGather(torch.autograd.Function):
         k_major = _k_major_backward(dtype)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            kernel = _effective_kernel(plan, weight, transposed=k_major, entry_order=True)
             grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, channels_last=True)
-            grad_x_pad = _launch_grad_input(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
+            taps, out_w = plan.tap_row.shape[0], grad_y.shape[3]
+            if _uses_tap_products(taps, x.shape[0], out_w, x.shape[1], weight.shape[0]):
+                kernel = _effective_kernel(plan, weight, transposed=True)
+                grad_x_pad = _launch_grad_input_by_taps(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
+            else:
+                kernel = _effective_kernel(plan, weight, transposed=k_major, entry_order=True)
+                grad_x_pad = _launch_grad_input(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
             grad_x = wrap_fold(grad_x_pad, pad[0], x.shape[3], x.dtype)
         if ctx.needs_input_grad[1]:
             taps = plan.tap_row.shape[0]
