@@ -18,8 +18,9 @@ last in one pass by ``triton_layout.wrap_pad`` (rebuilt in the backward too: onl
   ``triton_layout.wrap_fold`` sums the padding's copies back onto their columns;
 - grad x_pad for few input channels (C_out >= 8 C_in, a first layer): the tap products
   ``P[t, (b, j), c] = sum_o E[t, o, c] grad_y[b, i_t, j, o]`` (one GEMM-like kernel per block of taps of an output
-  row, reading grad_y once per block rather than once per tap), then a fold that sums, for each input pixel, the
-  products of the taps that read it (the same blocks and order as the kernel above, no atomics).
+  row, reading grad_y once per block rather than once per tap; P is stored by entry, the taps in input-row order),
+  then a fold that sums, for each input pixel, the products of the entries that read it (the same blocks as the
+  kernel above, no atomics).
 
 Rows are launched heaviest first: near the poles a crown holds many more pixels than at the equator.
 The CPU (and float64) path is the pure-PyTorch one in ``sconv.functional.sconv``; tests compare the two on a GPU.
