@@ -556,11 +556,11 @@ class _CrownGather(torch.autograd.Function):
         grad_y = grad_y.to(dtype)
         x_shape = (x.shape[0], x.shape[2], x.shape[3] + sum(pad), x.shape[1])  # padded, channels last
         k_major = _k_major_backward(dtype)
+        taps = plan.tap_row.shape[0]
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, channels_last=True)
-            taps, out_w = plan.tap_row.shape[0], grad_y.shape[3]
-            if _uses_tap_products(taps, x.shape[0], out_w, x.shape[1], weight.shape[0]):
+            if _uses_tap_products(taps, x.shape[0], grad_y.shape[3], x.shape[1], weight.shape[0]):
                 kernel = _effective_kernel(plan, weight, transposed=True)
                 grad_x_pad = _launch_grad_input_by_taps(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
             else:
@@ -568,7 +568,6 @@ class _CrownGather(torch.autograd.Function):
                 grad_x_pad = _launch_grad_input(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
             grad_x = wrap_fold(grad_x_pad, pad[0], x.shape[3], x.dtype)
         if ctx.needs_input_grad[1]:
-            taps = plan.tap_row.shape[0]
             x_op = wrap_pad(x, *pad, dtype, channels_last=not k_major)
             grad_kernel = _launch_grad_kernel(
                 x_op, grad_y.contiguous(), plan, (taps, *weight.shape[:2]), ctx.stride_w, x_nchw=k_major
