@@ -87,7 +87,9 @@ CPU_COSTS = dict(gathered=370, kernel=320, sparse=6, expanded=130)
 # CUDA, per compute dtype: the Triton gather kernels' multiply-add against cuBLAS's ("triton"), a multiply-add of the
 # Triton CSR product ("sparse", counted over at least MIN_LANES (image, channel) lanes: below that its programs cost
 # about the same), and "expanded" as above; fitted to forced-path timings of the U-Net's layers and the 64->64 cases
-# (H100, 2026-11-24: of the 34 cases with all three paths timed, the three misses are within 4%, 1% and 8% of the best).
+# (H100, 2026-11-24). Re-checked after the gather kernels were retuned (forced-path run, 16:59 UTC): the fastest path
+# or one within noise on every row but two, 64->64 r=3 128x256 fp32 (picks mix_first, gather 12% faster) and conv2
+# 128x256 bf16 (picks project_first, mix_first 32% faster); a refit fixing them broke a 64x128 row.
 CUDA_COSTS = {
     "float32": dict(triton=3.0, sparse=30, expanded=100),
     "16bit": dict(triton=4.0, sparse=50, expanded=200),
