@@ -13,10 +13,11 @@ last in one pass by ``triton_layout.wrap_pad`` (rebuilt in the backward too: onl
 - forward: a program per (output row, block of the flattened (batch, output column) axis, block of output channels);
 - grad E: a program per (block of k within one output row, block of O), reducing over batch and output columns;
   grad weight = grad_E^T nodes is one more GEMM;
-- grad x_pad: a program per (input row, block of padded columns or whole narrow rows of several images, block of C),
-  over the taps that read that input row. Every element is written once: no atomics, deterministic;
-  ``triton_layout.wrap_fold`` sums the padding's copies back onto their columns;
-- grad x_pad for few input channels (C_out >= 8 C_in, a first layer): the tap products
+- grad x: a program per (input row, block of columns or whole narrow rows of several images, block of C), over the
+  taps that read that input row. Every element is written once: no atomics, deterministic. With the padding around
+  the sphere done by ``wrap_pad``, the kernel works on the input's own columns, each tap reading them around the
+  circle (column ``(col_t + s_w j) mod W``): the padding's copies are summed in place, written as ``[B, C, H, W]``;
+- grad x for few input channels (C_out >= 8 C_in, a first layer): the tap products
   ``P[t, (b, j), c] = sum_o E[t, o, c] grad_y[b, i_t, j, o]`` (one GEMM-like kernel per block of taps of an output
   row, reading grad_y once per block rather than once per tap; P is stored by entry, the taps in input-row order),
   then a fold that sums, for each input pixel, the products of the entries that read it (the same blocks as the
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from sconv.functional.crown import conv_window, crown_taps
-from sconv.functional.triton_layout import wrap_fold, wrap_pad
+from sconv.functional.triton_layout import wrap_pad
 
 try:
     import triton
@@ -67,6 +68,9 @@ class TritonPlan:
             entry of each tap (the inverse of ``in_taps``).
         nodes: ``[T, kh kw]`` float32, each tap's coefficient on each kernel node; ``entry_nodes`` the same in entry
             order.
+        entry_input_column: ``[T]`` each entry's column in the unpadded input for output column 0,
+            ``(entry_column - pad_left) mod W``: the input-gradient kernels read it when the padding around the
+            sphere is theirs to fold (``wrapped``).
         host: the same index arrays on the CPU (int64), for the launch tables.
     """
 
@@ -83,6 +87,7 @@ class TritonPlan:
     tap_entry: torch.Tensor
     nodes: torch.Tensor
     entry_nodes: torch.Tensor
+    entry_input_column: torch.Tensor
     host: dict
 
 
@@ -123,6 +128,7 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
         tap_entry=dev(torch.argsort(in_taps)),
         nodes=nodes.to(device=device, dtype=torch.float32),
         entry_nodes=nodes[in_taps].to(device=device, dtype=torch.float32),
+        entry_input_column=dev((tap_base[in_taps] % padded_w - window.pad_left) % width),
         host=host,
     )
 
@@ -139,24 +145,27 @@ def _kernel_grad_blocks(plan, channels, block_n):
 
 
 @functools.lru_cache(maxsize=256)
-def _input_grad_blocks(plan, height, out_w, stride_w, block_q):
-    """Blocks of ``block_q`` padded columns of one input row, with the range of ``in_taps`` that reach them.
+def _input_grad_blocks(plan, height, out_w, stride_w, block_q, wrapped):
+    """Blocks of ``block_q`` columns of one input row, with the range of ``in_taps`` (entries) that reach them.
 
-    A tap whose output column 0 reads padded column ``cb`` reaches columns ``cb .. cb + s_w (W' - 1)``; the taps of a
-    row are sorted by ``cb``, so those reaching a block are a contiguous range. Blocks come heaviest first.
+    ``wrapped``: the columns are the unpadded input's, and every entry of the row reaches each block (an entry reads
+    ``W'`` columns ``s_w`` apart around the whole circle). Otherwise they are padded columns: a tap whose output
+    column 0 reads padded column ``cb`` reaches columns ``cb .. cb + s_w (W' - 1)``; the taps of a row are sorted by
+    ``cb``, so those reaching a block are a contiguous range. Blocks come heaviest first.
     """
     padded_w = plan.padded_w
     in_ptr, in_taps = plan.host["in_ptr"], plan.host["in_taps"]
-    column = plan.host["tap_base"][in_taps] % padded_w  # cb of each entry, sorted within each input row
-    n_qb = -(-padded_w // block_q)
+    n_cols = padded_w - plan.window.pad_left - plan.window.pad_right if wrapped else padded_w
+    n_qb = -(-n_cols // block_q)
     q = torch.arange(height).repeat_interleave(n_qb)
     first_col = torch.arange(n_qb).repeat(height) * block_q
-    # Sort key (row, cb) is increasing over all entries: search in it once for every block.
-    key = torch.repeat_interleave(torch.arange(height), in_ptr.diff()) * (2 * padded_w) + column
-    lo = torch.searchsorted(key, q * (2 * padded_w) + first_col - stride_w * (out_w - 1))
-    hi = torch.searchsorted(key, q * (2 * padded_w) + first_col + block_q)
-    lo = torch.maximum(lo, in_ptr[q])
-    hi = torch.minimum(hi, in_ptr[q + 1])
+    lo, hi = in_ptr[q], in_ptr[q + 1]
+    if not wrapped:
+        column = plan.host["tap_base"][in_taps] % padded_w  # cb of each entry, sorted within each input row
+        # Sort key (row, cb) is increasing over all entries: search in it once for every block.
+        key = torch.repeat_interleave(torch.arange(height), in_ptr.diff()) * (2 * padded_w) + column
+        lo = torch.maximum(lo, torch.searchsorted(key, q * (2 * padded_w) + first_col - stride_w * (out_w - 1)))
+        hi = torch.minimum(hi, torch.searchsorted(key, q * (2 * padded_w) + first_col + block_q))
     order = torch.argsort(hi - lo, descending=True, stable=True)
     device = plan.row_ptr.device
     return tuple(t[order].to(device, torch.int32) for t in (q, first_col, lo, hi))
@@ -270,24 +279,26 @@ if triton is not None:
     @triton.jit
     def _grad_input_kernel(
         gy_ptr, e_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, entry_row, entry_column,
-        n_batch, images, cols_per_image, n_in, n_out, height, padded_w, out_h, out_w, stride_w,
+        n_batch, images, cols_per_image, n_in, n_out, height, n_cols, out_h, out_w, stride_w,
         BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, ENTRY_MAJOR: tl.constexpr,
-        E_TRANSPOSED: tl.constexpr, PRECISION: tl.constexpr,
+        E_TRANSPOSED: tl.constexpr, WRAPPED: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
         # e_ptr: E in entry order (the taps grouped by input row), as [T, C, O] if E_TRANSPOSED (o contiguous: the
         # layout tf32 tensor cores take), else [T, O, C]. Everything a step reads is addressed by the entry index
         # itself (no lookup of the tap first), so the loads of successive steps pipeline.
-        # A program: grad x[b, q, cols, c] for BLOCK_C channels and the padded columns of input row q that one
+        # A program: grad x[b, c, q, cols] for BLOCK_C channels and the n_cols columns of input row q that one
         # block holds, over the entries e that read row q and reach these columns, k = e C_out + o:
         # E[e, o, c] grad_y[b, i_e, j, o]. A block is cols_per_image columns of `images` batch indices (narrow
-        # rows: several whole rows of consecutive images fill one tile).
+        # rows: several whole rows of consecutive images fill one tile). The columns are the padded input's, or
+        # (WRAPPED) the input's own, each entry's reading them around the circle: the padding's copies are summed
+        # here, into [B, C, H, W] directly.
         pid = tl.program_id(0)
         q = tl.load(block_q + pid)
         lane = tl.arange(0, BLOCK_Q)
         image = lane // cols_per_image
         cols = tl.load(block_col + pid) + lane % cols_per_image
         b = tl.program_id(2) * images + image
-        mask_lane = (image < images) & (b < n_batch) & (cols < padded_w)
+        mask_lane = (image < images) & (b < n_batch) & (cols < n_cols)
         b = b.to(tl.int64)
         k_lo = tl.load(block_lo + pid) * n_out
         k_hi = tl.load(block_hi + pid) * n_out
@@ -300,7 +311,9 @@ if triton is not None:
             if ENTRY_MAJOR:  # n_out is a multiple of BLOCK_K: the block lies within one entry
                 entry = k0 // n_out
                 o = ks - entry * n_out
-                rel = cols - tl.load(entry_column + entry)  # padded column minus the entry's column for j = 0
+                rel = cols - tl.load(entry_column + entry)  # column minus the entry's column for j = 0
+                if WRAPPED:
+                    rel = tl.where(rel < 0, rel + n_cols, rel)
                 j = rel // stride_w
                 mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_lane
                 if E_TRANSPOSED:
@@ -315,6 +328,8 @@ if triton is not None:
                 entry = ks // n_out
                 o = ks - entry * n_out
                 rel = cols[None, :] - tl.load(entry_column + entry, mask=mask_k, other=0)[:, None]
+                if WRAPPED:
+                    rel = tl.where(rel < 0, rel + n_cols, rel)
                 j = rel // stride_w
                 mask_g = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_k[:, None] & mask_lane[None, :]
                 if E_TRANSPOSED:
@@ -325,7 +340,7 @@ if triton is not None:
                 i = tl.load(entry_row + entry, mask=mask_k, other=0).to(tl.int64)
                 gv = tl.load(gy_batch[None, :] + (i[:, None] * out_w + j) * n_out + o[:, None], mask=mask_g, other=0.0)
             acc = tl.dot(ev, gv, acc, input_precision=PRECISION)
-        gx_off = ((b[None, :] * height + q) * padded_w + cols[None, :]) * n_in + offs_c[:, None]
+        gx_off = ((b[None, :] * n_in + offs_c[:, None]) * height + q) * n_cols + cols[None, :]
         tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_lane[None, :])
 
 
@@ -365,29 +380,31 @@ if triton is not None:
     @triton.jit
     def _fold_taps_kernel(
         p_ptr, gx_ptr, block_q, block_col, block_lo, block_hi, entry_column,
-        n_batch, n_in, height, padded_w, out_w, stride_w,
-        BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr,
+        n_batch, n_in, height, n_cols, out_w, stride_w,
+        BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr, WRAPPED: tl.constexpr,
     ):  # fmt: skip
-        # Step 2: grad x_pad[b, q, col, c] = sum over the entries e of input row q that reach col of
-        # P[e, b W' + j, c], j = (col - column_e) / s_w. A program: BLOCK_Q padded columns of row q, one image b,
-        # BLOCK_C channels; every element written once (no atomics).
+        # Step 2: grad x[b, c, q, col] = sum over the entries e of input row q that reach col of
+        # P[e, b W' + j, c], j = (col - column_e) / s_w (mod W if WRAPPED, as in _grad_input_kernel). A program:
+        # BLOCK_Q columns of row q, one image b, BLOCK_C channels; every element written once (no atomics).
         pid = tl.program_id(0)
         q = tl.load(block_q + pid)
         cols = tl.load(block_col + pid) + tl.arange(0, BLOCK_Q)
         b = tl.program_id(1).to(tl.int64)
         offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         mask_c = offs_c < n_in
-        mask_cols = cols < padded_w
+        mask_cols = cols < n_cols
         n_lanes = n_batch * out_w
         acc = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
         for e in range(tl.load(block_lo + pid), tl.load(block_hi + pid)):
             rel = cols - tl.load(entry_column + e)
+            if WRAPPED:
+                rel = tl.where(rel < 0, rel + n_cols, rel)
             j = rel // stride_w
             mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_cols
             lane = b * out_w + j
             p_off = (e * n_lanes + lane)[None, :] * n_in + offs_c[:, None]  # e n_lanes < TAP_PRODUCTS_MAX < 2^31
             acc += tl.load(p_ptr + p_off, mask=mask_c[:, None] & mask_q[None, :], other=0.0).to(tl.float32)
-        gx_off = ((b * height + q) * padded_w + cols[None, :]) * n_in + offs_c[:, None]
+        gx_off = ((b * n_in + offs_c[:, None]) * height + q) * n_cols + cols[None, :]
         tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_cols[None, :])
 
 
@@ -456,29 +473,30 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
     return grad_kernel
 
 
-def _launch_grad_input(grad_y_cl, kernel, plan, x_shape, stride_w):
-    """``grad_y_cl``: ``[B, H', W', O]`` contiguous; ``kernel``: E in entry order (``_effective_kernel(...,
-    entry_order=True)``) as ``[T, C, O]`` where ``_k_major_backward`` (fp32), else as ``[T, O, C]``. Returns the
-    gradient of the padded input, ``x_shape = [B, H, Wp, C]``."""
-    batch, height, padded_w, channels = x_shape
+def _launch_grad_input(grad_y_cl, kernel, plan, grad_x, stride_w, wrapped):
+    """Writes the input's gradient into ``grad_x`` (``[B, C, H, W]`` contiguous, any float dtype).
+
+    ``grad_y_cl``: ``[B, H', W', O]`` contiguous; ``kernel``: E in entry order (``_effective_kernel(...,
+    entry_order=True)``) as ``[T, C, O]`` where ``_k_major_backward`` (fp32), else as ``[T, O, C]``. ``wrapped``: the
+    forward pass padded the input around the sphere itself (``W`` = the unpadded width; the padding's copies are
+    summed into their columns); otherwise the input came padded (``W`` = ``plan.padded_w``)."""
+    batch, channels, height, n_cols = grad_x.shape
     out_h, out_w, out_channels = grad_y_cl.shape[1:]
     dtype = grad_y_cl.dtype
-    grad_x = torch.empty(x_shape, device=grad_y_cl.device, dtype=dtype)
     # 64 (o) per step in both dtypes: one entry per step when C_out is a multiple of 64 (fp32 too, unlike the
     # forward's 32: conv1 128x256 B=8 3.4 -> 2.6 ms, 64->64 r=3 3.5 -> 3.0 ms on an H100).
     block_c, block_k = _block(channels, 64), 64
-    block_q, images = _column_block(padded_w, batch)
-    cols_per_image = padded_w if images > 1 else block_q
-    blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image)
+    block_q, images = _column_block(n_cols, batch)
+    cols_per_image = n_cols if images > 1 else block_q
+    blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image, wrapped)
     grid = (len(blocks[0]), triton.cdiv(channels, block_c), triton.cdiv(batch, images))
     _grad_input_kernel[grid](
-        grad_y_cl, kernel, grad_x, *blocks, plan.entry_row, plan.entry_column,
-        batch, images, cols_per_image, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
+        grad_y_cl, kernel, grad_x, *blocks, plan.entry_row, plan.entry_input_column if wrapped else plan.entry_column,
+        batch, images, cols_per_image, channels, out_channels, height, n_cols, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
-        E_TRANSPOSED=_k_major_backward(dtype), PRECISION=_precision(dtype),
+        E_TRANSPOSED=_k_major_backward(dtype), WRAPPED=wrapped, PRECISION=_precision(dtype),
         num_warps=4, num_stages=3,
     )  # fmt: skip
-    return grad_x
 
 
 # The input gradient goes through the tap products P (``_tap_products_kernel`` then ``_fold_taps_kernel``) when the
@@ -492,10 +510,10 @@ def _uses_tap_products(taps, batch, out_w, channels, out_channels):
     return TAP_PRODUCTS_RATIO * channels <= out_channels and taps * batch * out_w * channels <= TAP_PRODUCTS_MAX
 
 
-def _launch_grad_input_by_taps(grad_y_cl, kernel, plan, x_shape, stride_w):
+def _launch_grad_input_by_taps(grad_y_cl, kernel, plan, grad_x, stride_w, wrapped):
     """The input gradient through the tap products: ``kernel`` is E as ``[T, C, O]`` (tap order); otherwise as
     ``_launch_grad_input``."""
-    batch, height, padded_w, channels = x_shape
+    batch, channels, height, n_cols = grad_x.shape
     out_h, out_w, out_channels = grad_y_cl.shape[1:]
     dtype = grad_y_cl.dtype
     taps = kernel.shape[0]
@@ -509,15 +527,14 @@ def _launch_grad_input_by_taps(grad_y_cl, kernel, plan, x_shape, stride_w):
         BLOCK_N=block_n, BLOCK_J=block_j, BLOCK_K=32 if dtype == torch.float32 else 64, PRECISION=_precision(dtype),
         num_warps=8, num_stages=3,
     )  # fmt: skip
-    grad_x = torch.empty(x_shape, device=grad_y_cl.device, dtype=dtype)
     block_c, block_q = min(16, triton.next_power_of_2(channels)), 128
-    blocks = _input_grad_blocks(plan, height, out_w, stride_w, block_q)
+    blocks = _input_grad_blocks(plan, height, out_w, stride_w, block_q, wrapped)
     grid = (len(blocks[0]), batch, triton.cdiv(channels, block_c))
     _fold_taps_kernel[grid](
-        products, grad_x, *blocks, plan.entry_column, batch, channels, height, padded_w, out_w, stride_w,
-        BLOCK_C=block_c, BLOCK_Q=block_q, num_warps=4,
+        products, grad_x, *blocks, plan.entry_input_column if wrapped else plan.entry_column,
+        batch, channels, height, n_cols, out_w, stride_w,
+        BLOCK_C=block_c, BLOCK_Q=block_q, WRAPPED=wrapped, num_warps=4,
     )  # fmt: skip
-    return grad_x
 
 
 @functools.lru_cache(maxsize=256)
@@ -554,19 +571,20 @@ class _CrownGather(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         plan, pad, dtype = ctx.plan, ctx.pad, weight.dtype
         grad_y = grad_y.to(dtype)
-        x_shape = (x.shape[0], x.shape[2], x.shape[3] + sum(pad), x.shape[1])  # padded, channels last
         k_major = _k_major_backward(dtype)
         taps = plan.tap_row.shape[0]
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, channels_last=True)
+            # Written as the input lies, the padding's copies summed in (no padded gradient, no fold pass).
+            grad_x = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+            wrapped = any(pad)
             if _uses_tap_products(taps, x.shape[0], grad_y.shape[3], x.shape[1], weight.shape[0]):
                 kernel = _effective_kernel(plan, weight, transposed=True)
-                grad_x_pad = _launch_grad_input_by_taps(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
+                _launch_grad_input_by_taps(grad_y_cl, kernel, plan, grad_x, ctx.stride_w, wrapped)
             else:
                 kernel = _effective_kernel(plan, weight, transposed=k_major, entry_order=True)
-                grad_x_pad = _launch_grad_input(grad_y_cl, kernel, plan, x_shape, ctx.stride_w)
-            grad_x = wrap_fold(grad_x_pad, pad[0], x.shape[3], x.dtype)
+                _launch_grad_input(grad_y_cl, kernel, plan, grad_x, ctx.stride_w, wrapped)
         if ctx.needs_input_grad[1]:
             x_op = wrap_pad(x, *pad, dtype, channels_last=not k_major)
             grad_kernel = _launch_grad_kernel(

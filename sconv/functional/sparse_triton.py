@@ -14,8 +14,11 @@ by ``triton_layout.wrap_pad`` (no padding: a wrapped plan goes around the sphere
 come padded), and keeps only the input and the weight for the backward pass.
 """
 
+import functools
+
 import torch
 
+from sconv.functional.triton_launch import launch
 from sconv.functional.triton_layout import wrap_fold, wrap_pad
 
 try:
@@ -75,18 +78,23 @@ def csr_rows(matrix, dense, out=None):
     if out.numel() == 0:
         return out
     block_m = max(16, min(BLOCK_BYTES // dense.element_size(), triton.next_power_of_2(lanes)))
-    _csr_rows_kernel[(rows_out, triton.cdiv(lanes, block_m))](
-        matrix.crow_indices(), matrix.col_indices(), matrix.values(), dense, out, rows_in, rows_out, n_cols, lanes,
-        BLOCK_E=_nonzero_block(matrix, block_m), BLOCK_M=block_m, VEC=min(MAX_VEC, n_cols & -n_cols), num_warps=4,
+    crow, col, values, per_row = _csr_parts(matrix)
+    launch(
+        _csr_rows_kernel, (rows_out, triton.cdiv(lanes, block_m)),
+        crow, col, values, dense, out, rows_in, rows_out, n_cols, lanes,
+        BLOCK_E=max(MIN_BLOCK_E, min(TILE_ELEMENTS // block_m, per_row)), BLOCK_M=block_m,
+        VEC=min(MAX_VEC, n_cols & -n_cols), num_warps=4,
     )  # fmt: skip
     return out
 
 
-def _nonzero_block(matrix, block_m):
-    """Nonzeros per step of a program: MIN_BLOCK_E, or more when the lane block is narrow, but not past a row's mean
-    count (the transposed matrices have a few dozen per row)."""
+@functools.lru_cache(maxsize=128)  # as many matrices as sparse_plan's cache holds
+def _csr_parts(matrix):
+    """A plan's CSR matrix as the kernel reads it (fetched once: each accessor is an op with its own host cost), and
+    its mean nonzeros per row rounded up to a power of two: a program takes MIN_BLOCK_E nonzeros per step, or more
+    when its lane block is narrow, but not past that mean (the transposed matrices have a few dozen per row)."""
     per_row = triton.next_power_of_2(max(1, matrix.values().numel() // max(1, matrix.shape[0])))
-    return max(MIN_BLOCK_E, min(TILE_ELEMENTS // block_m, per_row))
+    return matrix.crow_indices(), matrix.col_indices(), matrix.values(), per_row
 
 
 # Images per chunk: at most this many elements of the node-expanded intermediate exist at once (a whole batch's worth
