@@ -111,12 +111,12 @@ def _chunks(batch, plan, mix_first, channels, out_channels):
 
 
 class _SparseCrownConv(torch.autograd.Function):
-    """The sparse formulations as one op that keeps only ``x`` and ``weight`` for the backward pass: the padded
-    channels-last copy of ``x`` and, for project_first, the node-expanded ``Z`` are rebuilt there (one layout pass,
-    one more crown sum), where keeping them would cost ``kh kw`` times the activations. Both passes run over chunks
-    of images (``_chunks``) to bound the node-expanded intermediate. The weight is cast to the compute ``dtype`` in
-    the copy that reorders it for the GEMM, and its gradient is returned in its own dtype and layout: no separate
-    cast in the graph."""
+    """The sparse formulations as one op that keeps only ``x``, ``weight`` and the weight's reordered copy for the
+    backward pass: the padded channels-last copy of ``x`` and, for project_first, the node-expanded ``Z`` are rebuilt
+    there (one layout pass, one more crown sum), where keeping them would cost ``kh kw`` times the activations. Both
+    passes run over chunks of images (``_chunks``) to bound the node-expanded intermediate. The weight is cast to the
+    compute ``dtype`` in the copy that reorders it for the GEMM, and its gradient is returned in its own dtype and
+    layout: no separate cast in the graph."""
 
     @staticmethod
     def forward(ctx, x, weight, plan, out_size, mix_first, dtype):
@@ -126,6 +126,7 @@ class _SparseCrownConv(torch.autograd.Function):
         out_channels = weight.shape[0]
         x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
         reordered = _mixing(weight, dtype) if mix_first else _projection(weight, dtype)
+        ctx.reordered = reordered  # the weight's size: kept for the input's gradient rather than copied again
         out = x_cl.new_empty(batch, out_size[0] * out_size[1], out_channels)  # [B, P, O]
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
             _forward_chunk(plan, x_cl[part], reordered, mix_first, out[part])
@@ -140,9 +141,7 @@ class _SparseCrownConv(torch.autograd.Function):
         x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
         grad_cl = wrap_pad(grad, 0, 0, dtype, channels_last=True).view(batch, -1, out_channels)  # [B, P, O]
         grad_x_cl = torch.empty_like(x_cl) if ctx.needs_input_grad[0] else None
-        reordered_t = None
-        if grad_x_cl is not None:
-            reordered_t = (_mixing(weight, dtype) if mix_first else _projection(weight, dtype)).t()
+        reordered_t = None if grad_x_cl is None else ctx.reordered.t()
         grad_weight = None
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
             grad_x_part = None if grad_x_cl is None else grad_x_cl[part]
