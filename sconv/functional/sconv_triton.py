@@ -69,9 +69,8 @@ class TritonPlan:
         nodes: ``[T, kh kw]`` float32, each tap's coefficient on each kernel node; ``entry_nodes`` the same in entry
             order.
         entry_input_column: ``[T]`` each entry's column in the unpadded input for output column 0,
-            ``(entry_column - pad_left) mod W``, and ``tap_input_base`` ``[T]`` each tap's position ``row_t W + that
-            column`` in the unpadded input plane: what the backward kernels read when they find the padding's
-            columns around the sphere themselves (``wrapped``).
+            ``(entry_column - pad_left) mod W``: the input-gradient kernels read it when the padding around the
+            sphere is theirs to fold (``wrapped``).
         host: the same index arrays on the CPU (int64), for the launch tables.
     """
 
@@ -89,7 +88,6 @@ class TritonPlan:
     nodes: torch.Tensor
     entry_nodes: torch.Tensor
     entry_input_column: torch.Tensor
-    tap_input_base: torch.Tensor
     host: dict
 
 
@@ -107,7 +105,6 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
     tap_row = torch.repeat_interleave(torch.arange(out_h), counts)
     tap_base = geom.in_row * padded_w + window.start + (geom.col_offset - window.d_min)
     in_taps = torch.argsort(tap_base, stable=True)  # by input row, then by column
-    input_column = (tap_base % padded_w - window.pad_left) % width  # of output column 0, in the unpadded input
     in_ptr = torch.zeros(height + 1, dtype=torch.long)
     in_ptr[1:] = torch.cumsum(torch.bincount(geom.in_row, minlength=height), 0)
     nodes = torch.zeros(taps, kernel_size[0] * kernel_size[1], dtype=torch.float64)
@@ -131,8 +128,7 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
         tap_entry=dev(torch.argsort(in_taps)),
         nodes=nodes.to(device=device, dtype=torch.float32),
         entry_nodes=nodes[in_taps].to(device=device, dtype=torch.float32),
-        entry_input_column=dev(input_column[in_taps]),
-        tap_input_base=dev(geom.in_row * width + input_column),
+        entry_input_column=dev((tap_base[in_taps] % padded_w - window.pad_left) % width),
         host=host,
     )
 
@@ -242,12 +238,10 @@ if triton is not None:
         x_ptr, gy_ptr, ge_ptr, block_row, block_k, row_ptr, tap_base,
         n_batch, n_in, n_out, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, CHANNELS_16: tl.constexpr,
-        X_NCHW: tl.constexpr, WRAPPED: tl.constexpr, PRECISION: tl.constexpr,
+        X_NCHW: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
         # A program: grad E[o, k] for BLOCK_O channels and BLOCK_N consecutive k of one output row i, reducing
-        # grad_y[b, o, i, j] x[b, row_t, col_t + s_w j, c] over the batch and the output columns. WRAPPED (with
-        # X_NCHW): x is the unpadded input [B, C, H, W] (padded_w = W), tap_base the taps' tap_input_base, and a tap
-        # reads column (col_t + s_w j) mod W.
+        # grad_y[b, o, i, j] x[b, row_t, col_t + s_w j, c] over the batch and the output columns.
         pid = tl.program_id(0)
         i = tl.load(block_row + pid)
         offs_n = tl.load(block_k + pid) + tl.arange(0, BLOCK_N)
@@ -256,9 +250,6 @@ if triton is not None:
         mask_o = offs_o < n_out
         t = offs_n // n_in
         base = tl.load(tap_base + t, mask=mask_n, other=0).to(tl.int64)
-        if WRAPPED:
-            col0 = base % padded_w
-            base -= col0  # the row's start; the column is added modulo W in the loop
         if X_NCHW:  # x as [B, C, H, Wp]: the reduction axis j is contiguous (the layout tf32 tensor cores take)
             x_col = (offs_n - t * n_in).to(tl.int64) * height * padded_w + base
             j_step = stride_w
@@ -279,11 +270,7 @@ if triton is not None:
             mask_j = offs_j < out_w
             gv = tl.load(gy_rows + b * n_out * out_h * out_w + offs_j[None, :], mask=mask_o[:, None] & mask_j[None, :],
                          other=0.0)  # fmt: skip
-            if WRAPPED:
-                col = col0[None, :] + offs_j[:, None] * stride_w
-                x_off = b * b_step + x_col[None, :] + tl.where(col >= padded_w, col - padded_w, col)
-            else:
-                x_off = b * b_step + x_col[None, :] + offs_j.to(tl.int64)[:, None] * j_step
+            x_off = b * b_step + x_col[None, :] + offs_j.to(tl.int64)[:, None] * j_step
             xv = tl.load(x_ptr + x_off, mask=mask_j[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(gv, xv, acc, input_precision=PRECISION)
         ge_off = offs_o.to(tl.int64)[:, None] * n_in + (t.to(tl.int64) * n_out * n_in + offs_n - t * n_in)[None, :]
@@ -462,9 +449,8 @@ def _k_major_backward(dtype):
     return dtype == torch.float32
 
 
-def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw, wrapped=False):
-    """``x_op``: the padded input as ``[B, C, H, Wp]`` (``x_nchw``) or ``[B, H, Wp, C]``, contiguous; with ``x_nchw``
-    and ``wrapped``, the unpadded input ``[B, C, H, W]`` (the padding around the sphere found modulo W)."""
+def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
+    """``x_op``: the padded input as ``[B, C, H, Wp]`` (``x_nchw``) or ``[B, H, Wp, C]``, contiguous."""
     if x_nchw:
         batch, channels, height, padded_w = x_op.shape
     else:
@@ -478,10 +464,10 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw, wrap
     block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
     grid = (len(block_row), triton.cdiv(out_channels, block_o))
     _grad_kernel_kernel[grid](
-        x_op, grad_y, grad_kernel, block_row, block_k, plan.row_ptr, plan.tap_input_base if wrapped else plan.tap_base,
+        x_op, grad_y, grad_kernel, block_row, block_k, plan.row_ptr, plan.tap_base,
         batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(out_w, 32 if x_op.dtype == torch.float32 else 64),
-        CHANNELS_16=channels % 16 == 0, X_NCHW=x_nchw, WRAPPED=wrapped, PRECISION=_precision(x_op.dtype),
+        CHANNELS_16=channels % 16 == 0, X_NCHW=x_nchw, PRECISION=_precision(x_op.dtype),
         num_warps=8 if block_o == 128 else 4, num_stages=3,
     )  # fmt: skip
     return grad_kernel
@@ -570,9 +556,8 @@ class _CrownGather(torch.autograd.Function):
     """``y = crown_sum(pad(x), E(weight))`` with the three kernels above, in ``weight``'s dtype.
 
     ``pad`` is ``(pad_left, pad_right)`` around the sphere (``wrap_pad``), or ``(0, 0)`` for an input padded already.
-    Only ``x`` itself is kept for the backward pass: E is rebuilt there (one GEMM), and so is the padded channels-last
-    copy of ``x`` for 16-bit operands (one pass), where they could be larger than the activations; float32's gradient
-    kernels read ``x`` as it lies."""
+    Only ``x`` itself is kept for the backward pass: its padded, channels-last copy and E are rebuilt there (one pass
+    and one GEMM), where they could be larger than the activations."""
 
     @staticmethod
     def forward(ctx, x, weight, plan, out_w, stride_w, pad):
@@ -601,12 +586,9 @@ class _CrownGather(torch.autograd.Function):
                 kernel = _effective_kernel(plan, weight, transposed=k_major, entry_order=True)
                 _launch_grad_input(grad_y_cl, kernel, plan, grad_x, ctx.stride_w, wrapped)
         if ctx.needs_input_grad[1]:
-            if k_major:  # x read as it lies, the padding's columns found modulo W: no padded copy
-                x_op = x.to(dtype=dtype, memory_format=torch.contiguous_format)
-            else:
-                x_op = wrap_pad(x, *pad, dtype, channels_last=True)
+            x_op = wrap_pad(x, *pad, dtype, channels_last=not k_major)
             grad_kernel = _launch_grad_kernel(
-                x_op, grad_y.contiguous(), plan, (taps, *weight.shape[:2]), ctx.stride_w, k_major, k_major and any(pad)
+                x_op, grad_y.contiguous(), plan, (taps, *weight.shape[:2]), ctx.stride_w, x_nchw=k_major
             )
             # weight[o, c, k] enters E through nodes[t, k]: grad weight = grad_E^T nodes, one GEMM.
             grad_weight = torch.mm(grad_kernel.view(taps, -1).t(), _nodes(plan, dtype)).view(weight.shape)
