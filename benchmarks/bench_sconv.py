@@ -261,8 +261,8 @@ def run_kernel_split(device, timer):
             sconv_triton._k_major_backward = functools.partial(lambda k_major, dtype: k_major, k_major)
             tag = "k_major" if k_major else "as_forward"
             e = kernel.transpose(1, 2).contiguous() if k_major else kernel
-            grad_input = functools.partial(sconv_triton._launch_grad_input, grad_y_cl, e, plan,
-                                           operands[False].shape, 1)  # fmt: skip
+            grad_input = functools.partial(sconv_triton._launch_grad_input, grad_y_cl, e, plan, torch.empty_like(x),
+                                           1, True)  # fmt: skip
             grad_kernel = functools.partial(sconv_triton._launch_grad_kernel, operands[k_major], grad_y, plan,
                                             kernel.shape, 1, k_major)  # fmt: skip
             row[f"grad_input_{tag}_ms"] = timer(grad_input)[0]

@@ -74,6 +74,7 @@ def host_parts(reps=300):
     kernel = torch.randn(plan.tap_row.shape[0], 64, 4, device=device)
     grad_y = torch.randn(1, 64, 64, 128, device=device)
     grad_y_cl = T.wrap_pad(grad_y, 0, 0, torch.float32, channels_last=True)
+    grad_x = torch.empty_like(x)
     out = layer(xg)
 
     def fwd_bwd(module):
@@ -90,7 +91,7 @@ def host_parts(reps=300):
         "wrap_pad": lambda: T.wrap_pad(x, *pad, torch.float32, channels_last=True),
         "crown_gather": lambda: T.crown_gather(x, layer.weight, plan, 128, 1, pad),
         "_launch_forward": lambda: T._launch_forward(x_cl, kernel, plan, 128, 1),
-        "_launch_grad_input": lambda: T._launch_grad_input(grad_y_cl, kernel, plan, x_cl.shape, 1),
+        "_launch_grad_input": lambda: T._launch_grad_input(grad_y_cl, kernel, plan, grad_x, 1, True),
         "_launch_grad_kernel": lambda: T._launch_grad_kernel(x_cl, grad_y, plan, kernel.shape, 1, False),
         "autograd.grad of layer output": lambda: torch.autograd.grad(layer(xg), [xg], grad_y),
     }
