@@ -99,6 +99,9 @@ def test_triton_plan_encodes_the_taps():
     assert torch.equal(plan.entry_column.long(), base[entries] - geom.in_row[entries] * padded_w)
     assert torch.equal(plan.entry_nodes, plan.nodes[entries])
     assert torch.equal(entries[plan.tap_entry.long()], torch.arange(len(entries)))
+    # With the padding folded in, an entry reads the input column under output column 0 (j_p) plus its offset, mod W.
+    j_p = (stride[1] - 1) // 2
+    assert torch.equal(plan.entry_input_column.long(), (j_p + geom.col_offset[entries]) % width)
     dense = torch.zeros(len(geom.in_row), size[0] * size[1], dtype=torch.float64)
     for m in range(4):
         dense[torch.arange(len(geom.in_row)), geom.node[:, m]] += geom.coef[:, m]
