@@ -459,8 +459,12 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
     out_h, out_w = grad_y.shape[2:]
     grad_kernel = torch.empty(kernel_shape, device=x_op.device, dtype=x_op.dtype)
     # Swept on an H100 over conv1, conv2 and the 64->64 cases: up to 128 output channels and 64 k per program,
-    # 32 (fp32) / 64 (16-bit) columns per step; 0.7-0.9x the time of the previous 64 x 128 tiles.
+    # 32 (fp32) / 64 (16-bit) columns per step; 0.7-0.9x the time of the previous 64 x 128 tiles. 16-bit operands
+    # with at most 64 output channels and at least 64 input ones take 128 k per program (a later sweep: 64->64 r=3
+    # at 128x256 and 256x512, 0.81-0.86x the time; not measured on few input channels, conv1, which keeps 64).
     block_o, block_n = _block(out_channels, 128), 64
+    if x_op.dtype != torch.float32 and block_o == 64 and channels >= 64:
+        block_n = 128
     block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
     grid = (len(block_row), triton.cdiv(out_channels, block_o))
     _grad_kernel_kernel[grid](
