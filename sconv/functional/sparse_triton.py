@@ -18,7 +18,6 @@ import functools
 
 import torch
 
-from sconv.functional.triton_launch import launch
 from sconv.functional.triton_layout import wrap_fold, wrap_pad
 
 try:
@@ -79,8 +78,7 @@ def csr_rows(matrix, dense, out=None):
         return out
     block_m = max(16, min(BLOCK_BYTES // dense.element_size(), triton.next_power_of_2(lanes)))
     crow, col, values, per_row = _csr_parts(matrix)
-    launch(
-        _csr_rows_kernel, (rows_out, triton.cdiv(lanes, block_m)),
+    _csr_rows_kernel[(rows_out, triton.cdiv(lanes, block_m))](
         crow, col, values, dense, out, rows_in, rows_out, n_cols, lanes,
         BLOCK_E=max(MIN_BLOCK_E, min(TILE_ELEMENTS // block_m, per_row)), BLOCK_M=block_m,
         VEC=min(MAX_VEC, n_cols & -n_cols), num_warps=4,
