@@ -105,6 +105,7 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
     tap_row = torch.repeat_interleave(torch.arange(out_h), counts)
     tap_base = geom.in_row * padded_w + window.start + (geom.col_offset - window.d_min)
     in_taps = torch.argsort(tap_base, stable=True)  # by input row, then by column
+    entry_column = tap_base[in_taps] % padded_w
     in_ptr = torch.zeros(height + 1, dtype=torch.long)
     in_ptr[1:] = torch.cumsum(torch.bincount(geom.in_row, minlength=height), 0)
     nodes = torch.zeros(taps, kernel_size[0] * kernel_size[1], dtype=torch.float64)
@@ -124,11 +125,11 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
         in_taps=dev(in_taps),
         in_ptr=dev(in_ptr),
         entry_row=dev(tap_row[in_taps]),
-        entry_column=dev(tap_base[in_taps] % padded_w),
+        entry_column=dev(entry_column),
         tap_entry=dev(torch.argsort(in_taps)),
         nodes=nodes.to(device=device, dtype=torch.float32),
         entry_nodes=nodes[in_taps].to(device=device, dtype=torch.float32),
-        entry_input_column=dev((tap_base[in_taps] % padded_w - window.pad_left) % width),
+        entry_input_column=dev((entry_column - window.pad_left) % width),
         host=host,
     )
 
@@ -186,6 +187,15 @@ def _precision(dtype):
 # Layouts: x_cl [B, H, Wp, C] (channels last, width-padded), E [T, O, C] (k = t C + c), y and grad_y [B, O, H', W'],
 # grad_y_cl [B, H', W', O]. Channels last makes every tile's reduction axis contiguous in memory.
 if triton is not None:
+
+    @triton.jit
+    def _output_column(rel, n_cols, out_w, stride_w, WRAPPED: tl.constexpr):
+        """``(j, reads)``: for a column ``rel`` columns right of where an entry reads output column 0, the output
+        column j whose tap reads it, and whether one does (mod ``n_cols`` = W around the sphere if WRAPPED)."""
+        if WRAPPED:
+            rel = tl.where(rel < 0, rel + n_cols, rel)
+        j = rel // stride_w
+        return j, (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w)
 
     @triton.jit
     def _forward_kernel(
@@ -311,11 +321,8 @@ if triton is not None:
             if ENTRY_MAJOR:  # n_out is a multiple of BLOCK_K: the block lies within one entry
                 entry = k0 // n_out
                 o = ks - entry * n_out
-                rel = cols - tl.load(entry_column + entry)  # column minus the entry's column for j = 0
-                if WRAPPED:
-                    rel = tl.where(rel < 0, rel + n_cols, rel)
-                j = rel // stride_w
-                mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_lane
+                j, reads = _output_column(cols - tl.load(entry_column + entry), n_cols, out_w, stride_w, WRAPPED)
+                mask_q = reads & mask_lane
                 if E_TRANSPOSED:
                     e_off = (entry.to(tl.int64) * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
@@ -328,10 +335,8 @@ if triton is not None:
                 entry = ks // n_out
                 o = ks - entry * n_out
                 rel = cols[None, :] - tl.load(entry_column + entry, mask=mask_k, other=0)[:, None]
-                if WRAPPED:
-                    rel = tl.where(rel < 0, rel + n_cols, rel)
-                j = rel // stride_w
-                mask_g = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_k[:, None] & mask_lane[None, :]
+                j, reads = _output_column(rel, n_cols, out_w, stride_w, WRAPPED)
+                mask_g = reads & mask_k[:, None] & mask_lane[None, :]
                 if E_TRANSPOSED:
                     e_off = (entry.to(tl.int64)[None, :] * n_in + offs_c[:, None]) * n_out + o[None, :]
                 else:
@@ -396,11 +401,8 @@ if triton is not None:
         n_lanes = n_batch * out_w
         acc = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
         for e in range(tl.load(block_lo + pid), tl.load(block_hi + pid)):
-            rel = cols - tl.load(entry_column + e)
-            if WRAPPED:
-                rel = tl.where(rel < 0, rel + n_cols, rel)
-            j = rel // stride_w
-            mask_q = (rel >= 0) & (rel - j * stride_w == 0) & (j < out_w) & mask_cols
+            j, reads = _output_column(cols - tl.load(entry_column + e), n_cols, out_w, stride_w, WRAPPED)
+            mask_q = reads & mask_cols
             lane = b * out_w + j
             p_off = (e * n_lanes + lane)[None, :] * n_in + offs_c[:, None]  # e n_lanes < TAP_PRODUCTS_MAX < 2^31
             acc += tl.load(p_ptr + p_off, mask=mask_c[:, None] & mask_q[None, :], other=0.0).to(tl.float32)
