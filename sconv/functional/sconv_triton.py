@@ -302,12 +302,14 @@ if triton is not None:
         # rows: several whole rows of consecutive images fill one tile). The columns are the padded input's, or
         # (WRAPPED) the input's own, each entry's reading them around the circle: the padding's copies are summed
         # here, into [B, C, H, W] directly.
-        pid = tl.program_id(0)
+        # The programs of one block and all images run side by side: they read the same entries of E.
+        n_image_blocks = tl.cdiv(n_batch, images)
+        pid = tl.program_id(0) // n_image_blocks
         q = tl.load(block_q + pid)
         lane = tl.arange(0, BLOCK_Q)
         image = lane // cols_per_image
         cols = tl.load(block_col + pid) + lane % cols_per_image
-        b = tl.program_id(2) * images + image
+        b = tl.program_id(0) % n_image_blocks * images + image
         mask_lane = (image < images) & (b < n_batch) & (cols < n_cols)
         b = b.to(tl.int64)
         k_lo = tl.load(block_lo + pid) * n_out
@@ -431,14 +433,15 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     return y
 
 
-def _column_block(padded_w, batch):
-    """``(BLOCK_Q, images)`` for the input-gradient kernel: the tile width, and how many whole padded rows of
-    consecutive images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes (64 on a
-    tie: faster than 128 on the 64->64 and conv1 cases, H100)."""
+def _column_block(n_cols, batch):
+    """``(BLOCK_Q, images)`` for the input-gradient kernel: the tile width, and how many whole rows of consecutive
+    images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes. On a tie, 128 for rows
+    of at least 256 columns and 64 below (an H100 sweep of the 64->64 r=3 cases: 64 is 0.85x the time of 128 at 128
+    columns, 128 is 0.78x the time of 64 at 256 in float32, 0.95x in bfloat16)."""
     best = None
-    for block_q in (64, 128):
-        images = min(batch, block_q // padded_w) if padded_w <= block_q // 2 else 1
-        used = images * padded_w
+    for block_q in (128, 64) if n_cols >= 256 else (64, 128):
+        images = min(batch, block_q // n_cols) if n_cols <= block_q // 2 else 1
+        used = images * n_cols
         waste = triton.cdiv(used, block_q) * block_q / used
         if best is None or waste < best[0] - 1e-9:
             best = (waste, block_q, images)
@@ -490,18 +493,20 @@ def _launch_grad_input(grad_y_cl, kernel, plan, grad_x, stride_w, wrapped):
     out_h, out_w, out_channels = grad_y_cl.shape[1:]
     dtype = grad_y_cl.dtype
     # 64 (o) per step in both dtypes: one entry per step when C_out is a multiple of 64 (fp32 too, unlike the
-    # forward's 32: conv1 128x256 B=8 3.4 -> 2.6 ms, 64->64 r=3 3.5 -> 3.0 ms on an H100).
+    # forward's 32: conv1 128x256 B=8 3.4 -> 2.6 ms, 64->64 r=3 3.5 -> 3.0 ms on an H100). 8 warps in float32 and
+    # on tiles of 128 columns (H100 sweep, conv2 and the 64->64 r=3 cases: 0.8-0.95x the time of 4).
     block_c, block_k = _block(channels, 64), 64
     block_q, images = _column_block(n_cols, batch)
+    num_warps = 8 if dtype == torch.float32 or block_q == 128 else 4
     cols_per_image = n_cols if images > 1 else block_q
     blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image, wrapped)
-    grid = (len(blocks[0]), triton.cdiv(channels, block_c), triton.cdiv(batch, images))
+    grid = (len(blocks[0]) * triton.cdiv(batch, images), triton.cdiv(channels, block_c))
     _grad_input_kernel[grid](
         grad_y_cl, kernel, grad_x, *blocks, plan.entry_row, plan.entry_input_column if wrapped else plan.entry_column,
         batch, images, cols_per_image, channels, out_channels, height, n_cols, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
         E_TRANSPOSED=_k_major_backward(dtype), WRAPPED=wrapped, PRECISION=_precision(dtype),
-        num_warps=4, num_stages=3,
+        num_warps=num_warps, num_stages=3,
     )  # fmt: skip
 
 
