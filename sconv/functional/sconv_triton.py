@@ -436,8 +436,8 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
 def _column_block(n_cols, batch):
     """``(BLOCK_Q, images)`` for the input-gradient kernel: the tile width, and how many whole rows of consecutive
     images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes. On a tie, 128 for rows
-    of at least 256 columns and 64 below (an H100 sweep of the 64->64 r=3 cases: 64 is 0.85x the time of 128 at 128
-    columns, 128 is 0.78x the time of 64 at 256 in float32, 0.95x in bfloat16)."""
+    of at least 256 columns and 64 below (an H100 sweep of the 64->64 r=3 cases, 8 warps, float32: 64 takes 0.85x the
+    time of 128 at 128 columns, 128 at most 0.92x that of 64 at 256)."""
     best = None
     for block_q in (128, 64) if n_cols >= 256 else (64, 128):
         images = min(batch, block_q // n_cols) if n_cols <= block_q // 2 else 1
@@ -494,7 +494,7 @@ def _launch_grad_input(grad_y_cl, kernel, plan, grad_x, stride_w, wrapped):
     dtype = grad_y_cl.dtype
     # 64 (o) per step in both dtypes: one entry per step when C_out is a multiple of 64 (fp32 too, unlike the
     # forward's 32: conv1 128x256 B=8 3.4 -> 2.6 ms, 64->64 r=3 3.5 -> 3.0 ms on an H100). 8 warps in float32 and
-    # on tiles of 128 columns (H100 sweep, conv2 and the 64->64 r=3 cases: 0.8-0.95x the time of 4).
+    # on tiles of 128 columns (H100 sweep, conv2 and the 64->64 r=3 cases: 0.86-0.91x the time of 4).
     block_c, block_k = _block(channels, 64), 64
     block_q, images = _column_block(n_cols, batch)
     num_warps = 8 if dtype == torch.float32 or block_q == 128 else 4
