@@ -71,7 +71,7 @@ class TritonPlan:
         entry_input_column: ``[T]`` each entry's column in the unpadded input for output column 0,
             ``(entry_column - pad_left) mod W``: the input-gradient kernels read it when the padding around the
             sphere is theirs to fold (``wrapped``).
-        host: the same index arrays on the CPU (int64), for the launch tables.
+        host: ``row_ptr``, ``in_ptr`` and ``entry_column`` on the CPU (int64), for the launch tables.
     """
 
     window: object
@@ -89,6 +89,11 @@ class TritonPlan:
     entry_nodes: torch.Tensor
     entry_input_column: torch.Tensor
     host: dict
+
+    def input_columns(self, wrapped):
+        """Each entry's column for output column 0 as the input-gradient kernels read it: in the unpadded input when
+        they fold the padding around the sphere themselves (``wrapped``), else in the padded one."""
+        return self.entry_input_column if wrapped else self.entry_column
 
 
 @functools.lru_cache(maxsize=256)
@@ -110,7 +115,7 @@ def triton_plan(height, width, kernel_rad, stride, kernel_size, device):
     in_ptr[1:] = torch.cumsum(torch.bincount(geom.in_row, minlength=height), 0)
     nodes = torch.zeros(taps, kernel_size[0] * kernel_size[1], dtype=torch.float64)
     nodes.index_put_((torch.arange(taps)[:, None].expand(-1, 4), geom.node), geom.coef, accumulate=True)
-    host = dict(row_ptr=geom.row_ptr, tap_base=tap_base, in_taps=in_taps, in_ptr=in_ptr)
+    host = dict(row_ptr=geom.row_ptr, in_ptr=in_ptr, entry_column=entry_column)
 
     def dev(t):
         return t.to(device=device, dtype=torch.int32)
@@ -155,16 +160,16 @@ def _input_grad_blocks(plan, height, out_w, stride_w, block_q, wrapped):
     ``cb``, so those reaching a block are a contiguous range. Blocks come heaviest first.
     """
     padded_w = plan.padded_w
-    in_ptr, in_taps = plan.host["in_ptr"], plan.host["in_taps"]
+    in_ptr = plan.host["in_ptr"]
     n_cols = padded_w - plan.window.pad_left - plan.window.pad_right if wrapped else padded_w
     n_qb = -(-n_cols // block_q)
     q = torch.arange(height).repeat_interleave(n_qb)
     first_col = torch.arange(n_qb).repeat(height) * block_q
     lo, hi = in_ptr[q], in_ptr[q + 1]
     if not wrapped:
-        column = plan.host["tap_base"][in_taps] % padded_w  # cb of each entry, sorted within each input row
-        # Sort key (row, cb) is increasing over all entries: search in it once for every block.
-        key = torch.repeat_interleave(torch.arange(height), in_ptr.diff()) * (2 * padded_w) + column
+        # Sort key (row, cb) is increasing over all entries (cb sorted within each input row): search in it once for
+        # every block.
+        key = torch.repeat_interleave(torch.arange(height), in_ptr.diff()) * (2 * padded_w) + plan.host["entry_column"]
         lo = torch.maximum(lo, torch.searchsorted(key, q * (2 * padded_w) + first_col - stride_w * (out_w - 1)))
         hi = torch.minimum(hi, torch.searchsorted(key, q * (2 * padded_w) + first_col + block_q))
     order = torch.argsort(hi - lo, descending=True, stable=True)
@@ -502,7 +507,7 @@ def _launch_grad_input(grad_y_cl, kernel, plan, grad_x, stride_w, wrapped):
     blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image, wrapped)
     grid = (len(blocks[0]) * triton.cdiv(batch, images), triton.cdiv(channels, block_c))
     _grad_input_kernel[grid](
-        grad_y_cl, kernel, grad_x, *blocks, plan.entry_row, plan.entry_input_column if wrapped else plan.entry_column,
+        grad_y_cl, kernel, grad_x, *blocks, plan.entry_row, plan.input_columns(wrapped),
         batch, images, cols_per_image, channels, out_channels, height, n_cols, out_h, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, BLOCK_K=block_k, ENTRY_MAJOR=out_channels % block_k == 0,
         E_TRANSPOSED=_k_major_backward(dtype), WRAPPED=wrapped, PRECISION=_precision(dtype),
@@ -542,7 +547,7 @@ def _launch_grad_input_by_taps(grad_y_cl, kernel, plan, grad_x, stride_w, wrappe
     blocks = _input_grad_blocks(plan, height, out_w, stride_w, block_q, wrapped)
     grid = (len(blocks[0]), batch, triton.cdiv(channels, block_c))
     _fold_taps_kernel[grid](
-        products, grad_x, *blocks, plan.entry_input_column if wrapped else plan.entry_column,
+        products, grad_x, *blocks, plan.input_columns(wrapped),
         batch, channels, height, n_cols, out_w, stride_w,
         BLOCK_C=block_c, BLOCK_Q=block_q, WRAPPED=wrapped, num_warps=4,
     )  # fmt: skip
