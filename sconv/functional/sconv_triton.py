@@ -259,7 +259,10 @@ if triton is not None:
         # grad_y[b, o, i, j] x[b, row_t, col_t + s_w j, c] over the batch and the output columns.
         pid = tl.program_id(0)
         i = tl.load(block_row + pid)
-        offs_n = tl.load(block_k + pid) + tl.arange(0, BLOCK_N)
+        k_first = tl.load(block_k + pid)
+        if CHANNELS_16:  # blocks start at a multiple of C: the k mask is constant over runs of 16 (vector loads)
+            k_first = tl.multiple_of(k_first, 16)
+        offs_n = k_first + tl.arange(0, BLOCK_N)
         offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
         mask_n = offs_n < tl.load(row_ptr + i + 1) * n_in
         mask_o = offs_o < n_out
@@ -468,13 +471,12 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
     out_channels = kernel_shape[1]
     out_h, out_w = grad_y.shape[2:]
     grad_kernel = torch.empty(kernel_shape, device=x_op.device, dtype=x_op.dtype)
-    # Swept on an H100 over conv1, conv2 and the 64->64 cases: up to 128 output channels and 64 k per program,
-    # 32 (fp32) / 64 (16-bit) columns per step; 0.7-0.9x the time of the previous 64 x 128 tiles. 16-bit operands
-    # with at most 64 output channels and at least 64 input ones take 128 k per program (a later sweep: 64->64 r=3
-    # at 128x256 and 256x512, 0.81-0.86x the time; not measured on few input channels, conv1, which keeps 64).
-    block_o, block_n = _block(out_channels, 128), 64
-    if x_op.dtype != torch.float32 and block_o == 64 and channels >= 64:
-        block_n = 128
+    # Up to 128 output channels, 32 (fp32) / 64 (16-bit) columns per step. With at least 64 input channels: 128 k per
+    # program and 4 warps (an H100 sweep over conv2 and the 64->64 cases, once the k blocks were known to start at a
+    # multiple of 16: 0.75-0.85x the time of 64 k in float32 and 0.8-1.0x in bfloat16). Few input channels (conv1)
+    # keep the earlier sweep's 64 k, with 8 warps on 128 output channels.
+    block_o = _block(out_channels, 128)
+    block_n = 128 if channels >= 64 else 64
     block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
     grid = (len(block_row), triton.cdiv(out_channels, block_o))
     _grad_kernel_kernel[grid](
@@ -482,7 +484,7 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
         batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_N=block_n, BLOCK_J=_block(out_w, 32 if x_op.dtype == torch.float32 else 64),
         CHANNELS_16=channels % 16 == 0, X_NCHW=x_nchw, PRECISION=_precision(x_op.dtype),
-        num_warps=8 if block_o == 128 else 4, num_stages=3,
+        num_warps=8 if block_o == 128 and block_n == 64 else 4, num_stages=3,
     )  # fmt: skip
     return grad_kernel
 

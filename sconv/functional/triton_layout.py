@@ -112,4 +112,3 @@ def wrap_fold(grad, pad_left, width, dtype):
         BLOCK_C=BLOCK_C, BLOCK_W=BLOCK_W, num_warps=4,
     )  # fmt: skip
     return out
-
