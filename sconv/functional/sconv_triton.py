@@ -420,6 +420,19 @@ if triton is not None:
         tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_cols[None, :])
 
 
+# The forward kernel's largest tile (128 x 64 outputs, 64 (t, c) per step, float32) takes 147 KB of shared memory at
+# 5 pipeline stages (Triton 3.6, sm_90) and 98 KB at 3: devices with less room per block than FORWARD_STAGES_SMEM run 3.
+FORWARD_STAGES_SMEM = 160 * 1024
+
+
+@functools.cache
+def _forward_stages(device):
+    if device.type != "cuda":  # Triton's interpreter (the CPU tests)
+        return 3
+    max_shared = triton.runtime.driver.active.utils.get_device_properties(device.index)["max_shared_mem"]
+    return 5 if max_shared >= FORWARD_STAGES_SMEM else 3
+
+
 def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     batch, height, padded_w, channels = x_cl.shape
     out_channels = kernel.shape[1]
@@ -427,7 +440,8 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     y = torch.empty(batch, out_channels, out_h, out_w, device=x_cl.device, dtype=x_cl.dtype)
     # Tiles of up to 8192 outputs (at most 128 columns), 64 (t, c) per step where C_in allows (else 32: few-channel
     # inputs, conv1), 4 warps: the fastest of a sweep on an H100 over conv1, conv2 and the 64->64 cases (0.6-1.0x the
-    # time of the previous 128 x 128 tiles).
+    # time of the previous 128 x 128 tiles). 5 pipeline stages where they fit (a later sweep: 0.7-0.97x the time of 3
+    # on conv2 64x128 and the 64->64 r=3 cases, the bfloat16 ones gaining most).
     block_o = _block(out_channels, 128)
     block_j = _block(batch * out_w, min(128, 8192 // block_o))
     block_k = 64 if channels % 64 == 0 else 32
@@ -436,7 +450,7 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
         x_cl, kernel, y, plan.row_ptr, plan.row_order, plan.tap_base,
         batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O=block_o, BLOCK_J=block_j, BLOCK_K=block_k, TAP_MAJOR=channels % block_k == 0,
-        PRECISION=_precision(x_cl.dtype), num_warps=4, num_stages=3,
+        PRECISION=_precision(x_cl.dtype), num_warps=4, num_stages=_forward_stages(x_cl.device),
     )  # fmt: skip
     return y
 
