@@ -87,10 +87,11 @@ CPU_COSTS = dict(gathered=370, kernel=320, sparse=6, expanded=130)
 # CUDA, per compute dtype: the Triton gather kernels' multiply-add against cuBLAS's ("triton"), a multiply-add of the
 # Triton CSR product ("sparse", counted over at least MIN_LANES (image, channel) lanes: below that its programs cost
 # about the same), and "expanded" as above; fitted to forced-path timings of the U-Net's layers and the 64->64 cases
-# (H100, 2026-11-24). Refitted on the forced-path run in benchmarks/results_h100_paths.json (21:34 UTC, after the
-# weight-gradient kernel's vector loads made the gather path faster): on every row, float32's "triton" in 1.6-1.85 and
-# 16-bit's in 2.5-2.75 pick the fastest path or one within 10% (float32's former 2.4 picked project_first for conv2
-# 128x256, 4.3 ms against gather's 3.9, and mix_first for the 64->64 r=6 64x128 case, 5.2 ms against 4.3).
+# (H100, 2026-11-24). Refitted after the weight-gradient kernel's vector loads made the gather path faster (forced-path
+# run at 21:34 UTC: float32's "triton" in 1.6-1.85 picks the fastest path or one within 10% on every row, where its
+# former 2.4 picked project_first for conv2 128x256, 4.3 ms against gather's 3.9, and mix_first for the 64->64 r=6
+# 64x128 case, 5.2 ms against 4.3), and checked again after the forward kernel's deeper pipeline on the run kept in
+# benchmarks/results_h100_paths.json (21:53 UTC): float32 1.6-2.0, 16-bit 2.5-3.0 (the largest tried).
 CUDA_COSTS = {
     "float32": dict(triton=1.7, sparse=30, expanded=100),
     "16bit": dict(triton=2.75, sparse=50, expanded=200),
