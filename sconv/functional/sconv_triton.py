@@ -440,8 +440,8 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     y = torch.empty(batch, out_channels, out_h, out_w, device=x_cl.device, dtype=x_cl.dtype)
     # Tiles of up to 8192 outputs (at most 128 columns), 64 (t, c) per step where C_in allows (else 32: few-channel
     # inputs, conv1), 4 warps: the fastest of a sweep on an H100 over conv1, conv2 and the 64->64 cases (0.6-1.0x the
-    # time of the previous 128 x 128 tiles). 5 pipeline stages where they fit (a later sweep: 0.7-0.97x the time of 3
-    # on conv2 64x128 and the 64->64 r=3 cases, the bfloat16 ones gaining most).
+    # time of the previous 128 x 128 tiles). 5 pipeline stages where they fit (an H100 A/B against 3 on conv1, conv2
+    # and the 64->64 cases: 0.6-1.0x the time, none slower, the 64x128 and bfloat16 ones gaining most).
     block_o = _block(out_channels, 128)
     block_j = _block(batch * out_w, min(128, 8192 // block_o))
     block_k = 64 if channels % 64 == 0 else 32
@@ -487,8 +487,8 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
     grad_kernel = torch.empty(kernel_shape, device=x_op.device, dtype=x_op.dtype)
     # Up to 128 output channels, 32 (fp32) / 64 (16-bit) columns per step. With at least 64 input channels: 128 k per
     # program and 4 warps (an H100 sweep over conv2 and the 64->64 cases, once the k blocks were known to start at a
-    # multiple of 16: 0.75-0.85x the time of 64 k in float32 and 0.8-1.0x in bfloat16). Few input channels (conv1)
-    # keep the earlier sweep's 64 k, with 8 warps on 128 output channels.
+    # multiple of 16: 0.78-0.88x the time of 64 k in float32, 0.8x on conv2 in bfloat16, whose 64->64 cases had 128 k
+    # already). Few input channels (conv1) keep the earlier sweep's 64 k, with 8 warps on 128 output channels.
     block_o = _block(out_channels, 128)
     block_n = 128 if channels >= 64 else 64
     block_row, block_k = _kernel_grad_blocks(plan, channels, block_n)
