@@ -219,6 +219,8 @@ def _ptx_for_h100(kernel, pointers, multiples_of_16, constexprs, num_warps):
     16-byte aligned tensors (``pointers``: name -> Triton pointer type) whose integer arguments named in
     ``multiples_of_16`` are multiples of 16; its PTX."""
     triton = pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("Triton's interpreter compiles nothing")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
