@@ -260,7 +260,9 @@ if triton is not None:
         pid = tl.program_id(0)
         i = tl.load(block_row + pid)
         k_first = tl.load(block_k + pid)
-        if CHANNELS_16:  # blocks start at a multiple of C: the k mask is constant over runs of 16 (vector loads)
+        # A block starts at its row's first k (a multiple of C) plus whole blocks of BLOCK_N: with C a multiple of 16,
+        # a multiple of 16, so the k mask is constant over runs of 16 and the input tile loads as vectors.
+        if CHANNELS_16:
             k_first = tl.multiple_of(k_first, 16)
         offs_n = k_first + tl.arange(0, BLOCK_N)
         offs_o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
