@@ -131,25 +131,27 @@ for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFI
     batch, c_in, c_out, h, w, stride, r, size, mode = config
     x = torch.randn(batch, c_in, h, w, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(c_out, c_in, *size, dtype=torch.float64, requires_grad=True)
-    expected = S.spherical_conv(x, weight, stride=stride, padding_mode=mode, kernel_rad=r)
+    bias = torch.randn(c_out, requires_grad=True)  # float32: added by the kernels, its gradient summed in float32
+    expected = S.spherical_conv(x, weight, bias.double(), stride=stride, padding_mode=mode, kernel_rad=r)
     grad = torch.randn_like(expected)
     gx, gw = torch.autograd.grad(expected, [x, weight], grad)
+    gb = grad.sum((0, 2, 3))
     plan = triton_plan(h, w, r, stride, size, torch.device("cpu"))
     xf, wf = x.detach().float().requires_grad_(), weight.detach().float().requires_grad_()
     # "sphere": padded by the kernels (wrap_pad / wrap_fold); the other modes by PyTorch first
     padded, pad = S._kernel_padding(xf, plan.window, S.check_padding_mode(mode))
-    got = crown_gather(padded, wf, plan, w // stride[1], stride[1], pad)
-    got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
-    for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
+    got = crown_gather(padded, wf, bias, plan, w // stride[1], stride[1], pad)
+    got_gx, got_gw, got_gb = torch.autograd.grad(got, [xf, wf, bias], grad.float())
+    for a, b in ((got, expected), (got_gx, gx), (got_gw, gw), (got_gb, gb)):
         worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
     if not k_major or config not in CONFIGS[4:]:  # the interpreter runs crown_rows slowly: a cheaper subset
         continue
     # The sparse formulations' CUDA version: csr_rows and the layout kernels, by chunks of one image for the last two.
     sparse_triton.CHUNK_ELEMENTS, sparse_triton.MIN_CHUNK_LANES = (1, 1) if config in CONFIGS[7:] else (2**27, 1024)
     for mix_first in (True, False):
-        got = S._triton_sparse_path(xf, wf, stride, S.check_padding_mode(mode), r, mix_first, torch.float32)
-        got_gx, got_gw = torch.autograd.grad(got, [xf, wf], grad.float())
-        for a, b in ((got, expected), (got_gx, gx), (got_gw, gw)):
+        got = S._triton_sparse_path(xf, wf, bias, stride, S.check_padding_mode(mode), r, mix_first, torch.float32)
+        got_gx, got_gw, got_gb = torch.autograd.grad(got, [xf, wf, bias], grad.float())
+        for a, b in ((got, expected), (got_gx, gx), (got_gw, gw), (got_gb, gb)):
             worst = max(worst, ((a.double() - b).abs().max() / b.abs().max()).item())
 # csr_rows alone against a dense product: few long rows, many short ones, narrow lanes.
 for rows, cols, density, batch, n in [(3, 700, 0.9, 2, 3), (40, 30, 0.2, 3, 8)]:
@@ -193,11 +195,13 @@ def test_cpu_bfloat16_autocast_runs_every_path(path, monkeypatch):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 4, 8, 16, generator=gen)
     weight = torch.randn(5, 4, 3, 4, generator=gen)
-    expected = spherical_conv(x.double(), weight.double(), kernel_rad=0.6)
+    bias = torch.randn(5, generator=gen)
+    expected = spherical_conv(x.double(), weight.double(), bias.double(), kernel_rad=0.6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = spherical_conv(x, weight, kernel_rad=0.6)
-        low_input = spherical_conv(x.bfloat16(), weight, kernel_rad=0.6)  # a 16-bit input, as inside a network
+        low = spherical_conv(x, weight, bias, kernel_rad=0.6)
+        low_input = spherical_conv(x.bfloat16(), weight, bias, kernel_rad=0.6)  # a 16-bit input, as in a network
     for got in (low, low_input):
+        assert got.dtype == torch.bfloat16  # as nn.Conv2d's: the float32 bias does not promote the output
         assert torch.isfinite(got.float()).all()
         assert rel_err(got, expected) < 3e-2
 
@@ -278,9 +282,12 @@ def test_gpu_triton_matches_float64_reference(config):
         assert calls, "the Triton path did not run"
         assert rel_err(got, expected) < 1e-4
         assert rel_err(got_gx, gx) < 1e-4 and rel_err(got_gw, gw) < 1e-4
+        bc = bias.float().cuda().requires_grad_()
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            low = spherical_conv(xc, wc, stride=stride, padding_mode=mode, kernel_rad=r)
-        assert low.dtype == torch.bfloat16 and rel_err(low, expected - bias.numpy()[:, None, None]) < 3e-2
+            low = spherical_conv(xc, wc, bc, stride=stride, padding_mode=mode, kernel_rad=r)
+        assert low.dtype == torch.bfloat16 and rel_err(low, expected) < 3e-2  # the bias does not promote it
+        (low_gb,) = torch.autograd.grad(low, [bc], grad.cuda().to(low.dtype))
+        assert low_gb.dtype == torch.float32 and rel_err(low_gb, grad.sum((0, 2, 3))) < 1e-2
 
 
 @cuda
@@ -331,12 +338,14 @@ def test_gpu_fwd_bwd_captures_in_a_cuda_graph(path, dtype, monkeypatch):
     captured fwd+bwd replayed on new data gives the eager results."""
     monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: path)
     weight = torch.randn(16, 8, 3, 8, device="cuda", requires_grad=True)
+    bias = torch.randn(16, device="cuda", requires_grad=True)
     x = torch.randn(2, 8, 16, 32, device="cuda", requires_grad=True)
 
     def step(x):
         with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-            y = spherical_conv(x, weight, kernel_rad=0.4)
-        return (y, *torch.autograd.grad(y.float().square().sum(), [x, weight]))
+            y = spherical_conv(x, weight, bias, kernel_rad=0.4)
+        assert y.dtype == dtype  # the float32 bias does not promote a bfloat16 output
+        return (y, *torch.autograd.grad(y.float().square().sum(), [x, weight, bias]))
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

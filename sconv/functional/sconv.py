@@ -195,16 +195,21 @@ def _kernel_padding(input, window, padding_mode):
 
 
 @torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
-def _triton_gather_path(input, weight, stride, padding_mode, kernel_rad):
+def _triton_gather_path(input, weight, bias, stride, padding_mode, kernel_rad):
     height, width = input.shape[-2:]
     plan = triton_plan(height, width, kernel_rad, stride, tuple(weight.shape[2:]), input.device)
     x, pad = _kernel_padding(input, plan.window, padding_mode)
-    return crown_gather(x, weight, plan, width // stride[1], stride[1], pad)
+    return crown_gather(x, weight, bias, plan, width // stride[1], stride[1], pad)
 
 
-def _gather_path(input, weight, stride, padding_mode, kernel_rad):
+def _with_bias(out, bias):
+    # In the output's dtype, as nn.Conv2d under autocast: a float32 bias must not promote a 16-bit output.
+    return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
+
+
+def _gather_path(input, weight, bias, stride, padding_mode, kernel_rad):
     if input.shape[0] > 0 and triton_available(input.device, input.dtype):
-        return _triton_gather_path(input, weight, stride, padding_mode, kernel_rad)
+        return _triton_gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
     out_channels, in_channels, kh, kw = weight.shape
     height, width = input.shape[-2:]
     plan = _conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
@@ -219,11 +224,11 @@ def _gather_path(input, weight, stride, padding_mode, kernel_rad):
         kernel = sum(flat_weight[:, :, bucket.node[..., m]] * bucket.coef[..., m] for m in range(4))  # [O, C, R, T]
         rows.append(torch.einsum("bcrtw,ocrt->borw", gathered, kernel))
     # Buckets hold rows by tap count, not in order: put them back in order.
-    return torch.cat(rows, dim=2).index_select(2, plan.row_order)
+    return _with_bias(torch.cat(rows, dim=2).index_select(2, plan.row_order), bias)
 
 
 @torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
-def _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, dtype):
+def _triton_sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, dtype):
     """``_sparse_path`` on CUDA in the compute ``dtype`` (``sconv.functional.sparse_triton``)."""
     height, width = input.shape[-2:]
     size = tuple(weight.shape[2:])
@@ -232,12 +237,12 @@ def _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_fir
     x = input if wrapped else _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
     out_size = (height // stride[0], width // stride[1])
     with torch.autocast(input.device.type, enabled=False):
-        return sparse_crown_conv(x, weight, plan, out_size, mix_first, dtype)
+        return sparse_crown_conv(x, weight, bias, plan, out_size, mix_first, dtype)
 
 
-def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):
+def _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):
     if triton_dtype is not None:
-        return _triton_sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, triton_dtype)
+        return _triton_sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, triton_dtype)
     batch, channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
     out_h, out_w = height // stride[0], width // stride[1]
@@ -254,7 +259,7 @@ def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, tri
         rows = x.shape[2] * x.shape[3] * nodes
         expanded = expanded.view(batch, rows, out_channels).transpose(0, 1).reshape(rows, batch * out_channels)
         out = _crown_sum(plan, expanded).to(expanded.dtype).view(out_h, out_w, batch, out_channels)
-        return out.permute(2, 3, 0, 1)
+        return _with_bias(out.permute(2, 3, 0, 1), bias)
     # Z[(p, k), (b, c)] = sum_q S[(p, k), q] x[q, (b, c)], then y[b, p, o] = sum_(k, c) Z[b, p, (k, c)] W[o, c, k].
     pixels = x.permute(2, 3, 0, 1).reshape(x.shape[2] * x.shape[3], batch * channels)
     projected = _crown_sum(plan, pixels).to(pixels.dtype).view(out_h * out_w, nodes, batch, channels)
@@ -263,7 +268,7 @@ def _sparse_path(input, weight, stride, padding_mode, kernel_rad, mix_first, tri
         out = projected.transpose(2, 3).reshape(-1, channels * nodes) @ weight.reshape(out_channels, -1).t()
     else:
         out = projected.reshape(-1, nodes * channels) @ weight.permute(2, 3, 1, 0).reshape(-1, out_channels)
-    return out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2)
+    return _with_bias(out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2), bias)
 
 
 def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_mode="sphere", kernel_rad=math.pi / 3):
@@ -281,7 +286,8 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
         kernel_rad: crown radius r in radians, ``0 < r <= pi``.
 
     Returns:
-        ``[B, C_out, H / s_h, W / s_w]``.
+        ``[B, C_out, H / s_h, W / s_w]`` in the compute dtype: under autocast the autocast dtype, bias included (as
+        ``nn.Conv2d``), else the input's.
     """
     check_input(input)
     if not isinstance(weight, torch.Tensor):
@@ -317,9 +323,5 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
         padding_mode == "sphere",
     )  # fmt: skip
     if path == "gather":
-        out = _gather_path(input, weight, stride, padding_mode, kernel_rad)
-    else:
-        out = _sparse_path(input, weight, stride, padding_mode, kernel_rad, path == "mix_first", triton_dtype)
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+        return _gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
+    return _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, path == "mix_first", triton_dtype)

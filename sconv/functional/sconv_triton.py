@@ -204,10 +204,10 @@ if triton is not None:
 
     @triton.jit
     def _forward_kernel(
-        x_ptr, e_ptr, y_ptr, row_ptr, row_order, tap_base,
+        x_ptr, e_ptr, b_ptr, y_ptr, row_ptr, row_order, tap_base,
         n_batch, n_in, n_out, height, padded_w, out_h, out_w, stride_w,
         BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, TAP_MAJOR: tl.constexpr,
-        PRECISION: tl.constexpr,
+        HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
         # A program: one output row i, BLOCK_J output columns of the flattened (batch, column) axis n = b W' + j (so
         # that narrow rows still fill a tile and the programs of one row, which read the same E, run side by side),
@@ -245,6 +245,8 @@ if triton is not None:
                 e_off = t.to(tl.int64) * n_out * n_in + c
                 ev = tl.load(e_rows + e_off[None, :], mask=mask_o[:, None] & mask_k[None, :], other=0.0)
             acc = tl.dot(ev, xv, acc, input_precision=PRECISION)
+        if HAS_BIAS:  # added in float32, before the cast to the compute dtype
+            acc += tl.load(b_ptr + offs_o, mask=mask_o, other=0.0).to(tl.float32)[:, None]
         y_off = offs_o[:, None] * out_h * out_w + (b * n_out * out_h * out_w + i * out_w + j)[None, :]
         tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask_o[:, None] & mask_j[None, :])
 
@@ -435,7 +437,7 @@ def _forward_stages(device):
     return 5 if max_shared >= FORWARD_STAGES_SMEM else 3
 
 
-def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
+def _launch_forward(x_cl, kernel, bias, plan, out_w, stride_w):
     batch, height, padded_w, channels = x_cl.shape
     out_channels = kernel.shape[1]
     out_h = plan.row_order.shape[0]
@@ -449,9 +451,9 @@ def _launch_forward(x_cl, kernel, plan, out_w, stride_w):
     block_k = 64 if channels % 64 == 0 else 32
     grid = (out_h * triton.cdiv(batch * out_w, block_j), triton.cdiv(out_channels, block_o))
     _forward_kernel[grid](
-        x_cl, kernel, y, plan.row_ptr, plan.row_order, plan.tap_base,
+        x_cl, kernel, kernel if bias is None else bias, y, plan.row_ptr, plan.row_order, plan.tap_base,
         batch, channels, out_channels, height, padded_w, out_h, out_w, stride_w,
-        BLOCK_O=block_o, BLOCK_J=block_j, BLOCK_K=block_k, TAP_MAJOR=channels % block_k == 0,
+        BLOCK_O=block_o, BLOCK_J=block_j, BLOCK_K=block_k, TAP_MAJOR=channels % block_k == 0, HAS_BIAS=bias is not None,
         PRECISION=_precision(x_cl.dtype), num_warps=4, num_stages=_forward_stages(x_cl.device),
     )  # fmt: skip
     return y
@@ -587,18 +589,21 @@ def _effective_kernel(plan, weight, transposed=False, entry_order=False):
 
 
 class _CrownGather(torch.autograd.Function):
-    """``y = crown_sum(pad(x), E(weight))`` with the three kernels above, in ``weight``'s dtype.
+    """``y = crown_sum(pad(x), E(weight)) + bias`` with the three kernels above, in ``weight``'s dtype.
 
     ``pad`` is ``(pad_left, pad_right)`` around the sphere (``wrap_pad``), or ``(0, 0)`` for an input padded already.
     Only ``x`` itself is kept for the backward pass: its padded, channels-last copy and E are rebuilt there (one pass
-    and one GEMM), where they could be larger than the activations."""
+    and one GEMM), where they could be larger than the activations. ``bias`` (any float dtype, or None) is added by
+    the forward kernel in float32, so that the output stays in the compute dtype, as ``nn.Conv2d``'s does under
+    autocast; its gradient comes back in its own dtype."""
 
     @staticmethod
-    def forward(ctx, x, weight, plan, out_w, stride_w, pad):
+    def forward(ctx, x, weight, bias, plan, out_w, stride_w, pad):
         ctx.save_for_backward(x, weight)
         ctx.plan, ctx.stride_w, ctx.pad = plan, stride_w, pad
+        ctx.bias_dtype = None if bias is None else bias.dtype
         x_cl = wrap_pad(x, *pad, weight.dtype, channels_last=True)
-        return _launch_forward(x_cl, _effective_kernel(plan, weight), plan, out_w, stride_w)
+        return _launch_forward(x_cl, _effective_kernel(plan, weight), bias, plan, out_w, stride_w)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -607,7 +612,7 @@ class _CrownGather(torch.autograd.Function):
         grad_y = grad_y.to(dtype)
         k_major = _k_major_backward(dtype)
         taps = plan.tap_row.shape[0]
-        grad_x = grad_weight = None
+        grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, channels_last=True)
             # Written as the input lies, the padding's copies summed in (no padded gradient, no fold pass).
@@ -626,16 +631,19 @@ class _CrownGather(torch.autograd.Function):
             )
             # weight[o, c, k] enters E through nodes[t, k]: grad weight = grad_E^T nodes, one GEMM.
             grad_weight = torch.mm(grad_kernel.view(taps, -1).t(), _nodes(plan, dtype)).view(weight.shape)
-        return grad_x, grad_weight, None, None, None, None
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_y.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+        return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
-def crown_gather(x, weight, plan, out_w, stride_w, pad):
+def crown_gather(x, weight, bias, plan, out_w, stride_w, pad):
     """The crown convolution of ``x`` by the Triton kernels.
 
     Args:
         x: ``[B, C_in, H, W]`` on CUDA, ``B >= 1``, any strides; padded around the sphere by
             ``pad = (plan.window.pad_left, plan.window.pad_right)`` here, or padded already (``pad = (0, 0)``).
         weight: ``[C_out, C_in, kh, kw]``.
+        bias: ``[C_out]`` or None.
         plan: ``triton_plan`` of the configuration.
         out_w, stride_w: output width and column stride.
 
@@ -650,4 +658,4 @@ def crown_gather(x, weight, plan, out_w, stride_w, pad):
     if taps * max(channels, out_channels) >= 2**31:
         raise ValueError(f"{taps} crown taps with {channels} -> {out_channels} channels overflow the kernels' int32")
     with torch.autocast(x.device.type, enabled=False):
-        return _CrownGather.apply(x, weight.to(dtype), plan, out_w, stride_w, pad)
+        return _CrownGather.apply(x, weight.to(dtype), bias, plan, out_w, stride_w, pad)

@@ -114,12 +114,14 @@ class _SparseCrownConv(torch.autograd.Function):
     there (one layout pass, one more crown sum), where keeping them would cost ``kh kw`` times the activations. Both
     passes run over chunks of images (``_chunks``) to bound the node-expanded intermediate. The weight is cast to the
     compute ``dtype`` in the copy that reorders it for the GEMM, and its gradient is returned in its own dtype and
-    layout: no separate cast in the graph."""
+    layout: no separate cast in the graph. ``bias`` (or None) is added in float32 by the pass that lays the output
+    out as ``[B, C_out, H', W']``, so that the output stays in the compute dtype."""
 
     @staticmethod
-    def forward(ctx, x, weight, plan, out_size, mix_first, dtype):
+    def forward(ctx, x, weight, bias, plan, out_size, mix_first, dtype):
         ctx.save_for_backward(x, weight)
         ctx.plan, ctx.mix_first, ctx.dtype = plan, mix_first, dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
         batch, channels = x.shape[:2]
         out_channels = weight.shape[0]
         x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
@@ -128,7 +130,7 @@ class _SparseCrownConv(torch.autograd.Function):
         out = x_cl.new_empty(batch, out_size[0] * out_size[1], out_channels)  # [B, P, O]
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
             _forward_chunk(plan, x_cl[part], reordered, mix_first, out[part])
-        return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], dtype)
+        return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], dtype, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -150,10 +152,12 @@ class _SparseCrownConv(torch.autograd.Function):
         else:
             grad_weight = grad_weight.view(kh, kw, channels, out_channels).permute(3, 2, 0, 1)
         grad_weight = grad_weight.to(weight.dtype, memory_format=torch.contiguous_format)
-        grad_x = None
+        grad_x = grad_bias = None
         if grad_x_cl is not None:
             grad_x = wrap_fold(grad_x_cl.view(batch, height, width, channels), 0, width, x.dtype)
-        return grad_x, grad_weight, None, None, None, None
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+        return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
 def _forward_chunk(plan, x_part, reordered, mix_first, out_part):
@@ -205,13 +209,14 @@ def _projection(weight, dtype):
     return _reordered(weight, (2, 3, 1, 0), dtype).view(-1, weight.shape[0])
 
 
-def sparse_crown_conv(x, weight, plan, out_size, mix_first, dtype):
+def sparse_crown_conv(x, weight, bias, plan, out_size, mix_first, dtype):
     """The mix_first / project_first formulation of ``spherical_conv`` on CUDA, in the compute ``dtype``.
 
     Args:
         x: ``[B, C_in, H, W]``, any strides: the input as ``plan`` reads it (unpadded for a wrapped plan, else padded
             already).
         weight: ``[C_out, C_in, kh, kw]``, any floating dtype (its gradient comes back in it).
+        bias: ``[C_out]`` or None, any floating dtype (likewise).
         plan: the ``sparse_plan`` of the configuration (float32 values).
         out_size: ``(H', W')``.
         dtype: the compute dtype (float32, bfloat16 or float16).
@@ -219,4 +224,4 @@ def sparse_crown_conv(x, weight, plan, out_size, mix_first, dtype):
     Returns:
         ``[B, C_out, H', W']`` contiguous, in ``dtype``.
     """
-    return _SparseCrownConv.apply(x, weight, plan, tuple(out_size), mix_first, dtype)
+    return _SparseCrownConv.apply(x, weight, bias, plan, tuple(out_size), mix_first, dtype)

@@ -4,7 +4,8 @@
   ``[B, H, Wp, C]``, in a given dtype. The padding is the sphere's: padded column ``p`` holds input column
   ``(p - pad_left) mod W``. With no padding it is a layout change (and cast) alone.
 - ``wrap_fold``: its adjoint, from a channels-last padded gradient ``[B, H, Wp, C]`` to ``[B, C, H, W]``: input column
-  ``w`` gets the sum over every padded column that copied it. Deterministic (no atomics).
+  ``w`` gets the sum over every padded column that copied it. Deterministic (no atomics). With no padding it is the
+  layout change back, and adds the sparse formulations' bias to their output on the way.
 
 Each program reads a ``[C block, W block]`` tile along the input's contiguous axis and writes it along the output's,
 so both sides are coalesced: what ``F.pad`` followed by ``permute().contiguous()`` (and their backward) does in
@@ -53,10 +54,11 @@ if triton is not None:
 
     @triton.jit
     def _wrap_fold_kernel(
-        g_ptr, out_ptr, n_c, height, width, padded_w, pad_left, m_lo, m_hi,
-        BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+        g_ptr, b_ptr, out_ptr, n_c, height, width, padded_w, pad_left, m_lo, m_hi,
+        BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr, HAS_BIAS: tl.constexpr,
     ):  # fmt: skip
-        # A program: output row (b, h), BLOCK_W output columns, BLOCK_C channels, summing the padded copies.
+        # A program: output row (b, h), BLOCK_W output columns, BLOCK_C channels, summing the padded copies (and
+        # adding bias[c]).
         b, h, offs_w, offs_c, mask = _tile(n_c, height, width, BLOCK_C, BLOCK_W)
         g_row = g_ptr + (b * height + h) * padded_w * n_c + offs_c[:, None]
         acc = tl.zeros((BLOCK_C, BLOCK_W), dtype=tl.float32)
@@ -64,6 +66,8 @@ if triton is not None:
             src = offs_w + pad_left + m * width
             inside = (src >= 0) & (src < padded_w)
             acc += tl.load(g_row + src.to(tl.int64)[None, :] * n_c, mask=mask & inside[None, :], other=0.0)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_c, mask=offs_c < n_c, other=0.0).to(tl.float32)[:, None]
         out_off = ((b * n_c + offs_c[:, None]) * height + h) * width + offs_w[None, :]
         tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -100,15 +104,16 @@ def wrap_pad(x, pad_left, pad_right, dtype, channels_last):
     return out
 
 
-def wrap_fold(grad, pad_left, width, dtype):
-    """The adjoint of ``wrap_pad(..., channels_last=True)``: ``grad [B, H, Wp, C]`` (contiguous) to ``[B, C, H, W]``."""
+def wrap_fold(grad, pad_left, width, dtype, bias=None):
+    """The adjoint of ``wrap_pad(..., channels_last=True)``: ``grad [B, H, Wp, C]`` (contiguous) to ``[B, C, H, W]``,
+    plus ``bias [C]`` (summed in float32) when given."""
     batch, height, padded_w, channels = grad.shape
     out = torch.empty(batch, channels, height, width, device=grad.device, dtype=dtype)
     if out.numel() == 0:
         return out
     m_lo, m_hi = _copies(width, pad_left, padded_w)
     _wrap_fold_kernel[_grid(batch, height, width, channels)](
-        grad, out, channels, height, width, padded_w, pad_left, m_lo, m_hi,
-        BLOCK_C=BLOCK_C, BLOCK_W=BLOCK_W, num_warps=4,
+        grad, grad if bias is None else bias, out, channels, height, width, padded_w, pad_left, m_lo, m_hi,
+        BLOCK_C=BLOCK_C, BLOCK_W=BLOCK_W, HAS_BIAS=bias is not None, num_warps=4,
     )  # fmt: skip
     return out
