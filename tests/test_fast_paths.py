@@ -296,6 +296,7 @@ def test_gpu_triton_matches_pytorch_gather_path():
     gen = torch.Generator().manual_seed(5)
     for batch, c_in, c_out, h, w, r, size in [(3, 64, 64, 32, 64, 3 * math.pi / 32, (4, 8)),
                                               (2, 4, 64, 32, 64, math.pi / 16, (8, 16)),
+                                              (2, 32, 128, 16, 128, math.pi / 8, (4, 8)),  # 128 (o) per step
                                               (2, 128, 1, 32, 64, math.pi / 16, (4, 8))]:  # fmt: skip
         x = torch.randn(batch, c_in, h, w, generator=gen).cuda().requires_grad_()
         weight = torch.randn(c_out, c_in, *size, generator=gen).cuda().requires_grad_()

@@ -424,17 +424,24 @@ if triton is not None:
         tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_cols[None, :])
 
 
-# The forward kernel's largest tile (128 x 64 outputs, 64 (t, c) per step, float32) takes 147 KB of shared memory at
-# 5 pipeline stages (Triton 3.6, sm_90) and 98 KB at 3: devices with less room per block than FORWARD_STAGES_SMEM run 3.
+# Shared memory (Triton 3.6, sm_90) of the largest float32 tiles, where it decides a launch setting: the forward
+# kernel's 128 x 64 outputs with 64 (t, c) per step take 147 KB at 5 pipeline stages and 98 KB at 3 (devices with less
+# room per block than FORWARD_STAGES_SMEM run 3); its 128 x 128 outputs at 5 stages, and the input-gradient kernel's
+# 64 x 128 outputs with 128 (o) per step, 192 KB each (only where a block has WIDE_TILE_SMEM).
 FORWARD_STAGES_SMEM = 160 * 1024
+WIDE_TILE_SMEM = 196 * 1024
 
 
 @functools.cache
+def _max_shared(device):
+    """Shared memory per block on ``device``, in bytes (0 for Triton's CPU interpreter: the smaller settings)."""
+    if device.type != "cuda":
+        return 0
+    return triton.runtime.driver.active.utils.get_device_properties(device.index)["max_shared_mem"]
+
+
 def _forward_stages(device):
-    if device.type != "cuda":  # Triton's interpreter (the CPU tests)
-        return 3
-    max_shared = triton.runtime.driver.active.utils.get_device_properties(device.index)["max_shared_mem"]
-    return 5 if max_shared >= FORWARD_STAGES_SMEM else 3
+    return 5 if _max_shared(device) >= FORWARD_STAGES_SMEM else 3
 
 
 def _launch_forward(x_cl, kernel, bias, plan, out_w, stride_w):
@@ -445,9 +452,12 @@ def _launch_forward(x_cl, kernel, bias, plan, out_w, stride_w):
     # Tiles of up to 8192 outputs (at most 128 columns), 64 (t, c) per step where C_in allows (else 32: few-channel
     # inputs, conv1), 4 warps: the fastest of a sweep on an H100 over conv1, conv2 and the 64->64 cases (0.6-1.0x the
     # time of the previous 128 x 128 tiles). 5 pipeline stages where they fit (an H100 A/B against 3 on conv1, conv2
-    # and the 64->64 cases: 0.6-1.0x the time, none slower, the 64x128 and bfloat16 ones gaining most).
+    # and the 64->64 cases: 0.6-1.0x the time, none slower, the 64x128 and bfloat16 ones gaining most). At 5 stages,
+    # 128 x 128 tiles where they fit (C_out >= 128; H100 sweep on conv2, 2026-11-24: fp32 0.31 -> 0.21 ms at 64x128,
+    # 0.85 -> 0.56 ms at 128x256; bf16 0.17 -> 0.14 and 0.49 -> 0.40 ms).
     block_o = _block(out_channels, 128)
-    block_j = _block(batch * out_w, min(128, 8192 // block_o))
+    largest_tile = 16384 if _max_shared(x_cl.device) >= WIDE_TILE_SMEM else 8192
+    block_j = _block(batch * out_w, min(128, largest_tile // block_o))
     block_k = 64 if channels % 64 == 0 else 32
     grid = (out_h * triton.cdiv(batch * out_w, block_j), triton.cdiv(out_channels, block_o))
     _forward_kernel[grid](
@@ -459,13 +469,13 @@ def _launch_forward(x_cl, kernel, bias, plan, out_w, stride_w):
     return y
 
 
-def _column_block(n_cols, batch):
+def _column_block(n_cols, batch, prefer_wide=False):
     """``(BLOCK_Q, images)`` for the input-gradient kernel: the tile width, and how many whole rows of consecutive
     images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes. On a tie, 128 for rows
-    of at least 256 columns and 64 below (an H100 sweep of the 64->64 r=3 cases, 8 warps, float32: 64 takes 0.85x the
-    time of 128 at 128 columns, 128 at most 0.92x that of 64 at 256)."""
+    of at least 256 columns or if ``prefer_wide``, and 64 otherwise (an H100 sweep of the 64->64 r=3 cases, 8 warps,
+    float32: 64 takes 0.85x the time of 128 at 128 columns, 128 at most 0.92x that of 64 at 256)."""
     best = None
-    for block_q in (128, 64) if n_cols >= 256 else (64, 128):
+    for block_q in (128, 64) if n_cols >= 256 or prefer_wide else (64, 128):
         images = min(batch, block_q // n_cols) if n_cols <= block_q // 2 else 1
         used = images * n_cols
         waste = triton.cdiv(used, block_q) * block_q / used
@@ -520,9 +530,17 @@ def _launch_grad_input(grad_y_cl, kernel, plan, grad_x, stride_w, wrapped):
     # 64 (o) per step in both dtypes: one entry per step when C_out is a multiple of 64 (fp32 too, unlike the
     # forward's 32: conv1 128x256 B=8 3.4 -> 2.6 ms, 64->64 r=3 3.5 -> 3.0 ms on an H100). 8 warps in float32 and
     # on tiles of 128 columns (H100 sweep, conv2 and the 64->64 r=3 cases: 0.86-0.91x the time of 4).
-    block_c, block_k = _block(channels, 64), 64
-    block_q, images = _column_block(n_cols, batch)
-    num_warps = 8 if dtype == torch.float32 or block_q == 128 else 4
+    # When C_out is a multiple of 128, one entry per step of 128 (o), 8 warps, and in float32 tiles of 128 columns
+    # where they fit in shared memory (H100 sweeps on conv2, 2026-11-24: bf16 0.28 -> 0.24 ms at 64x128, 0.94-0.98 ->
+    # 0.75-0.76 ms at 128x256; fp32 1.48-1.55 -> 1.34-1.38 ms at 128x256, and 0.41-0.43 -> 0.44-0.45 ms at 64x128,
+    # whose rows of 64 columns keep the previous tiles).
+    block_c = _block(channels, 64)
+    block_k = 128 if out_channels % 128 == 0 else 64
+    wide = dtype == torch.float32 and block_k == 128
+    if wide and (n_cols < 128 or _max_shared(grad_x.device) < WIDE_TILE_SMEM):
+        wide, block_k = False, 64  # float32 gains from 128 (o) per step only on tiles of 128 columns of one image
+    block_q, images = _column_block(n_cols, batch, prefer_wide=wide)
+    num_warps = 8 if dtype == torch.float32 or block_q == 128 or block_k == 128 else 4
     cols_per_image = n_cols if images > 1 else block_q
     blocks = _input_grad_blocks(plan, height, out_w, stride_w, cols_per_image, wrapped)
     grid = (len(blocks[0]) * triton.cdiv(batch, images), triton.cdiv(channels, block_c))
