@@ -610,23 +610,31 @@ class _CrownGather(torch.autograd.Function):
     """``y = crown_sum(pad(x), E(weight)) + bias`` with the three kernels above, in ``weight``'s dtype.
 
     ``pad`` is ``(pad_left, pad_right)`` around the sphere (``wrap_pad``), or ``(0, 0)`` for an input padded already.
-    Only ``x`` itself is kept for the backward pass: its padded, channels-last copy and E are rebuilt there (one pass
-    and one GEMM), where they could be larger than the activations. ``bias`` (any float dtype, or None) is added by
+    For the backward pass E is rebuilt (one GEMM) rather than kept, and so is the padded copy of ``x`` (one pass),
+    where it could be larger than ``x``: the forward's channels-last copy is kept instead of ``x`` only when the
+    weight-gradient kernel reads that layout (16-bit) and it takes no more bytes than ``x`` (a float32 input under
+    autocast). ``bias`` (any float dtype, or None) is added by
     the forward kernel in float32, so that the output stays in the compute dtype, as ``nn.Conv2d``'s does under
     autocast; its gradient comes back in its own dtype."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, plan, out_w, stride_w, pad):
-        ctx.save_for_backward(x, weight)
         ctx.plan, ctx.stride_w, ctx.pad = plan, stride_w, pad
         ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         x_cl = wrap_pad(x, *pad, weight.dtype, channels_last=True)
+        ctx.keeps_x_cl = (
+            ctx.needs_input_grad[1]
+            and not _k_major_backward(weight.dtype)
+            and x_cl.numel() * x_cl.element_size() <= x.numel() * x.element_size()
+        )
+        ctx.save_for_backward(x_cl if ctx.keeps_x_cl else x, weight)
         return _launch_forward(x_cl, _effective_kernel(plan, weight), bias, plan, out_w, stride_w)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        plan, pad, dtype = ctx.plan, ctx.pad, weight.dtype
+        saved, weight = ctx.saved_tensors
+        plan, pad, dtype, x_shape = ctx.plan, ctx.pad, weight.dtype, ctx.x_shape
         grad_y = grad_y.to(dtype)
         k_major = _k_major_backward(dtype)
         taps = plan.tap_row.shape[0]
@@ -634,16 +642,16 @@ class _CrownGather(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, channels_last=True)
             # Written as the input lies, the padding's copies summed in (no padded gradient, no fold pass).
-            grad_x = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+            grad_x = torch.empty(x_shape, device=weight.device, dtype=ctx.x_dtype)
             wrapped = any(pad)
-            if _uses_tap_products(taps, x.shape[0], grad_y.shape[3], x.shape[1], weight.shape[0]):
+            if _uses_tap_products(taps, x_shape[0], grad_y.shape[3], x_shape[1], weight.shape[0]):
                 kernel = _effective_kernel(plan, weight, transposed=True)
                 _launch_grad_input_by_taps(grad_y_cl, kernel, plan, grad_x, ctx.stride_w, wrapped)
             else:
                 kernel = _effective_kernel(plan, weight, transposed=k_major, entry_order=True)
                 _launch_grad_input(grad_y_cl, kernel, plan, grad_x, ctx.stride_w, wrapped)
         if ctx.needs_input_grad[1]:
-            x_op = wrap_pad(x, *pad, dtype, channels_last=not k_major)
+            x_op = saved if ctx.keeps_x_cl else wrap_pad(saved, *pad, dtype, channels_last=not k_major)
             grad_kernel = _launch_grad_kernel(
                 x_op, grad_y.contiguous(), plan, (taps, *weight.shape[:2]), ctx.stride_w, x_nchw=k_major
             )
@@ -668,12 +676,13 @@ def crown_gather(x, weight, bias, plan, out_w, stride_w, pad):
     Returns:
         ``[B, C_out, H', W']`` in the compute dtype (the autocast dtype under autocast, else the input's).
     """
-    dtype = x.dtype
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
+    autocast = torch.is_autocast_enabled(x.device.type)
+    dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
     out_channels, channels = weight.shape[:2]
     taps = plan.tap_row.shape[0]
     if taps * max(channels, out_channels) >= 2**31:
         raise ValueError(f"{taps} crown taps with {channels} -> {out_channels} channels overflow the kernels' int32")
+    if not autocast:  # entering a disabled autocast region costs host time too
+        return _CrownGather.apply(x, weight.to(dtype), bias, plan, out_w, stride_w, pad)
     with torch.autocast(x.device.type, enabled=False):
         return _CrownGather.apply(x, weight.to(dtype), bias, plan, out_w, stride_w, pad)
