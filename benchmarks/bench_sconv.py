@@ -252,7 +252,7 @@ def run_kernel_split(device, timer):
         grad_y = torch.randn(case["batch"], case["c_out"], height, width, device=device, dtype=dtype)
         grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, True)
         row = dict(dtype=str(dtype).replace("torch.", ""))
-        row["forward_ms"] = timer(functools.partial(sconv_triton._launch_forward, operands[False], kernel, plan,
+        row["forward_ms"] = timer(functools.partial(sconv_triton._launch_forward, operands[False], kernel, None, plan,
                                                     width, 1))[0]  # fmt: skip
         row["wrap_pad_ms"] = timer(functools.partial(wrap_pad, x, *pad, dtype, True))[0]
         row["wrap_fold_ms"] = timer(functools.partial(wrap_fold, operands[False], pad[0], width, dtype))[0]
