@@ -613,9 +613,8 @@ class _CrownGather(torch.autograd.Function):
     For the backward pass E is rebuilt (one GEMM) rather than kept, and so is the padded copy of ``x`` (one pass),
     where it could be larger than ``x``: the forward's channels-last copy is kept instead of ``x`` only when the
     weight-gradient kernel reads that layout (16-bit) and it takes no more bytes than ``x`` (a float32 input under
-    autocast). ``bias`` (any float dtype, or None) is added by
-    the forward kernel in float32, so that the output stays in the compute dtype, as ``nn.Conv2d``'s does under
-    autocast; its gradient comes back in its own dtype."""
+    autocast). ``bias`` (any float dtype, or None) is added by the forward kernel in float32, so that the output stays
+    in the compute dtype, as ``nn.Conv2d``'s does under autocast; its gradient comes back in its own dtype."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, plan, out_w, stride_w, pad):
