@@ -127,6 +127,19 @@ def build_parser(model):
     p.add_argument("--seed", type=int, default=ref.seed, help="seed of the initial weights and the data order")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    p.add_argument(
+        "--tf32",
+        type=str2bool,
+        default=True,
+        metavar="BOOL",
+        help="TF32 tensor cores for float32 matrix products and convolutions on CUDA (0: full float32, slower)",
+    )
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="training replays the model's forward and backward from CUDA graphs (one process on a GPU): no "
+        "per-kernel host time, for small frames (docs/gpu_training.md)",
+    )
     p.add_argument("--use_tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboard)")
     p.add_argument("--demo-out", default=None, metavar="DIR", help="where -demo writes (default <exp>/<expID>/demo)")
 

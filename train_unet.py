@@ -11,6 +11,7 @@ both, a batch being ``[B, ...]`` frames for the U-Net and ``[B, T, ...]`` sequen
 One code path for 1 or N processes. See docs/training.md.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -18,6 +19,7 @@ import os
 import random
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -72,8 +74,14 @@ def setup_distributed(device_option):
             )
         torch.cuda.set_device(device)
     if world_size > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(process_group_backend(device))
     return rank, world_size, device
+
+
+def process_group_backend(device):
+    """NCCL for the CUDA tensors (gradients, batch-norm sums) and gloo for the CPU ones (the loss sums of the log):
+    NCCL alone takes CUDA tensors only. gloo alone on CPU."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def global_sum(values, world_size):
@@ -210,11 +218,35 @@ def build_model(opt):
 
 def predict(model, frames, previous_maps, opt, device):
     """Saliency logits shaped like the targets, float32: ``[B, 1, H, W]`` or ``[B, T, 1, H, W]`` (ConvLSTM)."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.bf16):
+    # A graphed model (--cuda-graph) runs under autocast only with its cache of cast weights off.
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.bf16, cache_enabled=not opt.cuda_graph):
         out = model(frames, previous_maps * opt.target_scale)
     if opt.model == "convlstm":
         out = out[0]
     return out.float()
+
+
+def capture_graphs(model, frames, previous_maps, opt):
+    """Capture ``model``'s forward and backward on this batch's shapes in CUDA graphs, with
+    ``torch.cuda.make_graphed_callables``: from then on, calling the model in training mode copies its inputs into the
+    captured ones and replays the graphs, with no host time per kernel (a step at 64 x 128 is bound by that host
+    time). Returns the model's own forward, for batches of other shapes (an epoch's smaller last batch); in eval mode
+    the model runs its own forward too.
+
+    The capture's warm-up steps accumulate no gradient, and the batch-norm buffers they update are put back: the run
+    stays the one an eager run makes.
+    """
+    # The warm-up makes the parameters' gradient accumulators on a side stream and the graphs keep them: torch then
+    # warns (once) that each backward synchronises that stream with the default one. Expected; not shown.
+    warnings.filterwarnings("ignore", "The AccumulateGrad node's stream does not match", UserWarning)
+    eager_forward = model.forward
+    buffers = [buffer.clone() for buffer in model.buffers()]
+    with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=opt.bf16, cache_enabled=False):
+        torch.cuda.make_graphed_callables(model, (frames, previous_maps * opt.target_scale))
+    with torch.no_grad():
+        for buffer, saved in zip(model.buffers(), buffers):
+            buffer.copy_(saved)
+    return eager_forward
 
 
 def saliency_loss(criterion, out, target, opt):
@@ -333,6 +365,8 @@ def train(opt, rank, world_size, device):
     train_set, test_set = load_datasets(opt, rank, world_size)
     if len(train_set) == 0:
         raise ValueError(f"the training split of {opt.data_dir} has no items")
+    if opt.cuda_graph and (device.type != "cuda" or world_size > 1):
+        raise ValueError(f"--cuda-graph needs one process on a CUDA device; this run has {world_size} on {device}")
 
     model = build_model(opt)
     if world_size > 1:
@@ -372,6 +406,7 @@ def train(opt, rank, world_size, device):
         sampler=sampler,
         num_workers=opt.num_workers,
         pin_memory=device.type == "cuda",
+        persistent_workers=opt.num_workers > 0,  # started once, not at every epoch
     )
     writer = None
     if is_main and opt.use_tensorboard:
@@ -390,6 +425,7 @@ def train(opt, rank, world_size, device):
         )
 
     steps_per_epoch = len(loader) if not opt.max_steps else min(len(loader), opt.max_steps)
+    graphed_shape = eager_forward = None  # --cuda-graph: the captured batch shape, and the model's own forward
     for epoch in range(start_epoch, opt.epochs):
         sampler.set_epoch(epoch)
         model.train()
@@ -400,7 +436,13 @@ def train(opt, rank, world_size, device):
             if step == steps_per_epoch:
                 break
             frames, previous_maps, targets = (t.to(device, non_blocking=True) for t in (frames, previous_maps, targets))
-            out = predict(model, frames, previous_maps, opt, device)
+            forward = model
+            if opt.cuda_graph:
+                if graphed_shape is None:
+                    eager_forward = capture_graphs(raw_model, frames, previous_maps, opt)
+                    graphed_shape = frames.shape
+                forward = model if frames.shape == graphed_shape else eager_forward
+            out = predict(forward, frames, previous_maps, opt, device)
             loss = saliency_loss(criterion, out, targets, opt)
             batch = global_sum(torch.tensor([loss.item() * len(frames), len(frames)], dtype=torch.float64), world_size)
             batch_loss = (batch[0] / batch[1]).item()
@@ -604,19 +646,42 @@ def seed_everything(seed):
     random.seed(seed)
 
 
+@contextlib.contextmanager
+def float32_precision(device, tf32):
+    """On CUDA, float32 matrix products, convolutions and the crown kernels on TF32 tensor cores (``tf32``) or in full
+    float32; the previous settings are put back on exit (``main`` may be called from other code)."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous[0])
+        torch.backends.cudnn.allow_tf32 = previous[1]
+
+
 def main(argv=None, model="unet"):
     opt = opts.parse(argv, model=model)
     rank, world_size, device = setup_distributed(opt.device)
     try:
-        seed_everything(opt.seed)  # same seed in every process: same initial weights
-        if opt.test or opt.demo:
-            if rank == 0:
-                return run_test(opt, device) if opt.test else run_demo(opt, device)
-            return None
-        train(opt, rank, world_size, device)
+        with float32_precision(device, opt.tf32):
+            return run(opt, rank, world_size, device)
     finally:
         if world_size > 1:
             dist.destroy_process_group()
+
+
+def run(opt, rank, world_size, device):
+    """Train, or evaluate (-test) or run (-demo) on rank 0."""
+    seed_everything(opt.seed)  # same seed in every process: same initial weights
+    if opt.test or opt.demo:
+        if rank == 0:
+            return run_test(opt, device) if opt.test else run_demo(opt, device)
+        return None
+    train(opt, rank, world_size, device)
     return None
 
 

@@ -115,8 +115,10 @@ class Timer:
         return statistics.median(times), peak
 
 
-def autocast(device, dtype):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+def autocast(device, dtype, cache_enabled=True):
+    if dtype != "bf16":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
 
 def layer_step(layer, x, device, dtype):
@@ -273,19 +275,23 @@ def run_kernel_split(device, timer):
     return dict(case=case["name"] + f" B={case['batch']}", rows=rows)
 
 
-def unet_training_step(height, width, batch, device, dtype, spherical):
+def unet_training_step(height, width, batch, device, dtype, spherical, graph_model=False):
     """``(model, step)``: the U-Net (or its planar twin) and one training step of it (fwd, MSE, bwd, SGD) on a
-    random batch."""
+    random batch. ``graph_model``: the model's forward and backward replayed from CUDA graphs, the loss and the SGD
+    step eager, as ``train_unet.py --cuda-graph`` does (``torch.cuda.make_graphed_callables``)."""
     torch.manual_seed(0)
     model = SphericalUNet((height, width), use_sconv=spherical, use_spooling=spherical).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     frame = torch.randn(batch, 3, height, width, device=device)
     previous = torch.rand(batch, 1, height, width, device=device)
     target = torch.rand(batch, 1, height, width, device=device)
+    if graph_model:  # autocast's cache of cast weights must be off around a graphed model
+        with autocast(device, dtype, cache_enabled=False):
+            torch.cuda.make_graphed_callables(model, (frame, previous))
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
+        with autocast(device, dtype, cache_enabled=not graph_model):
             out = model(frame, previous)
         F.mse_loss(out.float(), target).backward()
         optimizer.step()
@@ -294,15 +300,26 @@ def unet_training_step(height, width, batch, device, dtype, spherical):
 
 
 def run_unet_step(height, width, batch, device, dtype, timer):
+    """Both networks' training step, eager and (CUDA) with the model graphed as ``train_unet.py --cuda-graph``."""
     rows = {}
-    for name, spherical in (("spherical", True), ("planar", False)):
-        ms, mb = timer(unet_training_step(height, width, batch, device, dtype, spherical)[1])
+    variants = [("spherical", True, False), ("planar", False, False)]
+    if device.type == "cuda":
+        variants += [("spherical_graphed", True, True), ("planar_graphed", False, True)]
+    for name, spherical, graph_model in variants:
+        ms, mb = timer(unet_training_step(height, width, batch, device, dtype, spherical, graph_model)[1])
         rows[name] = dict(ms=ms, images_per_s=batch / ms * 1e3, peak_mb=mb)
+    graphed = {}
+    if "spherical_graphed" in rows:
+        graphed = dict(
+            graphed_time_ratio=rows["spherical_graphed"]["ms"] / rows["planar_graphed"]["ms"],
+            graph_speedup=rows["spherical"]["ms"] / rows["spherical_graphed"]["ms"],
+        )
     return dict(
         height=height, width=width, batch=batch, dtype=dtype, **{f"{k}_{n}": v for k, r in rows.items() for n, v in
                                                                    r.items()},
         time_ratio=rows["spherical"]["ms"] / rows["planar"]["ms"],
         memory_ratio=(rows["spherical"]["peak_mb"] / rows["planar"]["peak_mb"]) if rows["planar"]["peak_mb"] else None,
+        **graphed,
     )  # fmt: skip
 
 
@@ -380,6 +397,21 @@ def tables(results):
                 f"{fmt(r['planar_images_per_s'], 1)} | {fmt(r['spherical_peak_mb'], 0)} | "
                 f"{fmt(r['planar_peak_mb'], 0)} | {fmt(r['memory_ratio'])} |"
             )
+        graphed = [r for r in results["unet"] if "graphed_time_ratio" in r]
+        if graphed:
+            lines += [
+                "",
+                "Model graphed (`train_unet.py --cuda-graph`: forward and backward replayed from CUDA graphs, loss and "
+                "SGD step eager), both networks:",
+                "",
+                "| U-Net step | B | dtype | spherical ms | planar ms | time ratio | spherical speed-up over eager |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for r in graphed:
+                lines.append(
+                    f"| {r['height']}x{r['width']} | {r['batch']} | {r['dtype']} | {fmt(r['spherical_graphed_ms'])} | "
+                    f"{fmt(r['planar_graphed_ms'])} | {fmt(r['graphed_time_ratio'])} | {fmt(r['graph_speedup'])} |"
+                )
     if results.get("kernels"):
         split = results["kernels"]
         lines += ["", f"Triton kernels alone, {split['case']} (ms; backward operands k-major / laid out as forward):"]
