@@ -138,7 +138,7 @@ def build_parser(model):
         "--cuda-graph",
         action="store_true",
         help="training replays the model's forward and backward from CUDA graphs (one process on a GPU): no "
-        "per-kernel host time, for small frames (docs/gpu_training.md)",
+        "per-kernel host time, for small frames (docs/training.md)",
     )
     p.add_argument("--use_tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboard)")
     p.add_argument("--demo-out", default=None, metavar="DIR", help="where -demo writes (default <exp>/<expID>/demo)")
