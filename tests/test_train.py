@@ -392,17 +392,17 @@ def test_process_group_on_cuda_sums_cpu_and_cuda_tensors(tmp_path):
 @pytest.mark.parametrize("model", ["unet", "convlstm"])
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_cuda_graph_run_is_the_eager_run(dirs, model, bf16):
-    # 12 training frames (6 sequences of 2) in batches of 5 (2): the last batch of each epoch has another shape and
-    # runs eagerly. Both runs make the same steps; the capture's warm-up must leave no trace (batch-norm buffers put
-    # back: without that, three extra updates of the running statistics per capture).
+    # 12 training frames in batches of 5 (U-Net), 10 sequences of 2 frames in batches of 4 (ConvLSTM): the last batch
+    # of each epoch has another shape and runs eagerly. Both runs make the same steps; the capture's warm-up must
+    # leave no trace (batch-norm buffers put back: without that, three extra updates of the running statistics).
     args = common_args(dirs) + ["--device", "cuda", "--max-steps", "0", "-epochs", "2"]
-    args += ["--batch-size", "5"] if model == "unet" else ["--batch-size", "2", "--sequence-len", "2"]
+    args += ["--batch-size", "5"] if model == "unet" else ["--batch-size", "4", "--sequence-len", "2"]
     args += ["--bf16"] if bf16 else []
     name = f"graph_{model}_{bf16}"
     train_unet.main(args + ["-expID", name + "_eager"], model)
     train_unet.main(args + ["-expID", name, "--cuda-graph"], model)
     eager, graphed = checkpoint(dirs, name + "_eager")["model"], checkpoint(dirs, name)["model"]
-    tolerance = 1e-3 if bf16 else 1e-5  # bit-identical on an H100; without the buffers put back, 7e-3 to 0.24
+    tolerance = 1e-3 if bf16 else 1e-5  # bit-identical on an H100; without the buffers put back, 0.04 to 0.24
     for key, value in eager.items():
         if value.is_floating_point():
             error = (graphed[key] - value).abs().max() / value.abs().max().clamp(min=1e-6)
