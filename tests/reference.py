@@ -1,6 +1,6 @@
 """Slow, direct float64 evaluations of the spec's formulas, written for clarity and nothing else.
 
-Every loop here follows ``../shared/spec/spherical-ops.md`` word for word, with NumPy and explicit rotation matrices,
+Every loop here follows ``docs/spec.md`` word for word, with NumPy and explicit rotation matrices,
 and shares no code with ``sconv``: the fast ops are tested against these.
 """
 

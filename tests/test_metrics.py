@@ -212,6 +212,7 @@ def test_sphere_metrics_match_direct_sums(shape, ties):
         np.testing.assert_allclose(ours[name], ref if len(shape) == 3 else ref[0], rtol=1e-6, atol=1e-12,
                                    err_msg=name)
         if name != "sauc":  # the pixel weights matter for every metric but sAUC, whose negatives are fixations
+            assert np.isfinite(planar[name]).all(), name
             assert not np.allclose(planar[name], ours[name], rtol=1e-4, atol=0), name
 
 

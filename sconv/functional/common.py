@@ -1,6 +1,6 @@
 """Grid and geometry shared by the spherical operators.
 
-The equirectangular grid of ``../shared/spec/spherical-ops.md``: row ``i`` sits at colatitude
+The equirectangular grid of ``docs/spec.md``: row ``i`` sits at colatitude
 ``theta_i = (i + 1/2) pi / H`` (row 0 next to the north pole), column ``j`` at longitude
 ``phi_j = (j + 1/2) 2 pi / W``. Everything here is plain float64 math on small 1-D tensors; callers cast.
 """
