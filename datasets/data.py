@@ -380,10 +380,12 @@ class _VRVideoBase(Dataset):
         problems = []  # (file, reason): each is one skipped video or frame
         listed = set()
         for vid in vinfo:
-            if isinstance(vid, str):
-                listed.add(vid)
-            else:
+            if not isinstance(vid, str):
                 problems.append((vinfo_path, f"video id {vid!r} is not a string"))
+            elif not _is_plain_name(vid):
+                problems.append((vinfo_path, f"video id {vid!r} is not a plain folder name inside the dataset root"))
+            else:
+                listed.add(vid)
         on_disk = {
             name
             for name in os.listdir(self.root)
@@ -428,6 +430,9 @@ class _VRVideoBase(Dataset):
         if not os.path.isdir(folder):
             problems.append((folder, "video listed in vinfo.pkl but its folder is missing"))
             return
+        if not _inside(self.root, folder):
+            problems.append((folder, f"video {vid!r}: the folder resolves outside the dataset root (a symlink?)"))
+            return
         if not isinstance(frames, dict):
             problems.append((vinfo_path, f"video {vid!r}: expected a dict frame id -> gaze points"))
             return
@@ -456,7 +461,7 @@ class _VRVideoBase(Dataset):
                 problems.append((vinfo_path, f"video {vid!r} frame {fid!r}: {err}"))
                 continue
             self._frame_of_number[vid, int(fid)] = fid
-            reason = _unreadable_image_reason(jpg)
+            reason = _unreadable_image_reason(jpg) if _inside(self.root, jpg) else _OUTSIDE
             if reason is None:
                 good.append(fid)
             else:
@@ -468,6 +473,8 @@ class _VRVideoBase(Dataset):
 
     def _load_frame(self, vid, fid):
         path = self._jpg_path(vid, fid)
+        if not _inside(self.root, path):  # checked at construction too; a link may have been swapped since
+            raise RuntimeError(f"{path}: {_OUTSIDE}")
         try:
             with Image.open(path) as img:
                 img = img.convert("RGB").resize((self.frame_w, self.frame_h), Image.Resampling.BILINEAR)
@@ -485,7 +492,7 @@ class _VRVideoBase(Dataset):
         """Ground-truth map of a frame normalised to max 1, float32 tensor ``[1, H, W]`` (cached on disk)."""
         shape = (self.frame_h, self.frame_w)
         path = self._cache_path(vid, fid)
-        if self.cache_gt and os.path.isfile(path):
+        if self.cache_gt and os.path.isfile(path) and _inside(self.root, path):
             try:
                 cached = np.load(path, allow_pickle=False)
                 if cached.shape == shape and cached.dtype == np.float32 and np.isfinite(cached).all():
@@ -500,7 +507,8 @@ class _VRVideoBase(Dataset):
                 f"the map of {self._jpg_path(vid, fid)} underflows to zero"
             )
         saliency = (heat / peak).numpy().astype(np.float32)
-        if self.cache_gt:
+        # os.replace swaps a symlink at ``path`` itself, so only the folder has to be inside the root.
+        if self.cache_gt and _inside(self.root, os.path.dirname(path)):
             buffer = io.BytesIO()
             np.save(buffer, saliency, allow_pickle=False)
             atomic_write_bytes(path, buffer.getvalue())
@@ -515,6 +523,31 @@ class _VRVideoBase(Dataset):
 
     def _sample(self, vid, fid):
         return self._load_frame(vid, fid), self._previous_map(vid, fid), self._saliency_map(vid, fid)
+
+
+_OUTSIDE = "the file resolves outside the dataset root (a symlink?); refused"
+
+
+def _is_plain_name(name):
+    """Whether ``name`` is one plain path component: not empty, ``.`` or ``..``, no separator, drive or NUL."""
+    separators = {os.sep, os.altsep} - {None}
+    return (
+        name not in ("", ".", "..")
+        and "\0" not in name
+        and not any(sep in name for sep in separators)
+        and not os.path.splitdrive(name)[0]
+    )
+
+
+def _inside(root, path):
+    """Whether ``path`` lies inside the folder ``root`` once both have their symlinks resolved.
+
+    The one path-safety rule of the loader: every file it opens or writes under the dataset root is checked with it,
+    so neither a crafted video id nor a symlink can make it read or write elsewhere.
+    """
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real != real_root and os.path.commonpath([real_root, real]) == real_root
 
 
 def _is_frame_id(fid):

@@ -460,3 +460,75 @@ def test_jpg_corrupt_past_its_header_raises_at_load(root):
     ds = VRVideo(root, 8, 16, 4)  # the header is fine: not detectable cheaply at construction
     with pytest.raises(RuntimeError, match=re.escape(path)):
         ds[ds.items.index(("video_002", "0005"))]
+
+
+# --- paths escaping the dataset root ------------------------------------------------------------------------------
+
+
+def _victim(root):
+    """A copy of a video outside the root (beside it), as a tree the loader must neither read nor write."""
+    victim = os.path.join(os.path.dirname(root), "victim", "video_000")
+    shutil.copytree(os.path.join(root, "video_000"), victim)
+    return victim
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
+def test_video_id_escaping_the_root_is_refused(root, kind):
+    victim = _victim(root)
+    before = _files(victim)
+    vid = "../victim/video_000" if kind == "relative" else victim
+    _edit_vinfo(root, lambda v: v.update({vid: v["video_000"]}))
+    with pytest.raises(ValueError, match=re.escape(repr(vid)) + " is not a plain folder name"):
+        VRVideo(root, 8, 16, 4)
+    with pytest.warns(UserWarning, match="skipped 1 videos/frames .*" + re.escape(repr(vid))):
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+    assert vid not in ds.videos and len(ds) == 12
+    for i in range(len(ds)):
+        ds[i]
+    assert _files(victim) == before  # no cache written there
+
+
+def test_symlinked_video_folder_outside_the_root_is_refused(root):
+    victim = _victim(root)
+    before = _files(victim)
+    shutil.rmtree(os.path.join(root, "video_001"))
+    os.symlink(victim, os.path.join(root, "video_001"))
+    folder = os.path.join(root, "video_001")
+    with pytest.raises(ValueError, match=re.escape(folder) + ": .*resolves outside the dataset root"):
+        VRVideo(root, 8, 16, 4)
+    with pytest.warns(UserWarning, match="skipped 1 videos/frames"):
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+    assert "video_001" not in ds.videos and len(ds) == 9
+    for i in range(len(ds)):
+        ds[i]
+    assert _files(victim) == before
+
+
+def test_symlinked_frame_and_cache_outside_the_root(root):
+    victim = _victim(root)
+    jpg = os.path.join(root, "video_001", "0005.jpg")
+    os.remove(jpg)
+    os.symlink(os.path.join(victim, "0005.jpg"), jpg)
+    with pytest.raises(ValueError, match=re.escape(jpg) + ": the file resolves outside the dataset root"):
+        VRVideo(root, 8, 16, 4)
+    os.remove(jpg)
+    shutil.copy(os.path.join(victim, "0005.jpg"), jpg)
+    ds = VRVideo(root, 8, 16, 4)
+    # A cache file linked to a file outside: never read from there, and replaced by a file of its own.
+    outside = os.path.join(victim, "foreign.npy")
+    np.save(outside, np.ones((8, 16), dtype=np.float32))
+    cache = ds._cache_path("video_001", "0005")
+    os.symlink(outside, cache)
+    target = ds[ds.items.index(("video_001", "0005"))][2][0]
+    expected = _normalised(load_vinfo(os.path.join(root, "vinfo.pkl"))["video_001"]["0005"], 8, 16)
+    torch.testing.assert_close(target, torch.from_numpy(expected).float())
+    assert not os.path.islink(cache) and np.array_equal(np.load(outside), np.ones((8, 16), dtype=np.float32))
+    # A link swapped in after construction is refused when the frame is loaded.
+    os.remove(jpg)
+    os.symlink(os.path.join(victim, "0005.jpg"), jpg)
+    with pytest.raises(RuntimeError, match=re.escape(jpg) + ": the file resolves outside"):
+        ds[ds.items.index(("video_001", "0005"))]
