@@ -12,7 +12,8 @@ the top row). Maps live on the grid of ``docs/data.md`` / the operator spec: row
 
 ``vinfo.pkl`` is read with a restricted unpickler: a dataset downloaded from the internet must not be able to run
 code. Only dicts, lists, tuples, strings and numbers are admitted (plus numeric numpy scalars and arrays, rebuilt
-from their raw bytes without handing the pickle to numpy); anything that imports or calls something else is refused.
+from their raw bytes without handing the pickle to numpy); anything that imports or calls something else is refused,
+and so is a file whose shared references would expand past a budget of objects or depth.
 """
 
 import io
@@ -213,6 +214,7 @@ class _NumericArray:
     """Stand-in for a numpy array while unpickling; ``value`` becomes nested lists once its state is set."""
 
     value = None
+    count = 0  # objects in ``value``: its numbers and its nested lists
 
     def __setstate__(self, state):
         if not (isinstance(state, tuple) and len(state) == 5):
@@ -226,6 +228,16 @@ class _NumericArray:
             raise _Refused("numpy array data does not match its shape and dtype")
         order = "F" if fortran_order else "C"
         self.value = np.frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order).tolist()
+        self.count = sum(math.prod(shape[:k]) for k in range(len(shape) + 1))
+
+
+def _frombuffer_array(buffer, dtype, shape, order):
+    # Protocol 5 spells an array as numpy's _frombuffer(buffer, dtype, shape, order), the buffer in-band.
+    if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
+        raise _Refused("malformed protocol-5 numpy array")
+    array = _NumericArray()
+    array.__setstate__((1, shape, dtype, order == "F", bytes(buffer)))
+    return array
 
 
 _NDARRAY = object()  # what 'numpy.ndarray' resolves to: only a marker for _reconstruct
@@ -250,6 +262,13 @@ def _latin1_bytes(text, encoding):
     return text.encode("latin1")
 
 
+def _empty_bytes(*args):
+    # Protocols 0-2 spell b"" (the data of an empty array) as __builtin__.bytes().
+    if args:
+        raise _Refused("bytes(...) is admitted only without arguments")
+    return b""
+
+
 _ADMITTED_GLOBALS = {
     ("numpy", "dtype"): _NumericDType,
     ("numpy", "ndarray"): _NDARRAY,
@@ -257,7 +276,11 @@ _ADMITTED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"): _numeric_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct_array,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct_array,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer_array,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer_array,
     ("_codecs", "encode"): _latin1_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -274,23 +297,50 @@ class _PlainDataUnpickler(pickle.Unpickler):
         return admitted
 
 
-def _plain(obj, depth=0):
-    """Replace array stand-ins by lists and refuse any other type than plain containers, strings and numbers."""
-    if depth > 50:
-        raise _Refused("nesting deeper than 50 levels")
+# Budget of the copy _plain makes: nesting depth, and objects counted as a reader walking it meets them (a shared
+# reference counts each time it is reached). A pickle can share references, so a few hundred bytes can describe 2^40
+# objects; the real dataset's vinfo.pkl holds about 10^7.
+_MAX_DEPTH = 50
+_MAX_OBJECTS = 2**26
+
+
+def _plain(obj):
+    """``obj`` with array stand-ins replaced by lists; any other type than plain containers, strings and numbers,
+    nesting deeper than ``_MAX_DEPTH`` or more than ``_MAX_OBJECTS`` objects (shared references counted each time)
+    is refused. Each shared object is copied once (memoised by id), so refusing costs time linear in the file."""
+    return _plain_counted(obj, 0, {})[0]
+
+
+def _plain_counted(obj, depth, memo):
+    """``(copy, object count)`` of ``obj``; ``memo``: id of an input container -> its ``(copy, count)``."""
+    if depth > _MAX_DEPTH:
+        raise _Refused(f"nesting deeper than {_MAX_DEPTH} levels")
     if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        return obj
+        return obj, 1
+    if id(obj) in memo:
+        return memo[id(obj)]
     if isinstance(obj, _NumericArray):
         if obj.value is None:
             raise _Refused("numpy array without data")
-        return obj.value
-    if type(obj) is dict:
-        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in obj.items()}
-    if type(obj) is list:
-        return [_plain(v, depth + 1) for v in obj]
-    if type(obj) is tuple:
-        return tuple(_plain(v, depth + 1) for v in obj)
-    raise _Refused(f"it holds an object of type {type(obj).__name__}")
+        copy, count = obj.value, obj.count
+        leaf = False
+    elif type(obj) is dict:
+        items = [(_plain_counted(k, depth + 1, memo), _plain_counted(v, depth + 1, memo)) for k, v in obj.items()]
+        copy = {k[0]: v[0] for k, v in items}
+        count = 1 + sum(k[1] + v[1] for k, v in items)
+        leaf = count == 1 + 2 * len(items)
+    elif type(obj) in (list, tuple):
+        items = [_plain_counted(v, depth + 1, memo) for v in obj]
+        copy = type(obj)(v[0] for v in items)
+        count = 1 + sum(v[1] for v in items)
+        leaf = count == 1 + len(items)
+    else:
+        raise _Refused(f"it holds an object of type {type(obj).__name__}")
+    if count > _MAX_OBJECTS:  # stop early: the sum over a deep chain of shared references grows exponentially
+        raise _Refused(f"it holds more than {_MAX_OBJECTS} objects, counting shared references each time")
+    if not leaf:  # containers of scalars only (the gaze points, most of the file) are cheap to walk again
+        memo[id(obj)] = copy, count
+    return copy, count
 
 
 def load_vinfo(path):

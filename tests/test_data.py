@@ -170,15 +170,75 @@ def test_hostile_pickle_is_refused_and_not_run(tmp_path, payload, protocol):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_numeric_numpy_in_vinfo_becomes_plain_python(tmp_path, protocol):
     path = tmp_path / "vinfo.pkl"
     points = np.array([[0.25, 0.5], [0.75, 0.125]])
-    vinfo = {"v": {"0000": points, "0005": [(np.float64(0.5), np.float32(0.25))], "0010": [(np.int64(1), 0)]}}
+    readonly = np.array([1, -2, 3], dtype=">i4")
+    readonly.flags.writeable = False  # protocol 5 stores a read-only buffer as bytes, a writable one as bytearray
+    vinfo = {
+        "v": {"0000": points, "0005": [(np.float64(0.5), np.float32(0.25))], "0010": [(np.int64(1), 0)]},
+        "w": {"0000": np.asfortranarray(points), "0005": readonly, "0010": np.float32(2.5) * np.ones((2, 0, 3))},
+    }
     path.write_bytes(pickle.dumps(vinfo, protocol=protocol))
     loaded = load_vinfo(path)
-    assert loaded == {"v": {"0000": [[0.25, 0.5], [0.75, 0.125]], "0005": [(0.5, 0.25)], "0010": [(1, 0)]}}
+    assert loaded == {
+        "v": {"0000": [[0.25, 0.5], [0.75, 0.125]], "0005": [(0.5, 0.25)], "0010": [(1, 0)]},
+        "w": {"0000": [[0.25, 0.5], [0.75, 0.125]], "0005": [1, -2, 3], "0010": [[], []]},
+    }
     assert type(loaded["v"]["0005"][0][0]) is float and type(loaded["v"]["0000"]) is list
+
+
+def test_protocol5_array_with_a_wrong_buffer_is_refused(tmp_path):
+    path = tmp_path / "vinfo.pkl"
+    raw = np.array([0.25, 0.5]).tobytes()
+    good = pickle.dumps({"v": np.array([0.25, 0.5])}, protocol=5)
+    buffer = b"\x96" + len(raw).to_bytes(8, "little") + raw  # BYTEARRAY8 of the array's 16 bytes
+    assert good.count(buffer) == 1
+    # Half the data for the same shape (2,), without framing (FRAME is optional) so the shorter file stays valid.
+    body = good[good.index(b"\x95") + 9 :]
+    path.write_bytes(b"\x80\x05" + body.replace(buffer, b"\x96" + (8).to_bytes(8, "little") + raw[:8]))
+    with pytest.raises(ValueError, match="refused.*does not match its shape and dtype"):
+        load_vinfo(path)
+
+
+def _expanded_count(obj):
+    """Objects a reader walking ``obj`` meets, shared references counted each time (a plain recursive walk)."""
+    if isinstance(obj, dict):
+        return 1 + sum(_expanded_count(k) + _expanded_count(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return 1 + sum(_expanded_count(v) for v in obj)
+    return 1
+
+
+def test_shared_references_nested_deep_fail_fast(tmp_path):
+    path = tmp_path / "vinfo.pkl"
+    nested = []
+    for _ in range(40):
+        nested = [nested, nested]  # 2^40 lists once every reference is copied
+    payload = pickle.dumps({"v": {"0000": nested}}, protocol=4)
+    assert len(payload) < 300
+    path.write_bytes(payload)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*refused.*more than 67108864 objects"):
+        load_vinfo(path)
+    cycle = []
+    cycle.append(cycle)
+    path.write_bytes(pickle.dumps({"v": cycle}))
+    with pytest.raises(ValueError, match="refused.*nesting deeper than 50"):
+        load_vinfo(path)
+
+
+def test_object_budget_counts_shared_references(tmp_path, monkeypatch):
+    path = tmp_path / "vinfo.pkl"
+    shared = [(0.25, 0.5), (0.75, 0.125)]
+    vinfo = {"v": {"0000": shared, "0005": shared}, "w": {"0000": [shared, shared]}}
+    path.write_bytes(pickle.dumps(vinfo))
+    count = _expanded_count(vinfo)
+    monkeypatch.setattr(data, "_MAX_OBJECTS", count)
+    assert load_vinfo(path) == vinfo
+    monkeypatch.setattr(data, "_MAX_OBJECTS", count - 1)
+    with pytest.raises(ValueError, match="refused.*more than"):
+        load_vinfo(path)
 
 
 def test_non_numeric_numpy_and_garbage_are_refused(tmp_path):
