@@ -527,8 +527,8 @@ class _VRVideoBase(Dataset):
             raise RuntimeError(f"{path}: {_OUTSIDE}")
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB").resize((self.frame_w, self.frame_h), Image.Resampling.BILINEAR)
-        except (OSError, ValueError, SyntaxError) as err:
+                img = _rgb8(img).resize((self.frame_w, self.frame_h), Image.Resampling.BILINEAR)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise RuntimeError(f"{path}: cannot decode the frame ({type(err).__name__}: {err})") from None
         frame = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
         return self.transform(frame) if self.transform is not None else frame
@@ -605,14 +605,48 @@ def _is_frame_id(fid):
 
 
 def _unreadable_image_reason(path):
-    """None if ``path`` exists and PIL recognises its header (cheap: no decoding), else why not."""
+    """None if ``path`` exists and PIL recognises its header and mode (cheap: no decoding), else why not."""
     if not os.path.isfile(path):
         return "frame listed in vinfo.pkl but the jpg is missing"
     try:
-        with Image.open(path):
-            return None
+        with Image.open(path) as img:
+            if img.mode in _CONVERTED_MODES:
+                return None
+            return _mode_refused(img.mode)
+    except Image.DecompressionBombError as err:  # not an OSError: named here so that on_bad_data='skip' skips it
+        return f"refused as a decompression bomb ({err})"
     except (OSError, ValueError, SyntaxError) as err:
         return f"not a readable image ({type(err).__name__}: {err})"
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL opens 16-bit grey PNGs as I;16 (older: I)
+_CONVERTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "F")
+_CONVERTED_MODES += _SIXTEEN_BIT_MODES
+
+
+def _mode_refused(mode):
+    return f"image mode {mode!r} is not converted to RGB (accepted: {', '.join(_CONVERTED_MODES)})"
+
+
+def _rgb8(img):
+    """``img`` as an 8-bit RGB image, by the real range of its mode; ValueError saying why not.
+
+    8-bit modes go through PIL's ``convert`` (alpha dropped, palettes and colour spaces converted). 16-bit grey
+    (and 32-bit integer ``I``, what older PIL made of 16-bit PNGs) is scaled from [0, 65535], float grey ``F``
+    from [0, 1]; values outside that range are refused rather than clipped to white or black.
+    """
+    if img.mode not in _SIXTEEN_BIT_MODES + ("F",):
+        if img.mode not in _CONVERTED_MODES:
+            raise ValueError(_mode_refused(img.mode))
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)
+    top = 1.0 if img.mode == "F" else 65535.0
+    if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= top):
+        raise ValueError(
+            f"mode {img.mode!r} frame with values in [{values.min()}, {values.max()}]: expected values in [0, {top:g}]"
+            " (convert it to 8-bit RGB first)"
+        )
+    return Image.fromarray(np.rint(values * (255 / top)).astype(np.uint8)).convert("RGB")
 
 
 _ARGS_DOC = """

@@ -592,3 +592,79 @@ def test_symlinked_frame_and_cache_outside_the_root(root):
     os.symlink(os.path.join(victim, "0005.jpg"), jpg)
     with pytest.raises(RuntimeError, match=re.escape(jpg) + ": the file resolves outside"):
         ds[ds.items.index(("video_001", "0005"))]
+
+
+# --- frames of any PIL mode -------------------------------------------------------------------------------------
+
+_GRADIENT = np.arange(24 * 48, dtype=np.float64).reshape(24, 48) / (24 * 48 - 1)  # 0 .. 1 over the frame
+
+
+def _grey16():
+    values = np.rint(_GRADIENT * 65535).astype(np.uint16)
+    return Image.fromarray(values), "PNG", np.rint(values / 257.0)
+
+
+def _int32():
+    values = np.rint(_GRADIENT * 65535).astype(np.int32)
+    return Image.fromarray(values), "TIFF", np.rint(values / 257.0)
+
+
+def _float01():
+    values = _GRADIENT.astype(np.float32)
+    return Image.fromarray(values), "TIFF", np.rint(values.astype(np.float64) * 255)
+
+
+def _grey_alpha():
+    grey = np.rint(_GRADIENT * 255).astype(np.uint8)
+    return Image.fromarray(np.stack([grey, 255 - grey], -1)), "PNG", grey  # LA: the alpha is dropped
+
+
+def _palette():
+    index = (np.arange(24 * 48) % 3).reshape(24, 48).astype(np.uint8)
+    palette = np.array([[200, 10, 30], [0, 120, 250], [90, 90, 90]], dtype=np.uint8)
+    img = Image.fromarray(index)
+    img.putpalette(palette.flatten().tolist())  # mode P
+    return img, "PNG", palette[index]
+
+
+def _cmyk():
+    cyan = np.rint(_GRADIENT * 255).astype(np.uint8)
+    zero = np.zeros_like(cyan)
+    img = Image.fromarray(np.stack([cyan, zero, zero, zero], -1), mode="CMYK")
+    return img, "TIFF", np.stack([255 - cyan, zero + 255, zero + 255], -1)  # no black ink: RGB = 255 - CMY
+
+
+@pytest.mark.parametrize("frame", [_grey16, _int32, _float01, _grey_alpha, _palette, _cmyk], ids=lambda f: f.__name__)
+def test_frames_of_any_mode_become_8bit_rgb_by_their_range(root, frame):
+    img, fmt, expected = frame()
+    img.save(os.path.join(root, "video_001", "0005.jpg"), format=fmt)  # the loader reads the content, not the name
+    with Image.open(os.path.join(root, "video_001", "0005.jpg")) as check:
+        assert check.mode == img.mode
+    ds = VRVideo(root, 24, 48, 4)  # the frame's own size: resizing is the identity
+    got = ds[ds.items.index(("video_001", "0005"))][0]
+    expected = torch.from_numpy(np.asarray(expected, dtype=np.float64)).float()
+    expected = (expected[None].expand(3, -1, -1) if expected.dim() == 2 else expected.permute(2, 0, 1)) / 255
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_frames_out_of_their_range_or_mode_are_refused_naming_the_file(root, monkeypatch):
+    path = os.path.join(root, "video_001", "0005.jpg")
+    Image.fromarray((_GRADIENT * 2).astype(np.float32)).save(path, format="TIFF")  # float values up to 2
+    ds = VRVideo(root, 24, 48, 4)
+    with pytest.raises(RuntimeError, match=re.escape(path) + r".*'F' frame with values in \[0.0, 2.0\]"):
+        ds[ds.items.index(("video_001", "0005"))]
+    Image.fromarray(np.zeros((24, 48, 4), dtype=np.uint8), mode="CMYK").save(path, format="TIFF")
+    monkeypatch.setattr(data, "_CONVERTED_MODES", ("RGB", "L"))
+    with pytest.raises(ValueError, match=re.escape(path) + ": image mode 'CMYK' is not converted to RGB"):
+        VRVideo(root, 24, 48, 4)
+
+
+def test_decompression_bomb_frame_is_skipped_naming_the_file(root, monkeypatch):
+    path = os.path.join(root, "video_001", "0005.jpg")
+    Image.new("RGB", (200, 100)).save(path, format="JPEG")  # 20000 pixels: over twice the limit set below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    with pytest.raises(ValueError, match=re.escape(path) + ": refused as a decompression bomb"):
+        VRVideo(root, 8, 16, 4)
+    with pytest.warns(UserWarning, match="skipped 1 videos/frames .*" + re.escape(path) + ": refused as a decomp"):
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+    assert ("video_001", "0005") not in ds.items and len(ds) == 11
