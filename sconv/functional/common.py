@@ -79,6 +79,8 @@ def check_input(input, name="input", min_size=2):
         raise ValueError(f"{name} must have shape [B, C, H, W] (4 dimensions), got {input.dim()} dimensions")
     if not input.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {input.dtype}")
+    if input.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {input.layout}")
     h, w = input.shape[-2:]
     if h < min_size or w < min_size:
         raise ValueError(f"{name} must have H, W >= {min_size}, got H={h}, W={w}")

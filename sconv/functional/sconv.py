@@ -271,6 +271,22 @@ def _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_firs
     return _with_bias(out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2), bias)
 
 
+def _check_parameter(tensor, name, input, kind="a torch.Tensor"):
+    """``tensor`` (weight or bias) must be a dense floating tensor on the input's device, of the input's dtype unless
+    autocast is on for that device (then the operands are cast to the autocast dtype, as ``nn.Conv2d``'s are)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be {kind}, got {type(tensor).__name__}")
+    if not tensor.is_floating_point() or tensor.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense floating-point tensor, got {tensor.dtype} ({tensor.layout})")
+    if tensor.device != input.device:
+        raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}: put both on one device")
+    if tensor.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
+        raise TypeError(
+            f"{name} has dtype {tensor.dtype} but input has {input.dtype}: give both the same floating dtype "
+            "(mixed dtypes are accepted only under torch.autocast)"
+        )
+
+
 def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_mode="sphere", kernel_rad=math.pi / 3):
     """Spherical crown convolution of an equirectangular panorama.
 
@@ -290,19 +306,19 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
         ``nn.Conv2d``), else the input's.
     """
     check_input(input)
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    _check_parameter(weight, "weight", input)
     if weight.dim() != 4:
         raise ValueError(f"weight must have shape [C_out, C_in, kh, kw] (4 dimensions), got {tuple(weight.shape)}")
     batch, channels, height, width = input.shape
     out_channels, in_channels, kh, kw = weight.shape
     if in_channels != channels:
         raise ValueError(f"weight expects C_in={in_channels} input channels, but input has {channels}")
+    if channels < 1:
+        raise ValueError("input and weight must have at least one input channel (C_in >= 1), got C_in=0")
     if kh < 1 or kw < 1:
         raise ValueError(f"weight's kernel_size (kh, kw) must be at least (1, 1), got {(kh, kw)}")
     if bias is not None:
-        if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        _check_parameter(bias, "bias", input, "a torch.Tensor or None")
         if bias.shape != (out_channels,):
             raise ValueError(f"bias must have shape [C_out]=[{out_channels}], got {tuple(bias.shape)}")
     stride = pair(stride, "stride")
