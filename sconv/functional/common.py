@@ -5,6 +5,7 @@ The equirectangular grid of ``../shared/spec/spherical-ops.md``: row ``i`` sits 
 ``phi_j = (j + 1/2) 2 pi / W``. Everything here is plain float64 math on small 1-D tensors; callers cast.
 """
 
+import contextlib
 import math
 import numbers
 
@@ -18,6 +19,7 @@ __all__ = [
     "check_input",
     "pair",
     "positive_int",
+    "autograd_inside_operator",
 ]
 
 
@@ -84,3 +86,20 @@ def check_input(input, name="input", min_size=2):
     h, w = input.shape[-2:]
     if h < min_size or w < min_size:
         raise ValueError(f"{name} must have H, W >= {min_size}, got H={h}, W={w}")
+
+
+@contextlib.contextmanager
+def autograd_inside_operator():
+    """Autograd on again inside the kernel of a ``torch.library`` operator.
+
+    A custom operator's kernel runs below autograd (its dispatch keys excluded), so ``torch.enable_grad`` alone
+    records nothing there. The backward operators of ``sconv::spherical_conv`` and ``sconv::spherical_pool`` recompute
+    the eager forward under autograd, so they lift that exclusion for the recomputation only (the dispatch key guard
+    is private PyTorch API; ``tests/test_export.py``'s ``opcheck`` tests fail if it stops working).
+    """
+    keys = torch._C.DispatchKey
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in (keys.AutogradFunctionality, keys.AutogradOther, keys.AutogradNestedTensor):
+        exclude = exclude.remove(key)
+    with torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude), torch.enable_grad():
+        yield

@@ -31,7 +31,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input, pair
+from sconv.functional.common import autograd_inside_operator, check_input, pair
 from sconv.functional.crown import conv_plan, conv_window, crown_taps, padded_taps, sparse_plan
 from sconv.functional.sconv_triton import crown_gather, triton_available, triton_plan
 from sconv.functional.sparse_triton import sparse_crown_conv
@@ -329,6 +329,19 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     padding_mode = check_padding_mode(padding_mode)
     kernel_rad = check_kernel_rad(kernel_rad)
 
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        constant = isinstance(padding_mode, float)
+        return torch.ops.sconv.spherical_conv(
+            input, weight, bias, stride, "constant" if constant else padding_mode,
+            padding_mode if constant else 0.0, kernel_rad,
+        )  # fmt: skip
+    return _spherical_conv(input, weight, bias, stride, padding_mode, kernel_rad)
+
+
+def _spherical_conv(input, weight, bias, stride, padding_mode, kernel_rad):
+    """``spherical_conv`` on checked arguments: picks the formulation and runs it."""
+    batch, channels, height, width = input.shape
+    out_channels, _, kh, kw = weight.shape
     triton_dtype = None
     if batch > 0 and triton_available(input.device, input.dtype):
         autocast = torch.is_autocast_enabled(input.device.type)
@@ -341,3 +354,83 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     if path == "gather":
         return _gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
     return _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, path == "mix_first", triton_dtype)
+
+
+# --- the operator for torch.export and torch.jit.trace ------------------------------------------------------------
+# Exporting or tracing the Python above would bake its geometry (built by plain Python from the sizes, cached, partly
+# sparse) into the graph, or fail on it. While exporting or tracing, spherical_conv therefore calls it as one
+# registered operator, sconv::spherical_conv, whose kernel is the eager code and whose shape function is the output
+# size; training and torch.compile keep calling the eager code directly. The operator's backward recomputes the
+# forward under autograd (sconv::spherical_conv_backward), so an exported program can also be trained.
+
+
+def _mode(padding_mode, pad_value):
+    return pad_value if padding_mode == "constant" else padding_mode
+
+
+def _output_dtype(input):
+    device = input.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else input.dtype
+
+
+@torch.library.custom_op("sconv::spherical_conv", mutates_args=())
+def _spherical_conv_op(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding_mode: str,
+    pad_value: float,
+    kernel_rad: float,
+) -> torch.Tensor:
+    """``spherical_conv`` with ``padding_mode`` a name (``'constant'``: pad with ``pad_value``); checked arguments."""
+    # Contiguous, as the shape function says (the sparse formulations return a permuted view).
+    return _spherical_conv(input, weight, bias, tuple(stride), _mode(padding_mode, pad_value), kernel_rad).contiguous()
+
+
+@_spherical_conv_op.register_fake
+def _spherical_conv_fake(input, weight, bias, stride, padding_mode, pad_value, kernel_rad):
+    batch, _, height, width = input.shape
+    shape = (batch, weight.shape[0], height // stride[0], width // stride[1])
+    return input.new_empty(shape, dtype=_output_dtype(input))
+
+
+@torch.library.custom_op("sconv::spherical_conv_backward", mutates_args=())
+def _spherical_conv_backward_op(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    stride: list[int],
+    padding_mode: str,
+    pad_value: float,
+    kernel_rad: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``sconv::spherical_conv`` (less the bias's) for the input and the weight, by recomputing it."""
+    with autograd_inside_operator():
+        x = input.detach().requires_grad_()
+        w = weight.detach().requires_grad_()
+        out = _spherical_conv(x, w, None, tuple(stride), _mode(padding_mode, pad_value), kernel_rad)
+        grad_input, grad_weight = torch.autograd.grad(out, (x, w), grad.to(out.dtype))
+    return grad_input.to(input.dtype), grad_weight.to(weight.dtype)
+
+
+@_spherical_conv_backward_op.register_fake
+def _spherical_conv_backward_fake(grad, input, weight, stride, padding_mode, pad_value, kernel_rad):
+    return torch.empty_like(input), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding_mode, pad_value, kernel_rad = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.config = (stride, padding_mode, pad_value, kernel_rad)
+
+
+def _backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    grad_input, grad_weight = _spherical_conv_backward_op(grad, input, weight, *ctx.config)
+    grad_bias = None if ctx.bias_dtype is None else grad.sum((0, 2, 3)).to(ctx.bias_dtype)
+    return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
+_spherical_conv_op.register_autograd(_backward, setup_context=_setup_context)
