@@ -119,3 +119,24 @@ def test_opcheck_spherical_pool():
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         grad = torch.randn_like(got)
         torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the Triton kernels)")
+def test_cuda_export_trace_and_opcheck():
+    torch.manual_seed(6)
+    model = SphericalUNet((32, 64)).eval().cuda()
+    args = tuple(t.cuda() for t in _unet_inputs(size=(32, 64)))
+    program = torch.export.export(model, args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, args, check_trace=False)
+    other = tuple(t.cuda() for t in _unet_inputs(size=(32, 64)))
+    expected = model(*other)
+    torch.testing.assert_close(program.module()(*other), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(traced(*other), expected, rtol=1e-4, atol=1e-4)
+    x = torch.randn(2, 8, 16, 32, device="cuda", requires_grad=True)
+    weight = torch.randn(16, 8, 3, 8, device="cuda", requires_grad=True)
+    bias = torch.randn(16, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.sconv.spherical_conv.default, (x, weight, bias, [1, 1], "sphere", 0.0, 0.4))
+    torch.library.opcheck(torch.ops.sconv.spherical_pool.default, (x, "max"))
