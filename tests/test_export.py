@@ -102,8 +102,7 @@ def test_opcheck_spherical_conv():
     bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
     for args in [
         (x, weight, bias, [1, 1], "sphere", 0.0, 0.9),
-        (x, weight, None, [2, 3], "constant", 0.25, 1.3),
-        (x.detach(), weight.detach(), bias.detach(), [1, 2], "replicate", 0.0, math.pi),
+        (x, weight, None, [2, 3], "constant", 0.25, math.pi),
     ]:
         torch.library.opcheck(op, args)
 
