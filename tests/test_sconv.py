@@ -338,6 +338,21 @@ def test_mixed_dtypes_under_cpu_autocast_are_accepted():
     assert got.dtype == torch.bfloat16 and rel_err(got, expected) < 3e-2
 
 
+def test_geometry_larger_than_memory_is_refused_with_its_size(monkeypatch):
+    x, weight = torch.randn(1, 2, 8, 16), torch.randn(3, 2, 2, 4)
+    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+    # Independent count of what the CPU gather path holds: an int64 index and the float32 input under every
+    # (output row's padded tap, output column). At r = pi every crown holds all 128 input pixels, and the pixel
+    # itself and its antipode (undefined beta) are taken kw = 4 times each: 134 taps in every row, no padding.
+    need = 8 * (128 + 2 * 3) * 16 * (8 + 2 * 4)
+    monkeypatch.setattr(sconv_impl, "_physical_memory", lambda: need - 1)
+    with pytest.raises(ValueError, match=r"8x16 input with 2 channel\(s\), batch 1.*kernel_rad=3.14159 needs about "
+                                         r"0.0 GiB .* more than this machine's"):  # fmt: skip
+        spherical_conv(x, weight, kernel_rad=math.pi)
+    monkeypatch.setattr(sconv_impl, "_physical_memory", lambda: need)
+    assert spherical_conv(x, weight, kernel_rad=math.pi).shape == (1, 3, 8, 16)
+
+
 def test_empty_crown_message_gives_a_radius_that_works():
     x, weight = torch.randn(1, 1, 8, 16), torch.randn(1, 1, 2, 2)
     with pytest.raises(ValueError, match="kernel_rad >= ") as info:

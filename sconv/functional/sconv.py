@@ -27,6 +27,7 @@ No Python loop runs over rows or pixels, only over a handful of row groups.
 import functools
 import math
 import numbers
+import os
 
 import torch
 import torch.nn.functional as F
@@ -182,8 +183,37 @@ def _crown_sum(plan, dense):
 
 
 # The plans are cached geometry, built by plain Python: under torch.compile, fetch them eagerly rather than trace them.
-_conv_plan = torch.compiler.disable(conv_plan)
 _sparse_plan = torch.compiler.disable(sparse_plan)
+
+
+def _physical_memory():
+    """Bytes of memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+@torch.compiler.disable
+def _conv_plan(input, kernel_rad, stride, kernel_size):
+    """``conv_plan`` for the CPU gather path, refused with the memory it needs when that exceeds the machine's.
+
+    The plan holds an index per (tap, output column) and the path gathers the input under each of them, so a large
+    crown on a large grid (1024 x 2048 at pi/32, 128 x 256 at pi) needs tens or hundreds of GB; such a call is refused
+    up front rather than attempted.
+    """
+    batch, channels, height, width = input.shape
+    gathered = padded_taps(height, width, kernel_rad, stride, kernel_size) * (width // stride[1])
+    need = gathered * (8 + max(batch, 1) * channels * input.element_size())  # int64 index + gathered input
+    available = _physical_memory()
+    if available is not None and need > available:
+        raise ValueError(
+            f"spherical_conv: a {height}x{width} input with {channels} channel(s), batch {batch}, stride {stride} and "
+            f"kernel_rad={kernel_rad:.6g} needs about {need / 2**30:.1f} GiB on the CPU (the crown's gather index and "
+            f"the gathered input), more than this machine's {available / 2**30:.1f} GiB; use a smaller kernel_rad or "
+            "input, a larger stride, or a CUDA device"
+        )
+    return conv_plan(height, width, kernel_rad, stride, kernel_size, input.device, input.dtype)
 
 
 def _kernel_padding(input, window, padding_mode):
@@ -212,7 +242,7 @@ def _gather_path(input, weight, bias, stride, padding_mode, kernel_rad):
         return _triton_gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
     out_channels, in_channels, kh, kw = weight.shape
     height, width = input.shape[-2:]
-    plan = _conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
+    plan = _conv_plan(input, kernel_rad, stride, (kh, kw))
     out_w = width // stride[1]
     win = plan.window
     x = _pad_width(input, win.pad_left, win.pad_right, padding_mode).flatten(2)  # [B, C, H * Wp]
