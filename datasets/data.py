@@ -12,7 +12,8 @@ the top row). Maps live on the grid of ``docs/data.md`` / the operator spec: row
 
 ``vinfo.pkl`` is read with a restricted unpickler: a dataset downloaded from the internet must not be able to run
 code. Only dicts, lists, tuples, strings and numbers are admitted (plus numeric numpy scalars and arrays, rebuilt
-from their raw bytes without handing the pickle to numpy); anything that imports or calls something else is refused.
+from their raw bytes without handing the pickle to numpy); anything that imports or calls something else is refused,
+and so is a file whose shared references would expand past a budget of objects or depth.
 """
 
 import io
@@ -213,6 +214,7 @@ class _NumericArray:
     """Stand-in for a numpy array while unpickling; ``value`` becomes nested lists once its state is set."""
 
     value = None
+    count = 0  # objects in ``value``: its numbers and its nested lists
 
     def __setstate__(self, state):
         if not (isinstance(state, tuple) and len(state) == 5):
@@ -226,6 +228,16 @@ class _NumericArray:
             raise _Refused("numpy array data does not match its shape and dtype")
         order = "F" if fortran_order else "C"
         self.value = np.frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order).tolist()
+        self.count = sum(math.prod(shape[:k]) for k in range(len(shape) + 1))
+
+
+def _frombuffer_array(buffer, dtype, shape, order):
+    # Protocol 5 spells an array as numpy's _frombuffer(buffer, dtype, shape, order), the buffer in-band.
+    if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
+        raise _Refused("malformed protocol-5 numpy array")
+    array = _NumericArray()
+    array.__setstate__((1, shape, dtype, order == "F", bytes(buffer)))
+    return array
 
 
 _NDARRAY = object()  # what 'numpy.ndarray' resolves to: only a marker for _reconstruct
@@ -250,6 +262,13 @@ def _latin1_bytes(text, encoding):
     return text.encode("latin1")
 
 
+def _empty_bytes(*args):
+    # Protocols 0-2 spell b"" (the data of an empty array) as __builtin__.bytes().
+    if args:
+        raise _Refused("bytes(...) is admitted only without arguments")
+    return b""
+
+
 _ADMITTED_GLOBALS = {
     ("numpy", "dtype"): _NumericDType,
     ("numpy", "ndarray"): _NDARRAY,
@@ -257,7 +276,11 @@ _ADMITTED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"): _numeric_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct_array,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct_array,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer_array,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer_array,
     ("_codecs", "encode"): _latin1_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -274,23 +297,50 @@ class _PlainDataUnpickler(pickle.Unpickler):
         return admitted
 
 
-def _plain(obj, depth=0):
-    """Replace array stand-ins by lists and refuse any other type than plain containers, strings and numbers."""
-    if depth > 50:
-        raise _Refused("nesting deeper than 50 levels")
+# Budget of the copy _plain makes: nesting depth, and objects counted as a reader walking it meets them (a shared
+# reference counts each time it is reached). A pickle can share references, so a few hundred bytes can describe 2^40
+# objects; 100 videos x 1,500 frames x 30 gaze points make 1.4e7.
+_MAX_DEPTH = 50
+_MAX_OBJECTS = 2**26
+
+
+def _plain(obj):
+    """``obj`` with array stand-ins replaced by lists; any other type than plain containers, strings and numbers,
+    nesting deeper than ``_MAX_DEPTH`` or more than ``_MAX_OBJECTS`` objects (shared references counted each time)
+    is refused. Each shared object is copied once (memoised by id), so refusing costs time linear in the file."""
+    return _plain_counted(obj, 0, {})[0]
+
+
+def _plain_counted(obj, depth, memo):
+    """``(copy, object count)`` of ``obj``; ``memo``: id of an input container -> its ``(copy, count)``."""
+    if depth > _MAX_DEPTH:
+        raise _Refused(f"nesting deeper than {_MAX_DEPTH} levels")
     if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        return obj
+        return obj, 1
+    if id(obj) in memo:
+        return memo[id(obj)]
     if isinstance(obj, _NumericArray):
         if obj.value is None:
             raise _Refused("numpy array without data")
-        return obj.value
-    if type(obj) is dict:
-        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in obj.items()}
-    if type(obj) is list:
-        return [_plain(v, depth + 1) for v in obj]
-    if type(obj) is tuple:
-        return tuple(_plain(v, depth + 1) for v in obj)
-    raise _Refused(f"it holds an object of type {type(obj).__name__}")
+        copy, count = obj.value, obj.count
+        leaf = False
+    elif type(obj) is dict:
+        items = [(_plain_counted(k, depth + 1, memo), _plain_counted(v, depth + 1, memo)) for k, v in obj.items()]
+        copy = {k[0]: v[0] for k, v in items}
+        count = 1 + sum(k[1] + v[1] for k, v in items)
+        leaf = count == 1 + 2 * len(items)
+    elif type(obj) in (list, tuple):
+        items = [_plain_counted(v, depth + 1, memo) for v in obj]
+        copy = type(obj)(v[0] for v in items)
+        count = 1 + sum(v[1] for v in items)
+        leaf = count == 1 + len(items)
+    else:
+        raise _Refused(f"it holds an object of type {type(obj).__name__}")
+    if count > _MAX_OBJECTS:  # stop early: the sum over a deep chain of shared references grows exponentially
+        raise _Refused(f"it holds more than {_MAX_OBJECTS} objects, counting shared references each time")
+    if not leaf:  # containers of scalars only (the gaze points, most of the file) are cheap to walk again
+        memo[id(obj)] = copy, count
+    return copy, count
 
 
 def load_vinfo(path):
@@ -380,10 +430,12 @@ class _VRVideoBase(Dataset):
         problems = []  # (file, reason): each is one skipped video or frame
         listed = set()
         for vid in vinfo:
-            if isinstance(vid, str):
-                listed.add(vid)
-            else:
+            if not isinstance(vid, str):
                 problems.append((vinfo_path, f"video id {vid!r} is not a string"))
+            elif not _is_plain_name(vid):
+                problems.append((vinfo_path, f"video id {vid!r} is not a plain folder name inside the dataset root"))
+            else:
+                listed.add(vid)
         on_disk = {
             name
             for name in os.listdir(self.root)
@@ -428,6 +480,9 @@ class _VRVideoBase(Dataset):
         if not os.path.isdir(folder):
             problems.append((folder, "video listed in vinfo.pkl but its folder is missing"))
             return
+        if not _inside(self.root, folder):
+            problems.append((folder, f"video {vid!r}: the folder resolves outside the dataset root (a symlink?)"))
+            return
         if not isinstance(frames, dict):
             problems.append((vinfo_path, f"video {vid!r}: expected a dict frame id -> gaze points"))
             return
@@ -456,7 +511,7 @@ class _VRVideoBase(Dataset):
                 problems.append((vinfo_path, f"video {vid!r} frame {fid!r}: {err}"))
                 continue
             self._frame_of_number[vid, int(fid)] = fid
-            reason = _unreadable_image_reason(jpg)
+            reason = _unreadable_image_reason(jpg) if _inside(self.root, jpg) else _OUTSIDE
             if reason is None:
                 good.append(fid)
             else:
@@ -468,10 +523,12 @@ class _VRVideoBase(Dataset):
 
     def _load_frame(self, vid, fid):
         path = self._jpg_path(vid, fid)
+        if not _inside(self.root, path):  # checked at construction too; a link may have been swapped since
+            raise RuntimeError(f"{path}: {_OUTSIDE}")
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB").resize((self.frame_w, self.frame_h), Image.Resampling.BILINEAR)
-        except (OSError, ValueError, SyntaxError) as err:
+                img = _rgb8(img).resize((self.frame_w, self.frame_h), Image.Resampling.BILINEAR)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise RuntimeError(f"{path}: cannot decode the frame ({type(err).__name__}: {err})") from None
         frame = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
         return self.transform(frame) if self.transform is not None else frame
@@ -485,7 +542,7 @@ class _VRVideoBase(Dataset):
         """Ground-truth map of a frame normalised to max 1, float32 tensor ``[1, H, W]`` (cached on disk)."""
         shape = (self.frame_h, self.frame_w)
         path = self._cache_path(vid, fid)
-        if self.cache_gt and os.path.isfile(path):
+        if self.cache_gt and os.path.isfile(path) and _inside(self.root, path):
             try:
                 cached = np.load(path, allow_pickle=False)
                 if cached.shape == shape and cached.dtype == np.float32 and np.isfinite(cached).all():
@@ -500,7 +557,8 @@ class _VRVideoBase(Dataset):
                 f"the map of {self._jpg_path(vid, fid)} underflows to zero"
             )
         saliency = (heat / peak).numpy().astype(np.float32)
-        if self.cache_gt:
+        # os.replace swaps a symlink at ``path`` itself, so only the folder has to be inside the root.
+        if self.cache_gt and _inside(self.root, os.path.dirname(path)):
             buffer = io.BytesIO()
             np.save(buffer, saliency, allow_pickle=False)
             atomic_write_bytes(path, buffer.getvalue())
@@ -517,19 +575,78 @@ class _VRVideoBase(Dataset):
         return self._load_frame(vid, fid), self._previous_map(vid, fid), self._saliency_map(vid, fid)
 
 
+_OUTSIDE = "the file resolves outside the dataset root (a symlink?); refused"
+
+
+def _is_plain_name(name):
+    """Whether ``name`` is one plain path component: not empty, ``.`` or ``..``, no separator, drive or NUL."""
+    separators = {os.sep, os.altsep} - {None}
+    return (
+        name not in ("", ".", "..")
+        and "\0" not in name
+        and not any(sep in name for sep in separators)
+        and not os.path.splitdrive(name)[0]
+    )
+
+
+def _inside(root, path):
+    """Whether ``path`` lies inside the folder ``root`` once both have their symlinks resolved.
+
+    The one path-safety rule of the loader: every file it opens or writes under the dataset root is checked with it,
+    so neither a crafted video id nor a symlink can make it read or write elsewhere.
+    """
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real != real_root and os.path.commonpath([real_root, real]) == real_root
+
+
 def _is_frame_id(fid):
     return isinstance(fid, str) and fid.isascii() and fid.isdigit()
 
 
 def _unreadable_image_reason(path):
-    """None if ``path`` exists and PIL recognises its header (cheap: no decoding), else why not."""
+    """None if ``path`` exists and PIL recognises its header and mode (cheap: no decoding), else why not."""
     if not os.path.isfile(path):
         return "frame listed in vinfo.pkl but the jpg is missing"
     try:
-        with Image.open(path):
-            return None
+        with Image.open(path) as img:
+            if img.mode in _CONVERTED_MODES:
+                return None
+            return _mode_refused(img.mode)
+    except Image.DecompressionBombError as err:  # not an OSError: named here so that on_bad_data='skip' skips it
+        return f"refused as a decompression bomb ({err})"
     except (OSError, ValueError, SyntaxError) as err:
         return f"not a readable image ({type(err).__name__}: {err})"
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL opens 16-bit grey PNGs as I;16 (older: I)
+_CONVERTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "F")
+_CONVERTED_MODES += _SIXTEEN_BIT_MODES
+
+
+def _mode_refused(mode):
+    return f"image mode {mode!r} is not converted to RGB (accepted: {', '.join(_CONVERTED_MODES)})"
+
+
+def _rgb8(img):
+    """``img`` as an 8-bit RGB image, by the real range of its mode; ValueError saying why not.
+
+    8-bit modes go through PIL's ``convert`` (alpha dropped, palettes and colour spaces converted). 16-bit grey
+    (and 32-bit integer ``I``, what older PIL made of 16-bit PNGs) is scaled from [0, 65535], float grey ``F``
+    from [0, 1]; values outside that range are refused rather than clipped to white or black.
+    """
+    if img.mode not in _SIXTEEN_BIT_MODES + ("F",):
+        if img.mode not in _CONVERTED_MODES:
+            raise ValueError(_mode_refused(img.mode))
+        return img.convert("RGB")
+    values = np.asarray(img, dtype=np.float64)
+    top = 1.0 if img.mode == "F" else 65535.0
+    if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= top):
+        raise ValueError(
+            f"mode {img.mode!r} frame with values in [{values.min()}, {values.max()}]: expected values in [0, {top:g}]"
+            " (convert it to 8-bit RGB first)"
+        )
+    return Image.fromarray(np.rint(values * (255 / top)).astype(np.uint8)).convert("RGB")
 
 
 _ARGS_DOC = """

@@ -170,15 +170,75 @@ def test_hostile_pickle_is_refused_and_not_run(tmp_path, payload, protocol):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_numeric_numpy_in_vinfo_becomes_plain_python(tmp_path, protocol):
     path = tmp_path / "vinfo.pkl"
     points = np.array([[0.25, 0.5], [0.75, 0.125]])
-    vinfo = {"v": {"0000": points, "0005": [(np.float64(0.5), np.float32(0.25))], "0010": [(np.int64(1), 0)]}}
+    readonly = np.array([1, -2, 3], dtype=">i4")
+    readonly.flags.writeable = False  # protocol 5 stores a read-only buffer as bytes, a writable one as bytearray
+    vinfo = {
+        "v": {"0000": points, "0005": [(np.float64(0.5), np.float32(0.25))], "0010": [(np.int64(1), 0)]},
+        "w": {"0000": np.asfortranarray(points), "0005": readonly, "0010": np.float32(2.5) * np.ones((2, 0, 3))},
+    }
     path.write_bytes(pickle.dumps(vinfo, protocol=protocol))
     loaded = load_vinfo(path)
-    assert loaded == {"v": {"0000": [[0.25, 0.5], [0.75, 0.125]], "0005": [(0.5, 0.25)], "0010": [(1, 0)]}}
+    assert loaded == {
+        "v": {"0000": [[0.25, 0.5], [0.75, 0.125]], "0005": [(0.5, 0.25)], "0010": [(1, 0)]},
+        "w": {"0000": [[0.25, 0.5], [0.75, 0.125]], "0005": [1, -2, 3], "0010": [[], []]},
+    }
     assert type(loaded["v"]["0005"][0][0]) is float and type(loaded["v"]["0000"]) is list
+
+
+def test_protocol5_array_with_a_wrong_buffer_is_refused(tmp_path):
+    path = tmp_path / "vinfo.pkl"
+    raw = np.array([0.25, 0.5]).tobytes()
+    good = pickle.dumps({"v": np.array([0.25, 0.5])}, protocol=5)
+    buffer = b"\x96" + len(raw).to_bytes(8, "little") + raw  # BYTEARRAY8 of the array's 16 bytes
+    assert good.count(buffer) == 1
+    # Half the data for the same shape (2,), without framing (FRAME is optional) so the shorter file stays valid.
+    body = good[good.index(b"\x95") + 9 :]
+    path.write_bytes(b"\x80\x05" + body.replace(buffer, b"\x96" + (8).to_bytes(8, "little") + raw[:8]))
+    with pytest.raises(ValueError, match="refused.*does not match its shape and dtype"):
+        load_vinfo(path)
+
+
+def _expanded_count(obj):
+    """Objects a reader walking ``obj`` meets, shared references counted each time (a plain recursive walk)."""
+    if isinstance(obj, dict):
+        return 1 + sum(_expanded_count(k) + _expanded_count(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return 1 + sum(_expanded_count(v) for v in obj)
+    return 1
+
+
+def test_shared_references_nested_deep_fail_fast(tmp_path):
+    path = tmp_path / "vinfo.pkl"
+    nested = []
+    for _ in range(40):
+        nested = [nested, nested]  # 2^40 lists once every reference is copied
+    payload = pickle.dumps({"v": {"0000": nested}}, protocol=4)
+    assert len(payload) < 300
+    path.write_bytes(payload)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*refused.*more than 67108864 objects"):
+        load_vinfo(path)
+    cycle = []
+    cycle.append(cycle)
+    path.write_bytes(pickle.dumps({"v": cycle}))
+    with pytest.raises(ValueError, match="refused.*nesting deeper than 50"):
+        load_vinfo(path)
+
+
+def test_object_budget_counts_shared_references(tmp_path, monkeypatch):
+    path = tmp_path / "vinfo.pkl"
+    shared = [(0.25, 0.5), (0.75, 0.125)]
+    vinfo = {"v": {"0000": shared, "0005": shared}, "w": {"0000": [shared, shared]}}
+    path.write_bytes(pickle.dumps(vinfo))
+    count = _expanded_count(vinfo)
+    monkeypatch.setattr(data, "_MAX_OBJECTS", count)
+    assert load_vinfo(path) == vinfo
+    monkeypatch.setattr(data, "_MAX_OBJECTS", count - 1)
+    with pytest.raises(ValueError, match="refused.*more than"):
+        load_vinfo(path)
 
 
 def test_non_numeric_numpy_and_garbage_are_refused(tmp_path):
@@ -460,3 +520,151 @@ def test_jpg_corrupt_past_its_header_raises_at_load(root):
     ds = VRVideo(root, 8, 16, 4)  # the header is fine: not detectable cheaply at construction
     with pytest.raises(RuntimeError, match=re.escape(path)):
         ds[ds.items.index(("video_002", "0005"))]
+
+
+# --- paths escaping the dataset root ------------------------------------------------------------------------------
+
+
+def _victim(root):
+    """A copy of a video outside the root (beside it), as a tree the loader must neither read nor write."""
+    victim = os.path.join(os.path.dirname(root), "victim", "video_000")
+    shutil.copytree(os.path.join(root, "video_000"), victim)
+    return victim
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
+def test_video_id_escaping_the_root_is_refused(root, kind):
+    victim = _victim(root)
+    before = _files(victim)
+    vid = "../victim/video_000" if kind == "relative" else victim
+    _edit_vinfo(root, lambda v: v.update({vid: v["video_000"]}))
+    with pytest.raises(ValueError, match=re.escape(repr(vid)) + " is not a plain folder name"):
+        VRVideo(root, 8, 16, 4)
+    with pytest.warns(UserWarning, match="skipped 1 videos/frames .*" + re.escape(repr(vid))):
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+    assert vid not in ds.videos and len(ds) == 12
+    for i in range(len(ds)):
+        ds[i]
+    assert _files(victim) == before  # no cache written there
+
+
+def test_symlinked_video_folder_outside_the_root_is_refused(root):
+    victim = _victim(root)
+    before = _files(victim)
+    shutil.rmtree(os.path.join(root, "video_001"))
+    os.symlink(victim, os.path.join(root, "video_001"))
+    folder = os.path.join(root, "video_001")
+    with pytest.raises(ValueError, match=re.escape(folder) + ": .*resolves outside the dataset root"):
+        VRVideo(root, 8, 16, 4)
+    with pytest.warns(UserWarning, match="skipped 1 videos/frames"):
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+    assert "video_001" not in ds.videos and len(ds) == 9
+    for i in range(len(ds)):
+        ds[i]
+    assert _files(victim) == before
+
+
+def test_symlinked_frame_and_cache_outside_the_root(root):
+    victim = _victim(root)
+    jpg = os.path.join(root, "video_001", "0005.jpg")
+    os.remove(jpg)
+    os.symlink(os.path.join(victim, "0005.jpg"), jpg)
+    with pytest.raises(ValueError, match=re.escape(jpg) + ": the file resolves outside the dataset root"):
+        VRVideo(root, 8, 16, 4)
+    os.remove(jpg)
+    shutil.copy(os.path.join(victim, "0005.jpg"), jpg)
+    ds = VRVideo(root, 8, 16, 4)
+    # A cache file linked to a file outside: never read from there, and replaced by a file of its own.
+    outside = os.path.join(victim, "foreign.npy")
+    np.save(outside, np.ones((8, 16), dtype=np.float32))
+    cache = ds._cache_path("video_001", "0005")
+    os.symlink(outside, cache)
+    target = ds[ds.items.index(("video_001", "0005"))][2][0]
+    expected = _normalised(load_vinfo(os.path.join(root, "vinfo.pkl"))["video_001"]["0005"], 8, 16)
+    torch.testing.assert_close(target, torch.from_numpy(expected).float())
+    assert not os.path.islink(cache) and np.array_equal(np.load(outside), np.ones((8, 16), dtype=np.float32))
+    # A link swapped in after construction is refused when the frame is loaded.
+    os.remove(jpg)
+    os.symlink(os.path.join(victim, "0005.jpg"), jpg)
+    with pytest.raises(RuntimeError, match=re.escape(jpg) + ": the file resolves outside"):
+        ds[ds.items.index(("video_001", "0005"))]
+
+
+# --- frames of any PIL mode -------------------------------------------------------------------------------------
+
+_GRADIENT = np.arange(24 * 48, dtype=np.float64).reshape(24, 48) / (24 * 48 - 1)  # 0 .. 1 over the frame
+
+
+def _grey16():
+    values = np.rint(_GRADIENT * 65535).astype(np.uint16)
+    return Image.fromarray(values), "PNG", np.rint(values / 257.0)
+
+
+def _int32():
+    values = np.rint(_GRADIENT * 65535).astype(np.int32)
+    return Image.fromarray(values), "TIFF", np.rint(values / 257.0)
+
+
+def _float01():
+    values = _GRADIENT.astype(np.float32)
+    return Image.fromarray(values), "TIFF", np.rint(values.astype(np.float64) * 255)
+
+
+def _grey_alpha():
+    grey = np.rint(_GRADIENT * 255).astype(np.uint8)
+    return Image.fromarray(np.stack([grey, 255 - grey], -1)), "PNG", grey  # LA: the alpha is dropped
+
+
+def _palette():
+    index = (np.arange(24 * 48) % 3).reshape(24, 48).astype(np.uint8)
+    palette = np.array([[200, 10, 30], [0, 120, 250], [90, 90, 90]], dtype=np.uint8)
+    img = Image.fromarray(index)
+    img.putpalette(palette.flatten().tolist())  # mode P
+    return img, "PNG", palette[index]
+
+
+def _cmyk():
+    cyan = np.rint(_GRADIENT * 255).astype(np.uint8)
+    zero = np.zeros_like(cyan)
+    img = Image.fromarray(np.stack([cyan, zero, zero, zero], -1), mode="CMYK")
+    return img, "TIFF", np.stack([255 - cyan, zero + 255, zero + 255], -1)  # no black ink: RGB = 255 - CMY
+
+
+@pytest.mark.parametrize("frame", [_grey16, _int32, _float01, _grey_alpha, _palette, _cmyk], ids=lambda f: f.__name__)
+def test_frames_of_any_mode_become_8bit_rgb_by_their_range(root, frame):
+    img, fmt, expected = frame()
+    img.save(os.path.join(root, "video_001", "0005.jpg"), format=fmt)  # the loader reads the content, not the name
+    with Image.open(os.path.join(root, "video_001", "0005.jpg")) as check:
+        assert check.mode == img.mode
+    ds = VRVideo(root, 24, 48, 4)  # the frame's own size: resizing is the identity
+    got = ds[ds.items.index(("video_001", "0005"))][0]
+    expected = torch.from_numpy(np.asarray(expected, dtype=np.float64)).float()
+    expected = (expected[None].expand(3, -1, -1) if expected.dim() == 2 else expected.permute(2, 0, 1)) / 255
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_frames_out_of_their_range_or_mode_are_refused_naming_the_file(root, monkeypatch):
+    path = os.path.join(root, "video_001", "0005.jpg")
+    Image.fromarray((_GRADIENT * 2).astype(np.float32)).save(path, format="TIFF")  # float values up to 2
+    ds = VRVideo(root, 24, 48, 4)
+    with pytest.raises(RuntimeError, match=re.escape(path) + r".*'F' frame with values in \[0.0, 2.0\]"):
+        ds[ds.items.index(("video_001", "0005"))]
+    Image.fromarray(np.zeros((24, 48, 4), dtype=np.uint8), mode="CMYK").save(path, format="TIFF")
+    monkeypatch.setattr(data, "_CONVERTED_MODES", ("RGB", "L"))
+    with pytest.raises(ValueError, match=re.escape(path) + ": image mode 'CMYK' is not converted to RGB"):
+        VRVideo(root, 24, 48, 4)
+
+
+def test_decompression_bomb_frame_is_skipped_naming_the_file(root, monkeypatch):
+    path = os.path.join(root, "video_001", "0005.jpg")
+    Image.new("RGB", (200, 100)).save(path, format="JPEG")  # 20000 pixels: over twice the limit set below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    with pytest.raises(ValueError, match=re.escape(path) + ": refused as a decompression bomb"):
+        VRVideo(root, 8, 16, 4)
+    with pytest.warns(UserWarning, match="skipped 1 videos/frames .*" + re.escape(path) + ": refused as a decomp"):
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+    assert ("video_001", "0005") not in ds.items and len(ds) == 11

@@ -294,6 +294,25 @@ BAD_CALLS = [
     (lambda: spherical_conv(torch.randn(1, 2, 8, 16), torch.randn(1, 2, 2, 2), padding="same"), ValueError,
      "padding"),
     (lambda: spherical_conv(torch.randn(1, 2, 8, 16), torch.randn(1, 2, 2, 2), torch.randn(3)), ValueError, "bias"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16).double(), torch.randn(1, 2, 2, 2)), TypeError,
+     "weight has dtype torch.float32 but input has torch.float64: give both the same"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16).bfloat16(), torch.randn(1, 2, 2, 2)), TypeError,
+     "weight has dtype torch.float32 but input has torch.bfloat16.*only under torch.autocast"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16), torch.ones(1, 2, 2, 2, dtype=torch.int64)), TypeError,
+     "weight must be a dense floating-point tensor, got torch.int64"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16), torch.randn(1, 2, 2, 2), torch.ones(1, dtype=torch.int32)),
+     TypeError, "bias must be a dense floating-point tensor, got torch.int32"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16), torch.randn(1, 2, 2, 2), torch.ones(1, dtype=torch.float64)),
+     TypeError, "bias has dtype torch.float64 but input has torch.float32"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16), torch.randn(1, 2, 2, 2), [0.5]), TypeError,
+     "bias must be a torch.Tensor or None"),
+    (lambda: spherical_conv(torch.randn(1, 0, 8, 16), torch.randn(1, 0, 2, 2)), ValueError, r"C_in >= 1\), got C_in=0"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16), torch.randn(1, 2, 2, 2, device="meta")), ValueError,
+     "weight is on meta but input is on cpu"),
+    (lambda: spherical_conv(torch.randn(1, 2, 8, 16).to_sparse(), torch.randn(1, 2, 2, 2)), TypeError,
+     "input must be a dense"),
+    (lambda: SphericalConv(2, 3, kernel_size=2)(torch.randn(1, 2, 8, 16, dtype=torch.float64)), TypeError,
+     "weight has dtype torch.float32 but input has torch.float64"),
     (lambda: SphericalConv(2, 3, kernel_sr=(2.0, 2.0), kernel_size=(2, 2)), ValueError, "exactly one"),
     (lambda: SphericalConv(2, 3, kernel_sr=None), ValueError, "exactly one"),
     (lambda: SphericalConv(2, 3, kernel_rad=0.1, kernel_sr=(1.0, 1.0)), ValueError, "kernel_size"),
@@ -307,6 +326,32 @@ BAD_CALLS = [
 def test_bad_input_names_the_argument(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_mixed_dtypes_under_cpu_autocast_are_accepted():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 8, 16, generator=gen, dtype=torch.float64)
+    weight = torch.randn(3, 2, 3, 4, generator=gen, dtype=torch.float64)
+    bias = torch.randn(3, generator=gen, dtype=torch.float64)
+    expected = reference.spherical_conv(x.numpy(), weight.numpy(), bias.numpy(), (1, 1), "sphere", 0.7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = spherical_conv(x.bfloat16(), weight.float(), bias.float(), kernel_rad=0.7)
+    assert got.dtype == torch.bfloat16 and rel_err(got, expected) < 3e-2
+
+
+def test_geometry_larger_than_memory_is_refused_with_its_size(monkeypatch):
+    x, weight = torch.randn(1, 2, 8, 16), torch.randn(3, 2, 2, 4)
+    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+    # Independent count of what the CPU gather path holds: an int64 index and the float32 input under every
+    # (output row's padded tap, output column). At r = pi every crown holds all 128 input pixels, and the pixel
+    # itself and its antipode (undefined beta) are taken kw = 4 times each: 134 taps in every row, no padding.
+    need = 8 * (128 + 2 * 3) * 16 * (8 + 2 * 4)
+    monkeypatch.setattr(sconv_impl, "_physical_memory", lambda: need - 1)
+    with pytest.raises(ValueError, match=r"8x16 input with 2 channel\(s\), batch 1.*kernel_rad=3.14159 needs about "
+                                         r"0.0 GiB .* more than this machine's"):  # fmt: skip
+        spherical_conv(x, weight, kernel_rad=math.pi)
+    monkeypatch.setattr(sconv_impl, "_physical_memory", lambda: need)
+    assert spherical_conv(x, weight, kernel_rad=math.pi).shape == (1, 3, 8, 16)
 
 
 def test_empty_crown_message_gives_a_radius_that_works():

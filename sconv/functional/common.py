@@ -5,6 +5,7 @@ The equirectangular grid of ``docs/spec.md``: row ``i`` sits at colatitude
 ``phi_j = (j + 1/2) 2 pi / W``. Everything here is plain float64 math on small 1-D tensors; callers cast.
 """
 
+import contextlib
 import math
 import numbers
 
@@ -18,6 +19,7 @@ __all__ = [
     "check_input",
     "pair",
     "positive_int",
+    "autograd_inside_operator",
 ]
 
 
@@ -79,6 +81,25 @@ def check_input(input, name="input", min_size=2):
         raise ValueError(f"{name} must have shape [B, C, H, W] (4 dimensions), got {input.dim()} dimensions")
     if not input.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {input.dtype}")
+    if input.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {input.layout}")
     h, w = input.shape[-2:]
     if h < min_size or w < min_size:
         raise ValueError(f"{name} must have H, W >= {min_size}, got H={h}, W={w}")
+
+
+@contextlib.contextmanager
+def autograd_inside_operator():
+    """Autograd on again inside the kernel of a ``torch.library`` operator.
+
+    A custom operator's kernel runs below autograd (its dispatch keys excluded), so ``torch.enable_grad`` alone
+    records nothing there. The backward operators of ``sconv::spherical_conv`` and ``sconv::spherical_pool`` recompute
+    the eager forward under autograd, so they lift that exclusion for the recomputation only (the dispatch key guard
+    is private PyTorch API; ``tests/test_export.py``'s ``opcheck`` tests fail if it stops working).
+    """
+    keys = torch._C.DispatchKey
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in (keys.AutogradFunctionality, keys.AutogradOther, keys.AutogradNestedTensor):
+        exclude = exclude.remove(key)
+    with torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude), torch.enable_grad():
+        yield

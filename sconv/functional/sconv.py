@@ -27,11 +27,12 @@ No Python loop runs over rows or pixels, only over a handful of row groups.
 import functools
 import math
 import numbers
+import os
 
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input, pair
+from sconv.functional.common import autograd_inside_operator, check_input, pair
 from sconv.functional.crown import conv_plan, conv_window, crown_taps, padded_taps, sparse_plan
 from sconv.functional.sconv_triton import crown_gather, triton_available, triton_plan
 from sconv.functional.sparse_triton import sparse_crown_conv
@@ -182,8 +183,37 @@ def _crown_sum(plan, dense):
 
 
 # The plans are cached geometry, built by plain Python: under torch.compile, fetch them eagerly rather than trace them.
-_conv_plan = torch.compiler.disable(conv_plan)
 _sparse_plan = torch.compiler.disable(sparse_plan)
+
+
+def _physical_memory():
+    """Bytes of memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+@torch.compiler.disable
+def _conv_plan(input, kernel_rad, stride, kernel_size):
+    """``conv_plan`` for the CPU gather path, refused with the memory it needs when that exceeds the machine's.
+
+    The plan holds an index per (tap, output column) and the path gathers the input under each of them, so a large
+    crown on a large grid (1024 x 2048 at pi/32, 128 x 256 at pi) needs tens or hundreds of GB; such a call is refused
+    up front rather than attempted.
+    """
+    batch, channels, height, width = input.shape
+    gathered = padded_taps(height, width, kernel_rad, stride, kernel_size) * (width // stride[1])
+    need = gathered * (8 + max(batch, 1) * channels * input.element_size())  # int64 index + gathered input
+    available = _physical_memory()
+    if available is not None and need > available:
+        raise ValueError(
+            f"spherical_conv: a {height}x{width} input with {channels} channel(s), batch {batch}, stride {stride} and "
+            f"kernel_rad={kernel_rad:.6g} needs about {need / 2**30:.1f} GiB on the CPU (the crown's gather index and "
+            f"the gathered input), more than this machine's {available / 2**30:.1f} GiB; use a smaller kernel_rad or "
+            "input, a larger stride, or a CUDA device"
+        )
+    return conv_plan(height, width, kernel_rad, stride, kernel_size, input.device, input.dtype)
 
 
 def _kernel_padding(input, window, padding_mode):
@@ -212,7 +242,7 @@ def _gather_path(input, weight, bias, stride, padding_mode, kernel_rad):
         return _triton_gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
     out_channels, in_channels, kh, kw = weight.shape
     height, width = input.shape[-2:]
-    plan = _conv_plan(height, width, kernel_rad, stride, (kh, kw), input.device, input.dtype)
+    plan = _conv_plan(input, kernel_rad, stride, (kh, kw))
     out_w = width // stride[1]
     win = plan.window
     x = _pad_width(input, win.pad_left, win.pad_right, padding_mode).flatten(2)  # [B, C, H * Wp]
@@ -271,6 +301,22 @@ def _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_firs
     return _with_bias(out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2), bias)
 
 
+def _check_parameter(tensor, name, input, kind="a torch.Tensor"):
+    """``tensor`` (weight or bias) must be a dense floating tensor on the input's device, of the input's dtype unless
+    autocast is on for that device (then the operands are cast to the autocast dtype, as ``nn.Conv2d``'s are)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be {kind}, got {type(tensor).__name__}")
+    if not tensor.is_floating_point() or tensor.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense floating-point tensor, got {tensor.dtype} ({tensor.layout})")
+    if tensor.device != input.device:
+        raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}: put both on one device")
+    if tensor.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
+        raise TypeError(
+            f"{name} has dtype {tensor.dtype} but input has {input.dtype}: give both the same floating dtype "
+            "(mixed dtypes are accepted only under torch.autocast)"
+        )
+
+
 def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_mode="sphere", kernel_rad=math.pi / 3):
     """Spherical crown convolution of an equirectangular panorama.
 
@@ -290,19 +336,19 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
         ``nn.Conv2d``), else the input's.
     """
     check_input(input)
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    _check_parameter(weight, "weight", input)
     if weight.dim() != 4:
         raise ValueError(f"weight must have shape [C_out, C_in, kh, kw] (4 dimensions), got {tuple(weight.shape)}")
     batch, channels, height, width = input.shape
     out_channels, in_channels, kh, kw = weight.shape
     if in_channels != channels:
         raise ValueError(f"weight expects C_in={in_channels} input channels, but input has {channels}")
+    if channels < 1:
+        raise ValueError("input and weight must have at least one input channel (C_in >= 1), got C_in=0")
     if kh < 1 or kw < 1:
         raise ValueError(f"weight's kernel_size (kh, kw) must be at least (1, 1), got {(kh, kw)}")
     if bias is not None:
-        if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        _check_parameter(bias, "bias", input, "a torch.Tensor or None")
         if bias.shape != (out_channels,):
             raise ValueError(f"bias must have shape [C_out]=[{out_channels}], got {tuple(bias.shape)}")
     stride = pair(stride, "stride")
@@ -313,6 +359,19 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     padding_mode = check_padding_mode(padding_mode)
     kernel_rad = check_kernel_rad(kernel_rad)
 
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        constant = isinstance(padding_mode, float)
+        return torch.ops.sconv.spherical_conv(
+            input, weight, bias, stride, "constant" if constant else padding_mode,
+            padding_mode if constant else 0.0, kernel_rad,
+        )  # fmt: skip
+    return _spherical_conv(input, weight, bias, stride, padding_mode, kernel_rad)
+
+
+def _spherical_conv(input, weight, bias, stride, padding_mode, kernel_rad):
+    """``spherical_conv`` on checked arguments: picks the formulation and runs it."""
+    batch, channels, height, width = input.shape
+    out_channels, _, kh, kw = weight.shape
     triton_dtype = None
     if batch > 0 and triton_available(input.device, input.dtype):
         autocast = torch.is_autocast_enabled(input.device.type)
@@ -325,3 +384,83 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     if path == "gather":
         return _gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
     return _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, path == "mix_first", triton_dtype)
+
+
+# --- the operator for torch.export and torch.jit.trace ------------------------------------------------------------
+# Exporting or tracing the Python above would bake its geometry (built by plain Python from the sizes, cached, partly
+# sparse) into the graph, or fail on it. While exporting or tracing, spherical_conv therefore calls it as one
+# registered operator, sconv::spherical_conv, whose kernel is the eager code and whose shape function is the output
+# size; training and torch.compile keep calling the eager code directly. The operator's backward recomputes the
+# forward under autograd (sconv::spherical_conv_backward), so an exported program can also be trained.
+
+
+def _mode(padding_mode, pad_value):
+    return pad_value if padding_mode == "constant" else padding_mode
+
+
+def _output_dtype(input):
+    device = input.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else input.dtype
+
+
+@torch.library.custom_op("sconv::spherical_conv", mutates_args=())
+def _spherical_conv_op(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding_mode: str,
+    pad_value: float,
+    kernel_rad: float,
+) -> torch.Tensor:
+    """``spherical_conv`` with ``padding_mode`` a name (``'constant'``: pad with ``pad_value``); checked arguments."""
+    # Contiguous, as the shape function says (the sparse formulations return a permuted view).
+    return _spherical_conv(input, weight, bias, tuple(stride), _mode(padding_mode, pad_value), kernel_rad).contiguous()
+
+
+@_spherical_conv_op.register_fake
+def _spherical_conv_fake(input, weight, bias, stride, padding_mode, pad_value, kernel_rad):
+    batch, _, height, width = input.shape
+    shape = (batch, weight.shape[0], height // stride[0], width // stride[1])
+    return input.new_empty(shape, dtype=_output_dtype(input))
+
+
+@torch.library.custom_op("sconv::spherical_conv_backward", mutates_args=())
+def _spherical_conv_backward_op(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    stride: list[int],
+    padding_mode: str,
+    pad_value: float,
+    kernel_rad: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``sconv::spherical_conv`` (less the bias's) for the input and the weight, by recomputing it."""
+    with autograd_inside_operator():
+        x = input.detach().requires_grad_()
+        w = weight.detach().requires_grad_()
+        out = _spherical_conv(x, w, None, tuple(stride), _mode(padding_mode, pad_value), kernel_rad)
+        grad_input, grad_weight = torch.autograd.grad(out, (x, w), grad.to(out.dtype))
+    return grad_input.to(input.dtype), grad_weight.to(weight.dtype)
+
+
+@_spherical_conv_backward_op.register_fake
+def _spherical_conv_backward_fake(grad, input, weight, stride, padding_mode, pad_value, kernel_rad):
+    return torch.empty_like(input), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding_mode, pad_value, kernel_rad = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.config = (stride, padding_mode, pad_value, kernel_rad)
+
+
+def _backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    grad_input, grad_weight = _spherical_conv_backward_op(grad, input, weight, *ctx.config)
+    grad_bias = None if ctx.bias_dtype is None else grad.sum((0, 2, 3)).to(ctx.bias_dtype)
+    return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
+_spherical_conv_op.register_autograd(_backward, setup_context=_setup_context)

@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from sconv.functional.common import check_input, colatitudes, quadrature_weight
+from sconv.functional.common import autograd_inside_operator, check_input, colatitudes, quadrature_weight
 
 __all__ = ["spherical_pool", "pool_window_widths"]
 
@@ -94,6 +94,14 @@ def spherical_pool(input, mode="max"):
     b, c, h, w = input.shape
     if h % 2 or w % 2:
         raise ValueError(f"input must have even H and W for spherical pooling, got H={h}, W={w}")
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return torch.ops.sconv.spherical_pool(input, mode)  # the geometry stays out of the graph (see below)
+    return _spherical_pool(input, mode)
+
+
+def _spherical_pool(input, mode):
+    """``spherical_pool`` on checked arguments."""
+    b, c, h, w = input.shape
     groups, row_order = _pool_geometry(_static_size(h), _static_size(w), input.device)
     flat = input.reshape(b, c, h * w)
     if mode == "max" and input.requires_grad and torch.is_grad_enabled():
@@ -124,3 +132,47 @@ def _max_pool_by_winner(flat, groups, row_order, h, w):
         if row_order is not None:
             winner = winner.view(b, c, h // 2, w // 2).index_select(2, row_order).flatten(2)
     return flat.gather(2, winner).view(b, c, h // 2, w // 2)
+
+
+# While exporting or tracing, spherical_pool runs as one registered operator whose kernel is the eager code: its
+# geometry, built by plain Python and cached, is never traced (under torch.export it would be built from fake tensors
+# and its data-dependent sizes fail). The backward recomputes the pooling under autograd.
+
+
+@torch.library.custom_op("sconv::spherical_pool", mutates_args=())
+def _spherical_pool_op(input: torch.Tensor, mode: str) -> torch.Tensor:
+    """``spherical_pool`` on checked arguments, as an operator."""
+    return _spherical_pool(input, mode)
+
+
+@_spherical_pool_op.register_fake
+def _spherical_pool_fake(input, mode):
+    b, c, h, w = input.shape
+    return input.new_empty((b, c, h // 2, w // 2))
+
+
+@torch.library.custom_op("sconv::spherical_pool_backward", mutates_args=())
+def _spherical_pool_backward_op(grad: torch.Tensor, input: torch.Tensor, mode: str) -> torch.Tensor:
+    """Gradient of ``sconv::spherical_pool`` for its input, by recomputing it."""
+    with autograd_inside_operator():
+        x = input.detach().requires_grad_()
+        (grad_input,) = torch.autograd.grad(_spherical_pool(x, mode), (x,), grad)
+    return grad_input
+
+
+@_spherical_pool_backward_op.register_fake
+def _spherical_pool_backward_fake(grad, input, mode):
+    return torch.empty_like(input)
+
+
+def _pool_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.mode = inputs[1]
+
+
+def _pool_backward(ctx, grad):
+    (input,) = ctx.saved_tensors
+    return _spherical_pool_backward_op(grad, input, ctx.mode), None
+
+
+_spherical_pool_op.register_autograd(_pool_backward, setup_context=_pool_setup_context)
