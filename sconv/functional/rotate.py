@@ -10,7 +10,7 @@ so ``x`` points at the centre of the panorama, ``y`` a quarter turn to its right
 north pole (row 0). Rotating a panorama by ``R`` moves the content at direction ``q`` to ``R q``:
 ``out(p) = in(R^T p)``, as the original's ``Equirect_Rotate(img, rot_x, rot_y, rot_z)`` (``isInverse=False``).
 
-Sampling (see :func:`sphere_sample`): bilinear on the sphere. Columns wrap around (no seam); a row index above
+Sampling (see :func:`sample_plan`): bilinear on the sphere. Columns wrap around (no seam); a row index above
 row 0 or below row ``H - 1`` crosses the pole, where row ``-1 - k`` is row ``k`` half a turn away in longitude
 (the rule of :func:`sconv.functional.spad.spherical_pad`), interpolated in longitude like any row, so any ``W``
 (odd too) works.
@@ -23,7 +23,7 @@ import torch
 
 from sconv.functional.common import check_input, colatitudes, longitudes
 
-__all__ = ["rotate_equirect", "rotate_points", "rotation_matrix", "sphere_sample", "directions", "angles_of"]
+__all__ = ["rotate_equirect", "rotate_points", "rotation_matrix", "sample_plan", "apply_plan", "directions", "angles_of"]
 
 _MODES = ("bilinear", "nearest")
 
@@ -120,61 +120,52 @@ def _geometry_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _wrap_columns(col, w):
-    """Left column index (mod ``w``) and the fraction toward the next one of continuous column coordinates."""
-    left = torch.floor(col)
-    frac = col - left
-    return torch.remainder(left.long(), w), frac
+def sample_plan(row, col, h, w, mode="bilinear"):
+    """Where and with what weights to read an ``h x w`` panorama to sample it at continuous pixel coordinates.
 
-
-def sphere_sample(input, row, col, mode="bilinear"):
-    """Sample ``input [B, C, H, W]`` at continuous pixel coordinates on the sphere.
-
-    ``row``, ``col`` (``[N]`` for every batch item, or ``[B, N]``): row ``r`` is colatitude ``(r + 1/2) pi / H``,
-    column ``c`` longitude ``(c + 1/2) 2 pi / W``, so ``row`` in ``[-1/2, H - 1/2]`` covers the sphere; ``col`` is
-    taken mod ``W``.
+    ``row``, ``col`` (``[N]``, or ``[B, N]`` for one set per batch item): row ``r`` is colatitude
+    ``(r + 1/2) pi / h``, column ``c`` longitude ``(c + 1/2) 2 pi / w``, so ``row`` in ``[-1/2, h - 1/2]`` covers the
+    sphere; ``col`` is taken mod ``w``.
 
     ``'bilinear'``: linear in longitude within each of the two rows ``floor(row)``, ``floor(row) + 1``, then linear
-    between them; row ``-1`` is row 0 and row ``H`` is row ``H - 1``, half a turn (``W / 2`` columns) away.
-    ``'nearest'``: the value of the pixel whose cell holds the point.
+    between them; row ``-1`` is row 0 and row ``h`` is row ``h - 1``, half a turn (``w / 2`` columns) away.
+    ``'nearest'``: the pixel whose cell holds the point.
 
-    Returns ``[B, C, N]``.
+    Returns ``(index, weight)``: flat pixel indices ``[..., 4, N]`` and their weights (the dtype of ``row``), or
+    ``index [..., N]`` and ``None`` for ``'nearest'``.
     """
-    b, c, h, w = input.shape
-    flat = input.reshape(b, c, h * w)
     if mode == "nearest":
         cell_row = torch.floor(row + 0.5).long().clamp_(0, h - 1)
-        index = cell_row * w + torch.remainder(torch.floor(col + 0.5).long(), w)
-        return _gather(flat, index, None)
+        return cell_row * w + torch.remainder(torch.floor(col + 0.5).long(), w), None
     top = torch.floor(row)
-    row_frac = (row - top).to(input.dtype)
+    row_frac = row - top
     top = top.long()
     indices, weights = [], []
     for r, row_weight in ((top, 1 - row_frac), (top + 1, row_frac)):
         above, below = r < 0, r >= h
-        # Across a pole: padded row -1 - k is row k, padded row H + k is row H - 1 - k, half a turn away.
+        # Across a pole: padded row -1 - k is row k, padded row h + k is row h - 1 - k, half a turn away.
         in_row = torch.where(above, -1 - r, torch.where(below, 2 * h - 1 - r, r))
-        left, frac = _wrap_columns(torch.where(above | below, col + w / 2, col), w)
-        frac = frac.to(input.dtype)
-        base = in_row * w
-        indices += [base + left, base + torch.remainder(left + 1, w)]
+        shifted = torch.where(above | below, col + w / 2, col)
+        left = torch.floor(shifted)
+        frac = shifted - left
+        left = torch.remainder(left.long(), w)
+        indices += [in_row * w + left, in_row * w + torch.remainder(left + 1, w)]
         weights += [row_weight * (1 - frac), row_weight * frac]
-    return _gather(flat, torch.stack(indices, dim=-2), torch.stack(weights, dim=-2))
+    return torch.stack(indices, dim=-2), torch.stack(weights, dim=-2)
 
 
-def _gather(flat, index, weight):
-    """``flat [B, C, HW]`` at ``index`` (``[..., N]`` or ``[..., K, N]`` with ``weight`` of that shape, summed over
-    ``K``); a leading batch dimension on ``index`` selects per batch item."""
-    b, c, _ = flat.shape
-    if index.dim() == (1 if weight is None else 2):  # one index set for the whole batch
+def apply_plan(input, index, weight):
+    """Sample ``input [B, C, H, W]`` by a :func:`sample_plan`; returns ``[B, C, N]``."""
+    b, c, h, w = input.shape
+    flat = input.reshape(b, c, h * w)
+    if index.dim() == (1 if weight is None else 2):  # one plan for the whole batch
         values = flat.index_select(2, index.flatten()).view(b, c, *index.shape)
     else:
         values = flat.gather(2, index.flatten(1)[:, None, :].expand(b, c, -1)).view(b, c, *index.shape[1:])
-        if weight is not None:
-            weight = weight[:, None]
+        weight = None if weight is None else weight[:, None]
     if weight is None:
         return values
-    return (values * weight).sum(dim=-2)
+    return (values * weight.to(input.dtype)).sum(dim=-2)
 
 
 def rotate_equirect(input, rotation, mode="bilinear"):
@@ -203,7 +194,7 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     source_theta, source_phi = angles_of(out_dirs @ rotation.to(dtype))
     row = source_theta * (h / math.pi) - 0.5
     col = source_phi * (w / (2 * math.pi)) - 0.5
-    return sphere_sample(input, row, col, mode).view(b, c, h, w)
+    return apply_plan(input, *sample_plan(row, col, h, w, mode)).view(b, c, h, w)
 
 
 def rotate_points(points, rotation):
