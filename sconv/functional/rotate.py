@@ -23,7 +23,15 @@ import torch
 
 from sconv.functional.common import check_input, colatitudes, longitudes
 
-__all__ = ["rotate_equirect", "rotate_points", "rotation_matrix", "sample_plan", "apply_plan", "directions", "angles_of"]
+__all__ = [
+    "rotate_equirect",
+    "rotate_points",
+    "rotation_matrix",
+    "sample_plan",
+    "apply_plan",
+    "directions",
+    "angles_of",
+]
 
 _MODES = ("bilinear", "nearest")
 
@@ -78,7 +86,8 @@ def rotation_matrix(yaw=0.0, pitch=0.0, roll=0.0, degrees=True, dtype=torch.floa
     try:
         yaw, pitch, roll = torch.broadcast_tensors(*angles)
     except RuntimeError:
-        raise ValueError(f"yaw, pitch, roll must broadcast to one length, got {[tuple(a.shape) for a in angles]}")
+        shapes = [tuple(a.shape) for a in angles]
+        raise ValueError(f"yaw, pitch, roll must broadcast to one length, got shapes {shapes}") from None
     if degrees:
         yaw, pitch, roll = torch.deg2rad(yaw), torch.deg2rad(pitch), torch.deg2rad(roll)
     one, zero = torch.ones_like(yaw), torch.zeros_like(yaw)
@@ -198,7 +207,7 @@ def rotate_equirect(input, rotation, mode="bilinear"):
 
 
 def rotate_points(points, rotation):
-    """Rotate gaze points exactly: the point at direction ``q`` goes to ``R q`` (as the maps of :func:`rotate_equirect`).
+    """Rotate gaze points exactly: the point at direction ``q`` goes to ``R q``, as in :func:`rotate_equirect`.
 
     Args:
         points: ``[N, 2]`` (or ``[B, N, 2]`` with a ``[B, 3, 3]`` rotation) of ``(x, y)`` in ``[0, 1]``: ``x`` the
