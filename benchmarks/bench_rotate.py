@@ -87,9 +87,12 @@ def cases(quick):
     out = [
         (f"rotate bilinear 1x3x{h}x{w}", rotate_case(1, 3, frame_hw, "bilinear")),
         (f"rotate nearest 1x3x{h}x{w}", rotate_case(1, 3, frame_hw, "nearest")),
-        (f"rotate bilinear {batch}x3x{h}x{w}, one rotation per item", rotate_case(batch, 3, frame_hw, "bilinear", False, True)),
-        (f"rotate bilinear fwd+bwd 1x3x{h}x{w}", rotate_case(1, 3, frame_hw, "bilinear", True)),
-    ]  # fmt: skip
+        (
+            f"rotate bilinear {batch}x3x{h}x{w}, one rotation per item",
+            rotate_case(batch, 3, frame_hw, "bilinear", batched_rotation=True),
+        ),
+        (f"rotate bilinear fwd+bwd 1x3x{h}x{w}", rotate_case(1, 3, frame_hw, "bilinear", backward=True)),
+    ]
     uh, uw = unet_hw
     for c, scale in ((256, 8), (128, 4), (64, 2)):  # the U-Net decoder's three upsamplings, batch 8
         size = (uh // scale, uw // scale)
