@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from datasets.augment import ORIGINAL_TRAIN_ROTATIONS, random_rotate_sample, rotate_sample
 from datasets.data import gaze_heatmap
+from models.baseline_unet import SphericalUNet
 from sconv.functional import (
     pixel_solid_angle,
     rotate_equirect,
@@ -231,7 +232,8 @@ def test_spherical_upsample_against_padding_and_planar_interpolation(size):
     padded = spherical_pad(x, 1)
     expected = F.interpolate(padded, scale_factor=2, mode="bilinear", align_corners=False)[..., 2:-2, 2:-2]
     torch.testing.assert_close(spherical_upsample(x), expected, rtol=0, atol=1e-14)
-    torch.testing.assert_close(SphericalUpsample("nearest")(x), F.interpolate(x, scale_factor=2), rtol=0, atol=0)
+    blocks = x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+    torch.testing.assert_close(SphericalUpsample("nearest")(x), blocks, rtol=0, atol=0)
     torch.testing.assert_close(spherical_upsample(torch.ones(1, 1, 3, 5)), torch.ones(1, 1, 6, 10), rtol=0, atol=1e-6)
 
 
@@ -260,3 +262,16 @@ def test_augmentation_follows_the_original():
     # rot_z alone: the content moves right by rot_z
     _, _, t3, _ = rotate_sample(None, None, target, None, rot_y=0, rot_z=45)
     torch.testing.assert_close(t3, target.roll(2, -1), rtol=0, atol=1e-12)
+
+
+def test_unet_upsample_option():
+    torch.manual_seed(0)
+    nearest = SphericalUNet((16, 32)).eval()
+    spherical = SphericalUNet((16, 32), upsample="spherical").eval()
+    spherical.load_state_dict(nearest.state_dict())  # the option adds no parameters
+    frame, previous = torch.rand(2, 3, 16, 32), torch.rand(2, 1, 16, 32)
+    with torch.no_grad():
+        a, b = nearest(frame, previous), spherical(frame, previous)
+    assert torch.isfinite(a).all() and torch.isfinite(b).all() and not torch.equal(a, b)
+    with pytest.raises(ValueError, match="upsample"):
+        SphericalUNet((16, 32), upsample="bicubic")

@@ -10,6 +10,7 @@ output pixel (each input pixel becomes a 2 x 2 block: on this grid, planar neare
 import functools
 
 import torch
+import torch.nn.functional as F
 
 from sconv.functional.common import check_input
 from sconv.functional.rotate import apply_plan, sample_plan
@@ -49,6 +50,6 @@ def spherical_upsample(input, mode="bilinear"):
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     b, c, h, w = input.shape
     if mode == "nearest":
-        return input.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+        return F.interpolate(input, scale_factor=2, mode="nearest")
     index, weight = _upsample_plan(h, w, input.device)
     return apply_plan(input, index, weight).view(b, c, 2 * h, 2 * w)
