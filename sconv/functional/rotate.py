@@ -16,12 +16,15 @@ row 0 or below row ``H - 1`` crosses the pole, where row ``-1 - k`` is row ``k``
 (odd too) works.
 """
 
+import functools
 import math
 import numbers
 
 import torch
+import torch.nn.functional as F
 
 from sconv.functional.common import check_input, colatitudes, longitudes
+from sconv.functional.spad import spherical_pad
 
 __all__ = [
     "rotate_equirect",
@@ -183,7 +186,7 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     """Rotate equirectangular panoramas on the sphere: ``out(p) = in(R^T p)``.
 
     Args:
-        input: ``[B, C, H, W]`` floating panoramas, any ``H, W >= 2``.
+        input: ``[B, C, H, W]`` floating panoramas, any ``H, W >= 1``.
         rotation: ``[3, 3]`` (all items) or ``[B, 3, 3]`` (one per item) rotation matrix in the frame of the module
             docstring (x: centre of the panorama, z: north pole), e.g. from :func:`rotation_matrix`.
         mode: ``'bilinear'`` (on the sphere: seam and poles included; differentiable in ``input``) or
@@ -198,14 +201,42 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     _check_rotation(rotation, input.shape[0])
     b, c, h, w = input.shape
     dtype = _geometry_dtype(input.dtype)
-    theta = colatitudes(h, dtype=dtype, device=input.device)
-    phi = longitudes(w, dtype=dtype, device=input.device)
-    out_dirs = directions(theta[:, None], phi[None, :]).reshape(h * w, 3)
-    # R^T p for every output direction p (rows of out_dirs): p^T R.
-    source_theta, source_phi = angles_of(out_dirs @ rotation.to(dtype))
+    # R^T p for every output direction p (rows of the cached [H W, 3] table): p^T R.
+    source_theta, source_phi = angles_of(_pixel_directions(h, w, dtype, input.device) @ rotation.to(dtype))
     row = source_theta * (h / math.pi) - 0.5
     col = source_phi * (w / (2 * math.pi)) - 0.5
+    if mode == "bilinear" and w % 2 == 0:
+        return _grid_sample_on_sphere(input, row.view(-1, h, w), col.view(-1, h, w))
     return apply_plan(input, *sample_plan(row, col, h, w, mode)).view(b, c, h, w)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_pixel_directions(h, w, dtype, device):
+    theta = colatitudes(h, dtype=torch.float64, device=device)
+    phi = longitudes(w, dtype=torch.float64, device=device)
+    return directions(theta[:, None], phi[None, :]).reshape(h * w, 3).to(dtype)
+
+
+@torch.compiler.assume_constant_result
+def _pixel_directions(h, w, dtype, device):
+    """Directions of the ``h x w`` pixel centres, ``[h w, 3]`` (computed once per size, dtype and device)."""
+    return _cached_pixel_directions(h, w, dtype, device)
+
+
+def _grid_sample_on_sphere(input, row, col):
+    """The bilinear rule of :func:`sample_plan` for even ``W`` as one ``grid_sample`` call on the panorama padded by
+    one pixel on the sphere (:func:`spherical_pad`: the pole rows are the rows across the pole, half a turn away).
+
+    ``row``, ``col``: ``[1 or B, H', W']`` continuous pixel coordinates; returns ``[B, C, H', W']``.
+    """
+    b, _, h, w = input.shape
+    compute = input if input.dtype in (torch.float32, torch.float64) else input.float()  # coordinates need float32
+    padded = spherical_pad(compute, 1)
+    col = torch.remainder(col + 0.5, w) - 0.5  # in [-1/2, W - 1/2): inside the padded columns 0 .. W + 1
+    # align_corners=True: -1 and 1 are the centres of the first and last padded pixels.
+    grid = torch.stack([(col + 1) * (2 / (w + 1)) - 1, (row + 1) * (2 / (h + 1)) - 1], dim=-1).to(compute.dtype)
+    out = F.grid_sample(padded, grid.expand(b, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(input.dtype)
 
 
 def rotate_points(points, rotation):
