@@ -21,6 +21,7 @@ from sconv.functional import (
     spherical_pad,
     spherical_upsample,
 )
+from sconv.functional.rotate import _pixel_directions, angles_of, apply_plan, sample_plan
 from sconv.module import EquirectRotate, SphericalUpsample
 
 
@@ -148,6 +149,19 @@ def test_batched_rotation_is_per_item_and_module_matches():
         torch.testing.assert_close(out[k : k + 1], rotate_equirect(x[k : k + 1], rs[k]), rtol=0, atol=1e-14)
     torch.testing.assert_close(EquirectRotate(rs[0])(x), rotate_equirect(x, rs[0]), rtol=0, atol=0)
     assert "mode='bilinear'" in repr(EquirectRotate(rs[0]))
+
+
+def test_even_width_fast_path_equals_gather_path():
+    # Even W goes through one grid_sample on the spherically padded panorama; odd W (and this check) through the
+    # gather plan of sample_plan. The two must be the same rule.
+    x = torch.rand(2, 3, 10, 20, dtype=torch.float64)
+    rs = rotation_matrix(torch.tensor([13.0, -170.0]), torch.tensor([88.0, -47.0]), torch.tensor([5.0, 120.0]))
+    dirs = _pixel_directions(10, 20, torch.float64, x.device)
+    theta, phi = angles_of(dirs @ rs)
+    plan = sample_plan(theta * (10 / math.pi) - 0.5, phi * (20 / (2 * math.pi)) - 0.5, 10, 20)
+    torch.testing.assert_close(rotate_equirect(x, rs), apply_plan(x, *plan).view(2, 3, 10, 20), rtol=0, atol=1e-13)
+    half = rotate_equirect(x.to(torch.bfloat16), rs.float())
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
 
 
 def test_gradient_and_no_nan_at_poles():
