@@ -117,6 +117,8 @@ def _check_rotation(rotation, batch=None):
         raise ValueError(f"rotation [B, 3, 3] must have B = the input's batch size {batch}, got {rotation.shape[0]}")
     if not rotation.is_floating_point():
         raise TypeError(f"rotation must be a floating-point tensor, got {rotation.dtype}")
+    if torch.compiler.is_compiling():
+        return  # the value check needs the values on the host: skipped inside torch.compile graphs
     r = rotation.detach().double()
     eye = torch.eye(3, dtype=torch.float64, device=r.device)
     error = torch.cat([(r @ r.transpose(-1, -2) - eye).abs().flatten(), (torch.linalg.det(r) - 1).abs().flatten()])
@@ -202,7 +204,8 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     b, c, h, w = input.shape
     dtype = _geometry_dtype(input.dtype)
     # R^T p for every output direction p (rows of the cached [H W, 3] table): p^T R.
-    source_theta, source_phi = angles_of(_pixel_directions(h, w, dtype, input.device) @ rotation.to(dtype))
+    pixel_dirs = _pixel_directions(_static_size(h), _static_size(w), dtype, input.device)
+    source_theta, source_phi = angles_of(pixel_dirs @ rotation.to(dtype))
     row = source_theta * (h / math.pi) - 0.5
     col = source_phi * (w / (2 * math.pi)) - 0.5
     if mode == "bilinear" and w % 2 == 0:
@@ -215,6 +218,12 @@ def _cached_pixel_directions(h, w, dtype, device):
     theta = colatitudes(h, dtype=torch.float64, device=device)
     phi = longitudes(w, dtype=torch.float64, device=device)
     return directions(theta[:, None], phi[None, :]).reshape(h * w, 3).to(dtype)
+
+
+def _static_size(size):
+    """``size`` as a plain int: under torch.compile a dynamic size is a symbol, and the cached table needs a
+    constant (specialising the graph on the size; see ``spool._static_size``)."""
+    return len(range(size))
 
 
 @torch.compiler.assume_constant_result

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sconv.functional.common import check_input
-from sconv.functional.rotate import apply_plan, sample_plan
+from sconv.functional.rotate import _static_size, apply_plan, sample_plan
 
 __all__ = ["spherical_upsample"]
 
@@ -51,5 +51,5 @@ def spherical_upsample(input, mode="bilinear"):
     b, c, h, w = input.shape
     if mode == "nearest":
         return F.interpolate(input, scale_factor=2, mode="nearest")
-    index, weight = _upsample_plan(h, w, input.device)
+    index, weight = _upsample_plan(_static_size(h), _static_size(w), input.device)
     return apply_plan(input, index, weight).view(b, c, 2 * h, 2 * w)
