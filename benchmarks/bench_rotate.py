@@ -1,8 +1,9 @@
 """Benchmark: rotate_equirect on a 1920 x 960 RGB frame (and batches), spherical_upsample at the U-Net's sizes.
 
 Each case: median over timed repetitions after warm-up; on CUDA each repetition is timed with CUDA events around
-the call (the rotation's geometry, computed per call from the matrix, included), on the CPU with perf_counter.
-CUDA cases run when a GPU is present; the CPU cases always run (fewer repetitions).
+the call (the rotation's geometry, computed per call from the matrix, included; the check that the matrix is a
+rotation runs where the matrix is: on the GPU it costs a device sync, hence the "rotation on the CPU" case), on the
+CPU with perf_counter. CUDA cases run when a GPU is present; the CPU cases always run (fewer repetitions).
 
 Usage (from the repository root):
     python benchmarks/bench_rotate.py --out results/rotate        # GPU machine: CUDA and CPU figures
@@ -57,7 +58,7 @@ def cases(quick):
     batch = 2 if quick else 8
     unet_hw = (8, 16) if quick else (64, 128)
 
-    def rotate_case(b, c, hw, mode, backward=False, batched_rotation=False):
+    def rotate_case(b, c, hw, mode, backward=False, batched_rotation=False, rotation_on_cpu=False):
         def make(device):
             gen = torch.Generator(device="cpu").manual_seed(0)
             x = torch.rand(b, c, *hw, generator=gen).to(device).requires_grad_(backward)
@@ -65,7 +66,7 @@ def cases(quick):
                 r = rotation_matrix(torch.linspace(-180, 180, b), torch.linspace(-60, 60, b), 10.0)
             else:
                 r = rotation_matrix(37.0, 58.0, -21.0)
-            r = r.float().to(device)
+            r = r.float() if rotation_on_cpu else r.float().to(device)
             if not backward:
                 return lambda: rotate_equirect(x, r, mode)
             grad = torch.ones(b, c, *hw, device=device)
@@ -86,6 +87,10 @@ def cases(quick):
     h, w = frame_hw
     out = [
         (f"rotate bilinear 1x3x{h}x{w}", rotate_case(1, 3, frame_hw, "bilinear")),
+        (
+            f"rotate bilinear 1x3x{h}x{w}, rotation on the CPU",
+            rotate_case(1, 3, frame_hw, "bilinear", rotation_on_cpu=True),
+        ),
         (f"rotate nearest 1x3x{h}x{w}", rotate_case(1, 3, frame_hw, "nearest")),
         (
             f"rotate bilinear {batch}x3x{h}x{w}, one rotation per item",

@@ -190,7 +190,9 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     Args:
         input: ``[B, C, H, W]`` floating panoramas, any ``H, W >= 1``.
         rotation: ``[3, 3]`` (all items) or ``[B, 3, 3]`` (one per item) rotation matrix in the frame of the module
-            docstring (x: centre of the panorama, z: north pole), e.g. from :func:`rotation_matrix`.
+            docstring (x: centre of the panorama, z: north pole), e.g. from :func:`rotation_matrix`. It is checked
+            to be a rotation (on its own device: a CPU rotation for a CUDA input costs no device sync) and moved to
+            the input's device.
         mode: ``'bilinear'`` (on the sphere: seam and poles included; differentiable in ``input``) or
             ``'nearest'`` (the pixel whose cell holds the point; the original's was its cell's corner).
 
@@ -205,7 +207,7 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     dtype = _geometry_dtype(input.dtype)
     # R^T p for every output direction p (rows of the cached [H W, 3] table): p^T R.
     pixel_dirs = _pixel_directions(_static_size(h), _static_size(w), dtype, input.device)
-    source_theta, source_phi = angles_of(pixel_dirs @ rotation.to(dtype))
+    source_theta, source_phi = angles_of(pixel_dirs @ rotation.to(device=input.device, dtype=dtype))
     row = source_theta * (h / math.pi) - 0.5
     col = source_phi * (w / (2 * math.pi)) - 0.5
     if mode == "bilinear" and w % 2 == 0:
