@@ -316,3 +316,17 @@ def test_against_pyequilib():
     coarse, fine = difference(32, ours), difference(64, ours)
     assert fine < 0.08 and fine < 0.6 * coarse, (coarse, fine)  # measured 0.133, 0.066 (0.033 at 128 x 256)
     assert difference(32, rotation_matrix(yaw, pitch, roll, degrees=False)) > 0.3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("width", [20, 21])  # grid_sample path and gather path
+def test_cuda_equals_cpu(width):
+    x = torch.rand(3, 2, 11, width, dtype=torch.float64)
+    rs = rotation_matrix(torch.tensor([10.0, 200.0, -30.0]), torch.tensor([80.0, -10.0, 45.0]), 17.0)
+    for mode in ("bilinear", "nearest"):
+        torch.testing.assert_close(rotate_equirect(x.cuda(), rs, mode).cpu(), rotate_equirect(x, rs, mode))
+        torch.testing.assert_close(rotate_equirect(x.cuda(), rs.cuda(), mode).cpu(), rotate_equirect(x, rs, mode))
+    torch.testing.assert_close(spherical_upsample(x.cuda()).cpu(), spherical_upsample(x))
+    xf = x.float().cuda().requires_grad_()
+    rotate_equirect(xf, rs.float()).sum().backward()
+    assert torch.isfinite(xf.grad).all()
