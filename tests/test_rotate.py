@@ -276,6 +276,15 @@ def test_augmentation_follows_the_original():
     # rot_z alone: the content moves right by rot_z
     _, _, t3, _ = rotate_sample(None, None, target, None, rot_y=0, rot_z=45)
     torch.testing.assert_close(t3, target.roll(2, -1), rtol=0, atol=1e-12)
+    # a ConvLSTM sequence: every frame and every frame's gaze by the same rotation
+    frames = torch.rand(2, 3, 8, 16, dtype=torch.float64)
+    f4, _, _, g4 = rotate_sample(frames, None, None, [gaze, gaze[:1]], rot_y=60, rot_z=0)
+    r4 = rotation_matrix(pitch=60)
+    torch.testing.assert_close(f4[1], rotate_equirect(frames[1:], r4)[0], rtol=0, atol=0)
+    assert len(g4) == 2
+    np.testing.assert_allclose(g4[1], rotate_points(gaze[:1], r4).numpy(), rtol=0, atol=0)
+    batched = rotate_points(torch.from_numpy(np.stack([gaze, gaze])), torch.stack([r4, r]))
+    torch.testing.assert_close(batched[1], rotate_points(torch.from_numpy(gaze), r), rtol=0, atol=0)
 
 
 def test_unet_upsample_option():
