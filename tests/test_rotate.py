@@ -18,7 +18,6 @@ from sconv.functional import (
     rotate_points,
     rotation_matrix,
     spherical_conv,
-    spherical_pad,
     spherical_upsample,
 )
 from sconv.functional.rotate import _pixel_directions, angles_of, apply_plan, sample_plan
@@ -47,6 +46,22 @@ def source_lonlat(i, j, h, w, r):
     return math.atan2(y, x), math.atan2(z, math.hypot(x, y))
 
 
+def reference_sample(image, row, col):
+    """Bilinear on the sphere at continuous pixel coordinates (row, col) of image [C, H, W], one point."""
+    c, h, w = image.shape
+    value = np.zeros(c)
+    r0 = math.floor(row)
+    for rr, wr in ((r0, 1 - (row - r0)), (r0 + 1, row - r0)):
+        cc = col
+        if rr < 0 or rr >= h:  # across the pole: the same point seen from half a turn away
+            rr = -1 - rr if rr < 0 else 2 * h - 1 - rr
+            cc = col + w / 2
+        c0 = math.floor(cc)
+        fc = cc - c0
+        value += wr * ((1 - fc) * image[:, rr, c0 % w] + fc * image[:, rr, (c0 + 1) % w])
+    return value
+
+
 def reference_rotate(image, r, mode):
     """Slow float64 rotation of image [C, H, W] (NumPy loops over output pixels)."""
     c, h, w = image.shape
@@ -58,16 +73,18 @@ def reference_rotate(image, r, mode):
             row = h * (0.5 - lat / math.pi) - 0.5
             if mode == "nearest":
                 out[:, i, j] = image[:, min(int(math.floor(row + 0.5)), h - 1), int(math.floor(col + 0.5)) % w]
-                continue
-            r0 = math.floor(row)
-            for rr, wr in ((r0, 1 - (row - r0)), (r0 + 1, row - r0)):
-                cc = col
-                if rr < 0 or rr >= h:  # across the pole: the same point seen from half a turn away
-                    rr = -1 - rr if rr < 0 else 2 * h - 1 - rr
-                    cc = col + w / 2
-                c0 = math.floor(cc)
-                fc = cc - c0
-                out[:, i, j] += wr * ((1 - fc) * image[:, rr, c0 % w] + fc * image[:, rr, (c0 + 1) % w])
+            else:
+                out[:, i, j] = reference_sample(image, row, col)
+    return out
+
+
+def reference_upsample(image):
+    """Slow float64 x2 upsampling: output (i', j') is the input at pixel coordinates (i'/2 - 1/4, j'/2 - 1/4)."""
+    c, h, w = image.shape
+    out = np.zeros((c, 2 * h, 2 * w))
+    for i in range(2 * h):
+        for j in range(2 * w):
+            out[:, i, j] = reference_sample(image, i / 2 - 0.25, j / 2 - 0.25)
     return out
 
 
@@ -240,15 +257,19 @@ def test_crown_convolution_commutes_with_rotations():
     assert torch.isfinite(torch.stack(errors)).all() and errors[1] < errors[0] / 2, errors
 
 
-@pytest.mark.parametrize("size", [(4, 8), (3, 6), (5, 10)])
-def test_spherical_upsample_against_padding_and_planar_interpolation(size):
+@pytest.mark.parametrize("size", [(4, 8), (3, 6), (5, 9), (1, 3)])
+def test_spherical_upsample_against_slow_reference(size):
+    # Even W: spherical_pad + planar bilinear + crop; odd W: the gather plan. Both against the per-pixel loop.
     x = torch.rand(2, 3, *size, dtype=torch.float64)
-    padded = spherical_pad(x, 1)
-    expected = F.interpolate(padded, scale_factor=2, mode="bilinear", align_corners=False)[..., 2:-2, 2:-2]
-    torch.testing.assert_close(spherical_upsample(x), expected, rtol=0, atol=1e-14)
+    for k in range(2):
+        expected = torch.from_numpy(reference_upsample(x[k].numpy()))
+        torch.testing.assert_close(spherical_upsample(x[k : k + 1])[0], expected, rtol=0, atol=1e-14)
+    if size[1] % 2 == 0:  # inside, planar bilinear; at the seam and poles, not
+        planar = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(spherical_upsample(x)[..., 1:-1, 1:-1], planar[..., 1:-1, 1:-1], rtol=0, atol=1e-14)
     blocks = x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
     torch.testing.assert_close(SphericalUpsample("nearest")(x), blocks, rtol=0, atol=0)
-    torch.testing.assert_close(spherical_upsample(torch.ones(1, 1, 3, 5)), torch.ones(1, 1, 6, 10), rtol=0, atol=1e-6)
+    torch.testing.assert_close(spherical_upsample(torch.ones(1, 1, *size)), torch.ones(1, 1, 2 * size[0], 2 * size[1]))
 
 
 def test_spherical_upsample_smooth_field_and_gradient():

@@ -3,7 +3,9 @@
 Output pixel ``(i', j')`` of the ``2H x 2W`` grid sits at input pixel coordinates ``(i'/2 - 1/4, j'/2 - 1/4)``.
 ``'bilinear'`` interpolates on the sphere (:func:`sconv.functional.rotate.sample_plan`): across the seam, and across
 the pole for the outermost output rows (whose upper neighbour is row 0 half a turn away), where planar
-``F.interpolate(mode='bilinear')`` clamps to the edge. ``'nearest'`` copies the input pixel whose cell holds the
+``F.interpolate(mode='bilinear')`` clamps to the edge. For even ``W`` that is padding by one pixel with
+:func:`spherical_pad`, planar bilinear upsampling and cropping; for odd ``W`` (where the row across the pole falls
+between columns) a cached gather plan. ``'nearest'`` copies the input pixel whose cell holds the
 output pixel (each input pixel becomes a 2 x 2 block: on this grid, planar nearest is already spherical).
 """
 
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from sconv.functional.common import check_input
 from sconv.functional.rotate import _static_size, apply_plan, sample_plan
+from sconv.functional.spad import spherical_pad
 
 __all__ = ["spherical_upsample"]
 
@@ -51,5 +54,10 @@ def spherical_upsample(input, mode="bilinear"):
     b, c, h, w = input.shape
     if mode == "nearest":
         return F.interpolate(input, scale_factor=2, mode="nearest")
+    if w % 2 == 0:
+        # Same rule, fast: pad one pixel on the sphere (the row across the pole is half a turn away, so W even),
+        # planar bilinear x2 (align_corners=False puts output i' at input i'/2 - 1/4), drop the padding's 2 pixels.
+        padded = F.interpolate(spherical_pad(input, 1), scale_factor=2, mode="bilinear", align_corners=False)
+        return padded[..., 2:-2, 2:-2]
     index, weight = _upsample_plan(_static_size(h), _static_size(w), input.device)
     return apply_plan(input, index, weight).view(b, c, 2 * h, 2 * w)
