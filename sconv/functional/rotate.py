@@ -13,7 +13,8 @@ north pole (row 0). Rotating a panorama by ``R`` moves the content at direction 
 Sampling (see :func:`sample_plan`): bilinear on the sphere. Columns wrap around (no seam); a row index above
 row 0 or below row ``H - 1`` crosses the pole, where row ``-1 - k`` is row ``k`` half a turn away in longitude
 (the rule of :func:`sconv.functional.spad.spherical_pad`), interpolated in longitude like any row, so any ``W``
-(odd too) works.
+(odd too) works. For even ``W`` bilinear runs as one ``grid_sample`` on the panorama padded by one pixel with
+``spherical_pad``; otherwise (odd ``W``, ``'nearest'``) as a gather plan.
 """
 
 import functools
