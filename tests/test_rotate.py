@@ -110,7 +110,7 @@ def test_rotation_matrix_is_the_originals_get_rot_matrix():
     )
 
 
-@pytest.mark.parametrize("size", [(6, 12), (5, 9)])
+@pytest.mark.parametrize("size", [(6, 12), (5, 9), (1, 2), (2, 1)])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 def test_rotate_matches_slow_reference(size, mode):
     h, w = size
@@ -187,6 +187,9 @@ def test_gradient_and_no_nan_at_poles():
     assert torch.autograd.gradcheck(lambda t: rotate_equirect(t, r), (x,))
     out = rotate_equirect(torch.rand(2, 3, 9, 18), rotation_matrix(torch.tensor([0.0, 90.0]), 90.0, 0.0).float())
     assert torch.isfinite(out).all()
+    for shape in [(0, 3, 4, 8), (0, 3, 3, 5)]:  # empty batch, both paths
+        assert rotate_equirect(torch.rand(shape), r).shape == shape
+        assert spherical_upsample(torch.rand(shape)).shape == (0, 3, 2 * shape[2], 2 * shape[3])
 
 
 def test_bad_arguments():
@@ -257,7 +260,7 @@ def test_crown_convolution_commutes_with_rotations():
     assert torch.isfinite(torch.stack(errors)).all() and errors[1] < errors[0] / 2, errors
 
 
-@pytest.mark.parametrize("size", [(4, 8), (3, 6), (5, 9), (1, 3)])
+@pytest.mark.parametrize("size", [(4, 8), (3, 6), (5, 9), (1, 3), (1, 2)])
 def test_spherical_upsample_against_slow_reference(size):
     # Even W: spherical_pad + planar bilinear + crop; odd W: the gather plan. Both against the per-pixel loop.
     x = torch.rand(2, 3, *size, dtype=torch.float64)

@@ -211,7 +211,7 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     source_theta, source_phi = angles_of(pixel_dirs @ rotation.to(device=input.device, dtype=dtype))
     row = source_theta * (h / math.pi) - 0.5
     col = source_phi * (w / (2 * math.pi)) - 0.5
-    if mode == "bilinear" and w % 2 == 0:
+    if mode == "bilinear" and w % 2 == 0 and h >= 2:  # spherical_pad needs H, W >= 2 and W even
         return _grid_sample_on_sphere(input, row.view(-1, h, w), col.view(-1, h, w))
     return apply_plan(input, *sample_plan(row, col, h, w, mode)).view(b, c, h, w)
 

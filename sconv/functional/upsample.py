@@ -54,7 +54,7 @@ def spherical_upsample(input, mode="bilinear"):
     b, c, h, w = input.shape
     if mode == "nearest":
         return F.interpolate(input, scale_factor=2, mode="nearest")
-    if w % 2 == 0:
+    if w % 2 == 0 and h >= 2:  # spherical_pad needs H, W >= 2 and W even
         # Same rule, fast: pad one pixel on the sphere (the row across the pole is half a turn away, so W even),
         # planar bilinear x2 (align_corners=False puts output i' at input i'/2 - 1/4), drop the padding's 2 pixels.
         padded = F.interpolate(spherical_pad(input, 1), scale_factor=2, mode="bilinear", align_corners=False)
