@@ -26,6 +26,7 @@ from sconv.functional.common import colatitudes, longitudes, pixel_solid_angle
 from sconv.functional.crown import RIM_TOLERANCE, kernel_coordinates
 from sconv.module.sconv import SphericalConv
 from sconv.module.spool import SphericalPooling
+from sconv.module.upsample import SphericalUpsample
 
 __all__ = ["SphericalUNet", "crown_tap_count", "planar_kernel_size", "planar_conv"]
 
@@ -83,12 +84,14 @@ class SphericalUNet(nn.Module):
             spherical layers work at any size divisible by 8).
         use_sconv: crown convolutions (True) or their planar twins (False).
         use_spooling: spherical pooling (True) or ``nn.MaxPool2d(2)`` (False).
+        upsample: the decoder's x2 upsampling: ``'nearest'`` (the paper's) or ``'spherical'`` (bilinear on the
+            sphere, :func:`sconv.functional.spherical_upsample`).
 
     Shape:
         ``forward(frame [B, 3, H, W], previous_map [B, 1, H, W]) -> [B, 1, H, W]`` saliency logits.
     """
 
-    def __init__(self, input_size=(64, 128), use_sconv=True, use_spooling=True):
+    def __init__(self, input_size=(64, 128), use_sconv=True, use_spooling=True, upsample="nearest"):
         super().__init__()
         height, width = input_size
         if height % 8 or width % 8 or height < 16 or width < 16:
@@ -96,6 +99,9 @@ class SphericalUNet(nn.Module):
         self.input_size = (int(height), int(width))
         self.use_sconv = bool(use_sconv)
         self.use_spooling = bool(use_spooling)
+        if upsample not in ("nearest", "spherical"):
+            raise ValueError(f"upsample must be 'nearest' or 'spherical', got {upsample!r}")
+        self.upsample = SphericalUpsample("bilinear" if upsample == "spherical" else "nearest")
         for name, c_in, c_out, kernel_rad, kernel_size, scale in ENCODER + DECODER:
             if self.use_sconv:
                 conv = SphericalConv(c_in, c_out, kernel_rad=kernel_rad, kernel_size=kernel_size)
@@ -124,11 +130,11 @@ class SphericalUNet(nn.Module):
         return (r1, r2, r3), r4
 
     def decode(self, skips, bottleneck):
-        """Decoder: nearest x2 upsampling and concatenation with the skip of the same size, back to ``[B, 1, H, W]``."""
+        """Decoder: x2 upsampling and concatenation with the skip of the same size, back to ``[B, 1, H, W]``."""
         r1, r2, r3 = skips
-        r5 = F.relu(self.bn5(self.conv5(torch.cat([F.interpolate(bottleneck, scale_factor=2), r3], dim=1))))
-        r6 = F.relu(self.bn6(self.conv6(torch.cat([F.interpolate(r5, scale_factor=2), r2], dim=1))))
-        return self.conv7(torch.cat([F.interpolate(r6, scale_factor=2), r1], dim=1))
+        r5 = F.relu(self.bn5(self.conv5(torch.cat([self.upsample(bottleneck), r3], dim=1))))
+        r6 = F.relu(self.bn6(self.conv6(torch.cat([self.upsample(r5), r2], dim=1))))
+        return self.conv7(torch.cat([self.upsample(r6), r1], dim=1))
 
     def forward(self, frame, previous_map):
         skips, bottleneck = self.encode(frame, previous_map)
