@@ -117,6 +117,27 @@ def scene_parameters(batch, band, generator):
     }
 
 
+def sphere_directions(height, width, device):
+    """Unit vectors ``[H, W, 3]`` (float32) of the pixel centres (z toward the north pole)."""
+    theta = colatitudes(height, dtype=torch.float32, device=device)[:, None]
+    phi = longitudes(width, dtype=torch.float32, device=device)[None, :]
+    sin_t = torch.sin(theta)
+    return torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), torch.cos(theta).expand(-1, width)], -1)
+
+
+def gnomonic(u, lat, lon):
+    """Gnomonic (tangent-plane) coordinates ``(x east, y north)`` of the directions ``u [H, W, 3]`` seen from the
+    points ``(lat, lon)`` (radians, any broadcastable shape ``S``), each ``[*S, H, W]``, and ``front``: where they
+    are defined (the hemisphere around the point)."""
+    centre = torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], -1)
+    east = torch.stack([-torch.sin(lon), torch.cos(lon), torch.zeros_like(lon)], -1)
+    north = torch.stack([-torch.sin(lat) * torch.cos(lon), -torch.sin(lat) * torch.sin(lon), torch.cos(lat)], -1)
+    cos_c = (u * centre).sum(-1)
+    front = cos_c > 0
+    safe = torch.where(front, cos_c, torch.ones_like(cos_c))
+    return (u * east).sum(-1) / safe, (u * north).sum(-1) / safe, front
+
+
 def render(params, size, bitmaps, device, supersample=2):
     """Render scenes: ``frame [B, 3, H, W]`` in ``[0, 1]`` and ``target [B, 1, H, W]`` (the salient object's
     coverage of each pixel), on ``device`` (float32), anti-aliased by ``supersample``-fold sampling per axis."""
@@ -125,24 +146,11 @@ def render(params, size, bitmaps, device, supersample=2):
         k: v.to(device=device, dtype=torch.float32) if v.is_floating_point() else v.to(device)
         for k, v in params.items()
     }
-    theta = colatitudes(height, dtype=torch.float32, device=device)[:, None]
-    phi = longitudes(width, dtype=torch.float32, device=device)[None, :]
-    u = torch.stack(
-        [torch.sin(theta) * torch.cos(phi), torch.sin(theta) * torch.sin(phi), torch.cos(theta).expand(-1, width)], -1
-    )
+    u = sphere_directions(height, width, device)
     # Background: plane waves on the sphere (rotation-invariant in law), a few per colour channel.
     waves = torch.sin(torch.einsum("hwd,bkd->bkhw", u, p["wave"]) + p["wave_phase"][..., None, None])
     frame = p["base"][:, :, None, None] + 0.25 * torch.einsum("bkhw,bkc->bchw", waves, p["wave_colour"]) / math.sqrt(3)
-    target = torch.zeros(frame.shape[0], 1, height, width, device=device)
-    lat, lon = p["lat"][..., None, None], p["lon"][..., None, None]  # [B, 3, 1, 1]
-    centre = torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], -1)
-    east = torch.stack([-torch.sin(lon), torch.cos(lon), torch.zeros_like(lon)], -1)
-    north = torch.stack([-torch.sin(lat) * torch.cos(lon), -torch.sin(lat) * torch.sin(lon), torch.cos(lat)], -1)
-    uu = u[None, None]
-    cos_c = (uu * centre).sum(-1)  # [B, 3, H, W]
-    front = cos_c > 0
-    safe = torch.where(front, cos_c, torch.ones_like(cos_c))
-    x, y = (uu * east).sum(-1) / safe, (uu * north).sum(-1) / safe  # gnomonic coordinates
+    x, y, front = gnomonic(u, p["lat"][..., None, None], p["lon"][..., None, None])  # [B, 3, H, W]
     cos_t, sin_t = torch.cos(p["turn"])[..., None, None], torch.sin(p["turn"])[..., None, None]
     scale = torch.tan(p["size"])[..., None, None]
     px, py = (cos_t * x + sin_t * y) / scale, (-sin_t * x + cos_t * y) / scale
