@@ -123,6 +123,8 @@ class SphericalConv(nn.Module):
         """The kernel's node values ``[out, in, kh, kw]``."""
         if self.kernel_basis is None:
             return self.weight
+        if self.basis.shape[1] == self.basis.shape[0]:  # the basis spans every kernel: its rotation adds nothing
+            return self.weight_coef.view(self.out_channels, self.in_channels, *self.kernel_size)
         return (self.weight_coef @ self.basis.T).view(self.out_channels, self.in_channels, *self.kernel_size)
 
     def forward(self, input):
