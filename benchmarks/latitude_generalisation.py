@@ -11,7 +11,7 @@ sphere-weighted CC (``sconv.metrics.cc(..., sphere=True)``) of ``sigmoid(logits)
 the band's test scenes (one fixed test set for every model and seed).
 
     python benchmarks/latitude_generalisation.py --out DIR [--sizes 32x64 64x128] [--models paper planar ...]
-        [--seeds 3] [--steps 600] [--batch 32] [--lr 1e-3] [--n-test 128] [--bf16] [--budget-min 8]
+        [--seeds 3] [--steps 600 [400]] [--batch 32 [16]] [--lr 1e-3] [--n-test 128] [--budget-min 4 [3.5]]
 
 Writes ``DIR/latitude.json`` (after every run, so a cut-off run keeps what it finished) and ``DIR/latitude.png``
 (CC against latitude band, mean and spread over seeds, one panel per size). ``--plot-only DIR/latitude.json``
@@ -222,7 +222,7 @@ def evaluate(model, frames, targets, bands, autocast):
     return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
 
 
-def train_one(name, size, seed, args, bitmaps, test, device):
+def train_one(name, size, seed, steps, batch, args, bitmaps, test, device):
     torch.manual_seed(seed)
     model = SphericalUNet(size, **MODELS[name]).to(device)
     parameters = sum(p.numel() for p in model.parameters())
@@ -234,8 +234,8 @@ def train_one(name, size, seed, args, bitmaps, test, device):
         return torch.autocast("cuda", torch.bfloat16, enabled=cuda and args.bf16)
 
     step_times, losses = [], []
-    for _ in range(args.steps):
-        frame, target = render(scene_parameters(args.batch, TRAIN_BAND, generator), size, bitmaps, device)
+    for _ in range(steps):
+        frame, target = render(scene_parameters(batch, TRAIN_BAND, generator), size, bitmaps, device)
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -257,6 +257,8 @@ def train_one(name, size, seed, args, bitmaps, test, device):
         "model": name,
         "size": list(size),
         "seed": seed,
+        "steps": steps,
+        "batch": batch,
         "parameters": parameters,
         "cc": scores,
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
@@ -375,19 +377,28 @@ def main(argv=None):
         "--models", nargs="+", choices=list(MODELS), default=["paper", "planar", "resolved", "sphereconv"]
     )
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, nargs="+", default=[600], help="training steps, one value or one per size")
+    parser.add_argument("--batch", type=int, nargs="+", default=[32], help="batch size, one value or one per size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, the same for every model")
     parser.add_argument("--n-test", type=int, default=128, help="test scenes per band")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
-    parser.add_argument("--budget-min", type=float, default=None, help="start no new run after this many minutes")
+    parser.add_argument(
+        "--budget-min",
+        type=float,
+        nargs="+",
+        default=None,
+        help="minutes per size (one value or one per size): start no run that would end past it",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--plot-only", default=None, help="redraw the plot of this latitude.json and exit")
     args = parser.parse_args(argv)
     for name in ("seeds", "steps", "batch", "n_test"):
-        if getattr(args, name) < 1:
+        if min(getattr(args, name) if isinstance(getattr(args, name), list) else [getattr(args, name)]) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("steps", "batch") + (("budget_min",) if args.budget_min else ()):
+        if len(getattr(args, name)) not in (1, len(args.sizes)):
+            parser.error(f"--{name.replace('_', '-')} takes one value or one per size ({len(args.sizes)})")
     if args.plot_only:
         with open(args.plot_only) as f:
             plot(json.load(f), os.path.join(args.out, "latitude.png"))
@@ -396,6 +407,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True  # the same for every model; TF32 on Ampere and later GPUs
+    torch.backends.cudnn.allow_tf32 = True
     bitmaps = shape_bitmaps()
     result = {
         "config": {k: v for k, v in vars(args).items() if k != "plot_only"},
@@ -409,14 +422,20 @@ def main(argv=None):
     }
     json_path, png_path = os.path.join(args.out, "latitude.json"), os.path.join(args.out, "latitude.png")
     begin = time.perf_counter()
-    for size in args.sizes:
+    for k, size in enumerate(args.sizes):
+        steps, batch = args.steps[min(k, len(args.steps) - 1)], args.batch[min(k, len(args.batch) - 1)]
+        budget = None if args.budget_min is None else 60 * args.budget_min[min(k, len(args.budget_min) - 1)]
+        size_begin, last_duration = time.perf_counter(), {}
         test = test_set(size, args.n_test, bitmaps, device)
         for seed in range(args.seeds):
             for name in args.models:
-                if args.budget_min is not None and time.perf_counter() - begin > 60 * args.budget_min:
+                # Start no run that would end past this size's budget, judged by the model's previous run.
+                if budget is not None and time.perf_counter() - size_begin + last_duration.get(name, 0) > budget:
                     result["skipped"].append({"model": name, "size": list(size), "seed": seed})
                     continue
-                run = train_one(name, size, seed, args, bitmaps, test, device)
+                run_begin = time.perf_counter()
+                run = train_one(name, size, seed, steps, batch, args, bitmaps, test, device)
+                last_duration[name] = time.perf_counter() - run_begin
                 result["runs"].append(run)
                 result["summary"] = summarise(result["runs"])
                 result["elapsed_s"] = time.perf_counter() - begin
