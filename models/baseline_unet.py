@@ -11,9 +11,13 @@ Architecture (``input_size = (H, W)``, H and W divisible by 8), each ``conv`` a 
     up x2, [., r2]  conv6 256 ->  64  r=pi/16 (4, 8)  BN ReLU
     up x2, [., r1]  conv7 128 ->   1  r=pi/32 (4, 8)           -> saliency logits 1 x H x W (no activation)
 
-Ablations: ``use_sconv=False`` swaps every crown convolution for its planar twin (``planar_conv``: a k x k
-``nn.Conv2d`` with zero padding and about as many taps as the crown); ``use_spooling=False`` swaps the spherical
-pooling for ``nn.MaxPool2d(2)``.
+Ablations: ``use_sconv=False`` (or ``conv_type='standard'``) swaps every crown convolution for its planar twin
+(``planar_conv``: a k x k ``nn.Conv2d`` with about as many taps as the crown, zero padding or, with
+``planar_padding='circular'``, circular in longitude); ``conv_type='sphereconv'`` for a 3 x 3 SphereNet-style
+convolution (``sconv.module.SphereConv``, the original's ``--conv-type sphereconv``); ``use_spooling=False`` swaps the
+spherical pooling for ``nn.MaxPool2d(2)``. Kernel options of the crown layers (``docs/latitude.md``):
+``kernel_size`` gives every layer the same node grid, ``kernel_basis`` parametrises the nodes
+(``SphericalConv(kernel_basis=...)``); the defaults are the paper's.
 """
 
 import math
@@ -24,11 +28,15 @@ from torch import nn
 
 from sconv.functional.common import colatitudes, longitudes, pixel_solid_angle
 from sconv.functional.crown import RIM_TOLERANCE, kernel_coordinates
-from sconv.module.sconv import SphericalConv
+from sconv.module.sconv import KERNEL_BASES, SphericalConv
+from sconv.module.sphereconv import SphereConv
 from sconv.module.spool import SphericalPooling
 from sconv.module.upsample import SphericalUpsample
 
-__all__ = ["SphericalUNet", "crown_tap_count", "planar_kernel_size", "planar_conv"]
+__all__ = ["SphericalUNet", "crown_tap_count", "planar_kernel_size", "planar_conv", "CONV_TYPES"]
+
+CONV_TYPES = ("sconv", "sphereconv", "standard")
+PLANAR_PADDINGS = ("zeros", "circular")
 
 # (name, in_channels, out_channels, kernel_rad, kernel_size, grid scale: the layer runs at H / scale x W / scale)
 ENCODER = (
@@ -69,10 +77,24 @@ def planar_kernel_size(height, width, kernel_rad):
     return k if taps - k * k <= (k + 2) ** 2 - taps else k + 2
 
 
-def planar_conv(in_channels, out_channels, kernel_rad, grid_size, bias=False):
+class LongitudeCircularConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (odd square kernel, stride 1) padded circularly in longitude and with zeros in latitude."""
+
+    def forward(self, input):
+        half = self.kernel_size[1] // 2
+        padded = F.pad(input, (half, half, 0, 0), mode="circular") if half else input
+        return F.conv2d(padded, self.weight, self.bias, padding=(self.kernel_size[0] // 2, 0))
+
+
+def planar_conv(in_channels, out_channels, kernel_rad, grid_size, bias=False, padding="zeros"):
     """The planar twin of a crown convolution of radius ``kernel_rad`` on a ``grid_size = (H, W)`` input:
-    ``nn.Conv2d`` with an odd ``k x k`` kernel of about as many taps, zero padding ``k // 2`` (same output size)."""
+    ``nn.Conv2d`` with an odd ``k x k`` kernel of about as many taps and the same output size; ``padding`` ``'zeros'``
+    (all sides) or ``'circular'`` (circular in longitude, zeros in latitude)."""
+    if padding not in PLANAR_PADDINGS:
+        raise ValueError(f"padding must be one of {PLANAR_PADDINGS}, got {padding!r}")
     k = planar_kernel_size(*grid_size, kernel_rad)
+    if padding == "circular":
+        return LongitudeCircularConv2d(in_channels, out_channels, k, bias=bias)
     return nn.Conv2d(in_channels, out_channels, k, padding=k // 2, bias=bias)
 
 
@@ -82,31 +104,68 @@ class SphericalUNet(nn.Module):
     Args:
         input_size: ``(H, W)`` of the frames, each divisible by 8; sets the planar twins' kernel sizes (the
             spherical layers work at any size divisible by 8).
-        use_sconv: crown convolutions (True) or their planar twins (False).
+        use_sconv: crown convolutions (True) or their planar twins (False); ``conv_type``, if given, overrides it.
         use_spooling: spherical pooling (True) or ``nn.MaxPool2d(2)`` (False).
         upsample: the decoder's x2 upsampling: ``'nearest'`` (the paper's) or ``'spherical'`` (bilinear on the
             sphere, :func:`sconv.functional.spherical_upsample`).
+        conv_type: ``'sconv'`` (crown convolutions), ``'sphereconv'`` (3 x 3 ``SphereConv``) or ``'standard'``
+            (planar twins); None: from ``use_sconv``.
+        kernel_size: None (the paper's per-layer node grids) or ``(kh, kw)`` for every crown layer.
+        kernel_basis: ``SphericalConv``'s ``kernel_basis`` for every crown layer (None: free nodes, the paper's).
+        planar_padding: the planar twins' padding, ``'zeros'`` or ``'circular'`` (in longitude).
 
     Shape:
         ``forward(frame [B, 3, H, W], previous_map [B, 1, H, W]) -> [B, 1, H, W]`` saliency logits.
     """
 
-    def __init__(self, input_size=(64, 128), use_sconv=True, use_spooling=True, upsample="nearest"):
+    def __init__(
+        self,
+        input_size=(64, 128),
+        use_sconv=True,
+        use_spooling=True,
+        conv_type=None,
+        kernel_size=None,
+        kernel_basis=None,
+        planar_padding="zeros",
+        upsample="nearest",
+    ):
         super().__init__()
         height, width = input_size
         if height % 8 or width % 8 or height < 16 or width < 16:
             raise ValueError(f"input_size must be (H, W) with H, W >= 16 and divisible by 8, got {input_size}")
         self.input_size = (int(height), int(width))
-        self.use_sconv = bool(use_sconv)
+        if conv_type is None:
+            conv_type = "sconv" if use_sconv else "standard"
+        if conv_type not in CONV_TYPES:
+            raise ValueError(f"conv_type must be one of {CONV_TYPES}, got {conv_type!r}")
+        if kernel_basis not in KERNEL_BASES:
+            raise ValueError(f"kernel_basis must be one of {KERNEL_BASES}, got {kernel_basis!r}")
+        if planar_padding not in PLANAR_PADDINGS:
+            raise ValueError(f"planar_padding must be one of {PLANAR_PADDINGS}, got {planar_padding!r}")
+        self.conv_type = conv_type
+        self.use_sconv = conv_type == "sconv"
         self.use_spooling = bool(use_spooling)
         if upsample not in ("nearest", "spherical"):
             raise ValueError(f"upsample must be 'nearest' or 'spherical', got {upsample!r}")
         self.upsample = SphericalUpsample("bilinear" if upsample == "spherical" else "nearest")
-        for name, c_in, c_out, kernel_rad, kernel_size, scale in ENCODER + DECODER:
-            if self.use_sconv:
-                conv = SphericalConv(c_in, c_out, kernel_rad=kernel_rad, kernel_size=kernel_size)
+        self.kernel_size = None if kernel_size is None else tuple(int(k) for k in kernel_size)
+        self.kernel_basis = kernel_basis
+        self.planar_padding = planar_padding
+        for name, c_in, c_out, kernel_rad, layer_nodes, scale in ENCODER + DECODER:
+            grid = (height // scale, width // scale)
+            if conv_type == "sconv":
+                conv = SphericalConv(
+                    c_in,
+                    c_out,
+                    kernel_rad=kernel_rad,
+                    kernel_size=self.kernel_size or layer_nodes,
+                    kernel_basis=kernel_basis,
+                    grid_size=grid,
+                )
+            elif conv_type == "sphereconv":
+                conv = SphereConv(c_in, c_out, kernel_size=3)
             else:
-                conv = planar_conv(c_in, c_out, kernel_rad, (height // scale, width // scale))
+                conv = planar_conv(c_in, c_out, kernel_rad, grid, padding=planar_padding)
             self.add_module(name, conv)
         for index, channels in zip((1, 2, 3, 4, 5, 6), (64, 128, 256, 256, 128, 64)):
             self.add_module(f"bn{index}", nn.BatchNorm2d(channels))
@@ -141,4 +200,11 @@ class SphericalUNet(nn.Module):
         return self.decode(skips, bottleneck)
 
     def extra_repr(self):
-        return f"input_size={self.input_size}, use_sconv={self.use_sconv}, use_spooling={self.use_spooling}"
+        options = f"input_size={self.input_size}, conv_type={self.conv_type!r}, use_spooling={self.use_spooling}"
+        if self.kernel_size is not None:
+            options += f", kernel_size={self.kernel_size}"
+        if self.kernel_basis is not None:
+            options += f", kernel_basis={self.kernel_basis!r}"
+        if self.conv_type == "standard" and self.planar_padding != "zeros":
+            options += f", planar_padding={self.planar_padding!r}"
+        return options

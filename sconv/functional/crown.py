@@ -24,7 +24,16 @@ import torch
 
 from sconv.functional.common import colatitudes, quadrature_weight
 
-__all__ = ["CrownTaps", "crown_taps", "conv_plan", "RIM_TOLERANCE", "POLE_TOLERANCE"]
+__all__ = [
+    "CrownTaps",
+    "crown_taps",
+    "conv_plan",
+    "row_interpolation_matrix",
+    "equator_kernel_basis",
+    "smooth_kernel_basis",
+    "RIM_TOLERANCE",
+    "POLE_TOLERANCE",
+]
 
 RIM_TOLERANCE = 1e-9  # points with alpha <= r + 1e-9 are in the crown (spec: keeps points exactly on the rim)
 POLE_TOLERANCE = 1e-9  # beta is undefined where sqrt(v_x^2 + v_y^2) < 1e-9 (q is p or its antipode)
@@ -356,3 +365,54 @@ def sparse_plan(height, width, kernel_rad, stride, kernel_size, mix_first, wrapp
         matrix = torch.sparse_coo_tensor(index, value, shape, check_invariants=True).coalesce()
         csr, csr_t = (m.to(dtype).to_sparse_csr().to(device) for m in (matrix, matrix.t().coalesce()))
     return SparsePlan(window, csr, csr_t)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which kernel directions the grid resolves: options of ``SphericalConv(kernel_basis=...)``
+
+
+def row_interpolation_matrix(geom, row, width, nodes):
+    """``A [P, nodes]`` (float64) of output row ``row`` of ``geom`` (a ``CrownTaps`` of a ``width``-column input): its
+    effective kernel on its ``P`` distinct input points is ``A @ weight.flatten()`` (the kw copies of a pole tap are
+    summed: they read one pixel). ``nodes = kh * kw``."""
+    start, end = int(geom.row_ptr[row]), int(geom.row_ptr[row + 1])
+    _, point = torch.unique(geom.in_row[start:end] * width + geom.col_offset[start:end], return_inverse=True)
+    matrix = torch.zeros(int(point.max()) + 1, nodes, dtype=torch.float64)
+    index = (point[:, None].expand(-1, 4).reshape(-1), geom.node[start:end].reshape(-1))
+    matrix.index_put_(index, geom.coef[start:end].reshape(-1), accumulate=True)
+    return matrix
+
+
+@functools.lru_cache(maxsize=64)
+def equator_kernel_basis(height, width, kernel_rad, kernel_size):
+    """Orthonormal basis ``[kh kw, m]`` (float64) of the kernels the equatorial crown can tell apart: the row space of
+    the interpolation matrix of the output row nearest the equator (stride 1).
+
+    A kernel component orthogonal to it is invisible at the equator: it gets no gradient from data there, yet it is
+    read at other latitudes, where the crowns hold more pixels. Kernels restricted to this basis are learnt whole from
+    equatorial data. ``m <= kh kw``; ``m`` is the number of kernel directions the grid resolves there.
+    """
+    geom = crown_taps(height, width, kernel_rad, (1, 1), kernel_size)
+    matrix = row_interpolation_matrix(geom, max(height // 2 - 1, 0), width, kernel_size[0] * kernel_size[1])
+    _, singular, vh = torch.linalg.svd(matrix, full_matrices=False)
+    rank = int((singular > 1e-9 * singular[0]).sum())
+    return vh[:rank].T.contiguous()
+
+
+@functools.lru_cache(maxsize=64)
+def smooth_kernel_basis(kernel_size, radial_degree=2, harmonics=2):
+    """Orthonormal basis ``[kh kw, m]`` (float64) of smooth kernels on the crown's nodes: ``t^n`` (``t = alpha / r``,
+    ``n <= radial_degree``) times ``1, cos(k beta), sin(k beta)`` (``k <= harmonics``), with ``n >= 1`` for ``k >= 1``
+    so that every basis kernel is single-valued at the centre. Degrees above what the node grid holds are dropped."""
+    kh, kw = kernel_size
+    t = torch.linspace(0, 1, kh, dtype=torch.float64) if kh > 1 else torch.zeros(1, dtype=torch.float64)
+    beta = torch.arange(kw, dtype=torch.float64) * (2 * math.pi / kw)
+    columns = []
+    for n in range(min(radial_degree, kh - 1) + 1):
+        columns.append((t[:, None] ** n).expand(kh, kw))
+        for k in range(1, min(harmonics, (kw - 1) // 2) + 1):
+            if n >= 1:
+                columns += [t[:, None] ** n * torch.cos(k * beta), t[:, None] ** n * torch.sin(k * beta)]
+    q, r = torch.linalg.qr(torch.stack([c.reshape(-1) for c in columns], dim=1))
+    keep = r.diagonal().abs() > 1e-9
+    return q[:, keep].contiguous()

@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 from sconv.functional.common import pair, positive_int
+from sconv.functional.crown import equator_kernel_basis, smooth_kernel_basis
 from sconv.functional.sconv import check_kernel_rad, check_padding_mode, spherical_conv
 
 __all__ = ["SphericalConv"]
 
 _DEFAULT_SR = (15 / (math.pi / 12), 30 / (2 * math.pi))
+KERNEL_BASES = (None, "resolved", "smooth")
 
 
 class SphericalConv(nn.Module):
@@ -31,6 +33,15 @@ class SphericalConv(nn.Module):
         padding: only ``'valid'``.
         padding_mode: ``'sphere'``, ``'zeros'``, a number, ``'reflect'`` or ``'replicate'``.
         bias: add a learnable bias.
+        kernel_basis: how the node values are parametrised. ``None`` (the paper's): one free parameter per node.
+            ``'resolved'``: ``weight = coef @ B^T`` with ``B`` the kernels the crown at the equator of a
+            ``grid_size`` input tells apart (``sconv.functional.crown.equator_kernel_basis``), so that no part of the
+            kernel is left unseen by equatorial data and then read at other latitudes. ``'smooth'``: ``B`` holds
+            smooth kernels (radial degree <= 2 times harmonics <= 2 in beta, ``smooth_kernel_basis``).
+        grid_size: ``(H, W)`` of the input, needed by ``kernel_basis='resolved'`` (the basis depends on it).
+
+    With a basis the parameter is ``weight_coef [out, in, m]`` and ``node_weight()`` gives the node values;
+    without, it is ``weight [out, in, kh, kw]``.
 
     Shape:
         input ``[B, in_channels, H, W]`` -> output ``[B, out_channels, H / s_h, W / s_w]``.
@@ -47,6 +58,8 @@ class SphericalConv(nn.Module):
         padding="valid",
         padding_mode="sphere",
         bias=False,
+        kernel_basis=None,
+        grid_size=None,
     ):
         super().__init__()
         self.in_channels = positive_int(in_channels, "in_channels")
@@ -74,19 +87,49 @@ class SphericalConv(nn.Module):
         self.stride = pair(stride, "stride")
         self.padding = padding
         self.padding_mode = check_padding_mode(padding_mode)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *kernel_size))
+        if kernel_basis not in KERNEL_BASES:
+            raise ValueError(f"kernel_basis must be one of {KERNEL_BASES}, got {kernel_basis!r}")
+        self.kernel_basis = kernel_basis
+        self.grid_size = None if grid_size is None else pair(grid_size, "grid_size")
+        if kernel_basis is None:
+            self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *kernel_size))
+        else:
+            if kernel_basis == "resolved":
+                if self.grid_size is None:
+                    raise ValueError("kernel_basis='resolved' needs grid_size=(H, W), the input size it resolves")
+                basis = equator_kernel_basis(*self.grid_size, self.kernel_rad, kernel_size)
+            else:
+                basis = smooth_kernel_basis(kernel_size)
+            self.register_buffer("basis", basis.float(), persistent=False)
+            self.weight_coef = nn.Parameter(torch.empty(out_channels, in_channels, basis.shape[1]))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):
-        bound = 1 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
-        nn.init.uniform_(self.weight, -bound, bound)
+        nodes = self.kernel_size[0] * self.kernel_size[1]
+        bound = 1 / math.sqrt(self.in_channels * nodes)
+        if self.kernel_basis is None:
+            nn.init.uniform_(self.weight, -bound, bound)
+        else:  # the node values' mean variance is the paper's: B has orthonormal columns
+            nn.init.uniform_(
+                self.weight_coef,
+                -bound * math.sqrt(nodes / self.basis.shape[1]),
+                bound * math.sqrt(nodes / self.basis.shape[1]),
+            )
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def node_weight(self):
+        """The kernel's node values ``[out, in, kh, kw]``."""
+        if self.kernel_basis is None:
+            return self.weight
+        if self.basis.shape[1] == self.basis.shape[0]:  # the basis spans every kernel: its rotation adds nothing
+            return self.weight_coef.view(self.out_channels, self.in_channels, *self.kernel_size)
+        return (self.weight_coef @ self.basis.T).view(self.out_channels, self.in_channels, *self.kernel_size)
+
     def forward(self, input):
         return spherical_conv(
-            input, self.weight, self.bias, self.stride, self.padding, self.padding_mode, self.kernel_rad
+            input, self.node_weight(), self.bias, self.stride, self.padding, self.padding_mode, self.kernel_rad
         )
 
     def extra_repr(self):
@@ -94,4 +137,9 @@ class SphericalConv(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_rad={self.kernel_rad:.6g}, "
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding_mode={self.padding_mode!r}, "
             f"bias={self.bias is not None}"
+            + (
+                ""
+                if self.kernel_basis is None
+                else f", kernel_basis={self.kernel_basis!r} ({self.basis.shape[1]} terms)"
+            )
         )

@@ -1,0 +1,458 @@
+"""Latitude generalisation: train near the equator, test toward the poles (issue 22, docs/latitude.md).
+
+Scenes are rendered here, deterministically, on the device: a structured background (plane waves on the sphere) and
+three textured objects, each a flat shape tangent to the sphere (gnomonic projection), so an object far from the
+equator appears on the panorama stretched as a real one would. One object belongs to the salient shapes (cross, E,
+ring) and two to the distractors (square, L, disc): telling them apart needs shape, not colour or contrast. The target
+is the salient object's mask (anti-aliased). Training scenes put every object's centre within 20 degrees of the
+equator; test scenes within one band (0-20, 20-45, 45-70 degrees, either hemisphere). The network gets the frame and
+a zero previous map, is trained with Adam on the solid-angle-weighted BCE, and is scored per band with the
+sphere-weighted CC (``sconv.metrics.cc(..., sphere=True)``) of ``sigmoid(logits)`` against the mask, averaged over
+the band's test scenes (one fixed test set for every model and seed).
+
+    python benchmarks/latitude_generalisation.py --out DIR [--sizes 32x64 64x128] [--models paper planar ...]
+        [--seeds 3] [--steps 600 [400]] [--batch 32 [16]] [--lr 1e-3] [--n-test 128] [--budget-min 4 [3.5]]
+
+Writes ``DIR/latitude.json`` (after every run, so a cut-off run keeps what it finished) and ``DIR/latitude.png``
+(CC against latitude band, mean and spread over seeds, one panel per size). ``--plot-only DIR/latitude.json``
+redraws the plot.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets.data import atomic_write_bytes  # noqa: E402
+from models.baseline_unet import SphericalUNet  # noqa: E402
+from sconv.functional.common import colatitudes, longitudes, pixel_solid_angle  # noqa: E402
+from sconv.metrics import cc  # noqa: E402
+
+MODELS = {
+    "paper": dict(),  # the paper's Spherical U-Net
+    "planar": dict(conv_type="standard", planar_padding="circular"),  # its planar twin
+    "resolved": dict(kernel_basis="resolved"),  # paper's nodes, kernels restricted to what the equator resolves
+    "smooth": dict(kernel_basis="smooth"),  # paper's nodes, smooth kernels
+    "nodes3x6": dict(kernel_size=(3, 6)),  # every crown layer with (3, 6) nodes
+    "maxpool": dict(use_spooling=False),  # paper's, nn.MaxPool2d instead of spherical pooling
+    "sphereconv": dict(conv_type="sphereconv"),  # 3 x 3 SphereNet-style convolutions
+}
+TRAIN_BAND = (0.0, 20.0)
+TEST_BANDS = ((0.0, 20.0), (20.0, 45.0), (45.0, 70.0))
+SALIENT, DISTRACTOR = (0, 1, 2), (3, 4, 5)  # shape ids: cross, E, ring | square, L, disc
+SHAPE_RES = 64
+EVAL_SEED = 12345
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scenes
+
+
+def shape_bitmaps():
+    """``[6, SHAPE_RES, SHAPE_RES]`` float masks in ``[-1, 1]^2`` (row 0 at y = +1, north): cross, E, ring, square,
+    L, disc, each filling about the same area of the square."""
+    n = SHAPE_RES
+    y, x = torch.meshgrid(torch.linspace(1, -1, n), torch.linspace(-1, 1, n), indexing="ij")
+    r = torch.hypot(x, y)
+    bar = 0.3
+    cross = (x.abs() < bar) & (y.abs() < 0.9) | (y.abs() < bar) & (x.abs() < 0.9)
+    e_shape = (
+        (x > -0.8)
+        & (x < 0.8)
+        & (y.abs() < 0.9)
+        & ~((x > -0.4) & ((y - 0.38).abs() < 0.17) | (x > -0.4) & ((y + 0.38).abs() < 0.17))
+    )
+    ring = (r < 0.9) & (r > 0.5)
+    square = (x.abs() < 0.7) & (y.abs() < 0.7)
+    l_shape = (x > -0.8) & (x < 0.8) & (y > -0.9) & (y < 0.9) & ~((x > -0.3) & (y > -0.4))
+    disc = r < 0.75
+    return torch.stack([cross, e_shape, ring, square, l_shape, disc]).float()
+
+
+def scene_parameters(batch, band, generator):
+    """Random parameters of ``batch`` scenes (CPU float64 tensors) with object centres in the latitude ``band``."""
+
+    def uniform(*shape, low=0.0, high=1.0):
+        return low + (high - low) * torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    sign = torch.where(torch.rand(batch, 3, generator=generator) < 0.5, -1.0, 1.0).double()
+    lat = sign * uniform(batch, 3, low=band[0], high=band[1]) * (math.pi / 180)
+    lon = (
+        uniform(batch, 1, high=2 * math.pi)
+        + torch.arange(3) * (2 * math.pi / 3)
+        + uniform(batch, 3, low=-0.3, high=0.3)
+    )
+    shape = torch.stack(
+        [
+            torch.tensor(SALIENT)[torch.randint(3, (batch,), generator=generator)],
+            torch.tensor(DISTRACTOR)[torch.randint(3, (batch,), generator=generator)],
+            torch.tensor(DISTRACTOR)[torch.randint(3, (batch,), generator=generator)],
+        ],
+        dim=1,
+    )
+    return {
+        "lat": lat,
+        "lon": lon,
+        "shape": shape,
+        "size": uniform(batch, 3, low=11.0, high=16.0) * (math.pi / 180),  # half-width, radians
+        "turn": uniform(batch, 3, low=-0.5, high=0.5),  # rotation in the tangent plane, radians
+        "stripe_freq": uniform(batch, 3, low=0.6, high=1.2),  # stripe cycles per half-width
+        "stripe_angle": uniform(batch, 3, high=math.pi),
+        "stripe_phase": uniform(batch, 3, high=2 * math.pi),
+        "colours": uniform(batch, 3, 2, 3),
+        "wave": torch.nn.functional.normalize(
+            torch.randn(batch, 6, 3, generator=generator, dtype=torch.float64), dim=-1
+        )
+        * uniform(batch, 6, 1, low=3.0, high=8.0),
+        "wave_phase": uniform(batch, 6, high=2 * math.pi),
+        "wave_colour": uniform(batch, 6, 3, low=-1.0, high=1.0),
+        "base": uniform(batch, 3, low=0.3, high=0.7),
+    }
+
+
+def sphere_directions(height, width, device):
+    """Unit vectors ``[H, W, 3]`` (float32) of the pixel centres (z toward the north pole)."""
+    theta = colatitudes(height, dtype=torch.float32, device=device)[:, None]
+    phi = longitudes(width, dtype=torch.float32, device=device)[None, :]
+    sin_t = torch.sin(theta)
+    return torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), torch.cos(theta).expand(-1, width)], -1)
+
+
+def gnomonic(u, lat, lon):
+    """Gnomonic (tangent-plane) coordinates ``(x east, y north)`` of the directions ``u [H, W, 3]`` seen from the
+    points ``(lat, lon)`` (radians, any broadcastable shape ``S``), each ``[*S, H, W]``, and ``front``: where they
+    are defined (the hemisphere around the point)."""
+    centre = torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], -1)
+    east = torch.stack([-torch.sin(lon), torch.cos(lon), torch.zeros_like(lon)], -1)
+    north = torch.stack([-torch.sin(lat) * torch.cos(lon), -torch.sin(lat) * torch.sin(lon), torch.cos(lat)], -1)
+    cos_c = (u * centre).sum(-1)
+    front = cos_c > 0
+    safe = torch.where(front, cos_c, torch.ones_like(cos_c))
+    return (u * east).sum(-1) / safe, (u * north).sum(-1) / safe, front
+
+
+def render(params, size, bitmaps, device, supersample=2):
+    """Render scenes: ``frame [B, 3, H, W]`` in ``[0, 1]`` and ``target [B, 1, H, W]`` (the salient object's
+    coverage of each pixel), on ``device`` (float32), anti-aliased by ``supersample``-fold sampling per axis."""
+    height, width = size[0] * supersample, size[1] * supersample
+    p = {
+        k: v.to(device=device, dtype=torch.float32) if v.is_floating_point() else v.to(device)
+        for k, v in params.items()
+    }
+    u = sphere_directions(height, width, device)
+    # Background: plane waves on the sphere (rotation-invariant in law), a few per colour channel.
+    waves = torch.sin(torch.einsum("hwd,bkd->bkhw", u, p["wave"]) + p["wave_phase"][..., None, None])
+    frame = p["base"][:, :, None, None] + 0.25 * torch.einsum("bkhw,bkc->bchw", waves, p["wave_colour"]) / math.sqrt(3)
+    x, y, front = gnomonic(u, p["lat"][..., None, None], p["lon"][..., None, None])  # [B, 3, H, W]
+    cos_t, sin_t = torch.cos(p["turn"])[..., None, None], torch.sin(p["turn"])[..., None, None]
+    scale = torch.tan(p["size"])[..., None, None]
+    px, py = (cos_t * x + sin_t * y) / scale, (-sin_t * x + cos_t * y) / scale
+    px, py = torch.where(front, px, 9.0), torch.where(front, py, 9.0)
+    batch = frame.shape[0]
+    grid = torch.stack([px, -py], -1).view(batch * 3, height, width, 2)  # bitmap row 0 is y = +1
+    shapes = bitmaps.to(device)[p["shape"].reshape(-1)][:, None]
+    mask = F.grid_sample(shapes, grid, "bilinear", "zeros", align_corners=False).view(batch, 3, height, width)
+    along = px * torch.cos(p["stripe_angle"])[..., None, None] + py * torch.sin(p["stripe_angle"])[..., None, None]
+    stripe = 0.5 + 0.5 * torch.sin(
+        2 * math.pi * p["stripe_freq"][..., None, None] * along + p["stripe_phase"][..., None, None]
+    )
+    for o in range(3):
+        colour = (
+            stripe[:, o, None] * p["colours"][:, o, 0, :, None, None]
+            + (1 - stripe[:, o, None]) * p["colours"][:, o, 1, :, None, None]
+        )
+        frame = frame * (1 - mask[:, o, None]) + colour * mask[:, o, None]
+    target = mask[:, :1]  # object 0 is the salient one
+    frame = F.avg_pool2d(frame.clamp(0, 1), supersample)
+    return frame, F.avg_pool2d(target, supersample)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training and scoring
+
+
+def sphere_bce(logits, target):
+    """BCE with logits averaged over the sphere (each pixel weighted by its solid angle)."""
+    area = pixel_solid_angle(logits.shape[-2], logits.shape[-1], dtype=logits.dtype, device=logits.device)[:, None]
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (loss * area).sum((-2, -1)).mean() / (area.sum() * logits.shape[-1])
+
+
+def band_scores(pred, target, band_index, n_bands):
+    """Mean sphere-weighted CC per band: ``pred``, ``target`` ``[N, H, W]``, ``band_index [N]`` -> list of floats
+    (NaN for a band without scenes). Also returns the per-scene CCs."""
+    per_scene = torch.as_tensor(cc(pred, target, sphere=True), dtype=torch.float64)
+    means = []
+    for b in range(n_bands):
+        chosen = per_scene[band_index == b]
+        means.append(float(chosen.mean()) if len(chosen) else float("nan"))
+    return means, per_scene
+
+
+def test_set(size, n_test, bitmaps, device):
+    """The fixed test scenes of every band (same for every model and seed): frames, targets, band index."""
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    frames, targets, bands = [], [], []
+    for b, band in enumerate(TEST_BANDS):
+        for start in range(0, n_test, 32):
+            frame, target = render(scene_parameters(min(32, n_test - start), band, generator), size, bitmaps, device)
+            frames.append(frame)
+            targets.append(target)
+            bands.append(torch.full((len(frame),), b))
+    return torch.cat(frames), torch.cat(targets), torch.cat(bands)
+
+
+@torch.no_grad()
+def evaluate(model, frames, targets, bands, autocast):
+    model.eval()
+    preds = []
+    for start in range(0, len(frames), 32):
+        frame = frames[start : start + 32]
+        with autocast():
+            logits = model(frame, torch.zeros_like(frame[:, :1]))
+        preds.append(torch.sigmoid(logits.float())[:, 0])
+    model.train()
+    return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
+
+
+def train_one(name, size, seed, steps, batch, args, bitmaps, test, device):
+    torch.manual_seed(seed)
+    model = SphericalUNet(size, **MODELS[name]).to(device)
+    parameters = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    generator = torch.Generator().manual_seed(1000 + seed)
+    cuda = device.type == "cuda"
+
+    def autocast():
+        return torch.autocast("cuda", torch.bfloat16, enabled=cuda and args.bf16)
+
+    step_times, losses = [], []
+    for _ in range(steps):
+        frame, target = render(scene_parameters(batch, TRAIN_BAND, generator), size, bitmaps, device)
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with autocast():
+            logits = model(frame, torch.zeros_like(frame[:, :1]))
+        loss = sphere_bce(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+        step_times.append(time.perf_counter() - start)
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            break
+    scores = evaluate(model, *test, autocast) if math.isfinite(losses[-1]) else [float("nan")] * len(TEST_BANDS)
+    warm = step_times[min(5, len(step_times) - 1) :]
+    return {
+        "model": name,
+        "size": list(size),
+        "seed": seed,
+        "steps": steps,
+        "batch": batch,
+        "parameters": parameters,
+        "cc": scores,
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "step_ms": 1000 * sum(warm) / len(warm),
+        "train_s": sum(step_times),
+    }
+
+
+def summarise(runs):
+    """Mean and spread (sample std over seeds; 0 for one seed) of the per-band CC of each (size, model)."""
+    table = {}
+    for run in runs:
+        table.setdefault(f"{run['size'][0]}x{run['size'][1]}", {}).setdefault(run["model"], []).append(run)
+    out = {}
+    for size, models in table.items():
+        out[size] = {}
+        for name, group in models.items():
+            values = torch.tensor([r["cc"] for r in group], dtype=torch.float64)
+            spread = values.std(0) if len(group) > 1 else torch.zeros(values.shape[1], dtype=torch.float64)
+            out[size][name] = {
+                "seeds": [r["seed"] for r in group],
+                "parameters": group[0]["parameters"],
+                "cc_mean": values.mean(0).tolist(),
+                "cc_std": spread.tolist(),
+                "step_ms": sum(r["step_ms"] for r in group) / len(group),
+            }
+    return out
+
+
+def plot(result, path):
+    """CC against latitude band, one panel per size, mean with a bar of +-1 std per model (PIL; no matplotlib)."""
+    from PIL import Image, ImageDraw
+
+    summary = result["summary"]
+    panel_w, panel_h, margin = 420, 320, 50
+    image = Image.new("RGB", (panel_w * max(1, len(summary)), panel_h + 120), "white")
+    draw = ImageDraw.Draw(image)
+    palette = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+    ]
+    names = sorted({name for models in summary.values() for name in models}, key=list(MODELS).index)
+    values = [v for models in summary.values() for m in models.values() for v in m["cc_mean"] if math.isfinite(v)]
+    low = min([0.5] + [v - 0.05 for v in values])
+    for k, (size, models) in enumerate(summary.items()):
+        x0, y0, x1, y1 = k * panel_w + margin, 30, (k + 1) * panel_w - 15, panel_h - 20
+
+        def to_y(v, y0=y0, y1=y1):
+            return y1 - (y1 - y0) * (max(low, min(1.0, v)) - low) / (1 - low)
+
+        draw.rectangle([x0, y0, x1, y1], outline="black")
+        draw.text((x0, 10), f"{size}: CC (sphere) by latitude band", fill="black")
+        for tick in range(11):
+            value = low + (1 - low) * tick / 10
+            y = y1 - (y1 - y0) * tick / 10
+            draw.line([x0 - 4, y, x0, y], fill="black")
+            draw.text((x0 - 40, y - 6), f"{value:.2f}", fill="black")
+        for b, band in enumerate(TEST_BANDS):
+            x = x0 + (x1 - x0) * (b + 0.5) / len(TEST_BANDS)
+            draw.text((x - 20, y1 + 5), f"{band[0]:.0f}-{band[1]:.0f} deg", fill="black")
+        for j, name in enumerate(names):
+            if name not in models:
+                continue
+            colour = palette[j % len(palette)]
+            points = []
+            for b in range(len(TEST_BANDS)):
+                mean, std = models[name]["cc_mean"][b], models[name]["cc_std"][b]
+                if not math.isfinite(mean):
+                    continue
+                x = x0 + (x1 - x0) * (b + 0.5) / len(TEST_BANDS) + (j - len(names) / 2) * 4
+                draw.line([x, to_y(mean - std), x, to_y(mean + std)], fill=colour, width=2)
+                points.append((x, to_y(mean)))
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+    for j, name in enumerate(names):
+        draw.rectangle(
+            [
+                margin + 130 * (j % 4),
+                panel_h + 20 + 25 * (j // 4),
+                margin + 130 * (j % 4) + 12,
+                panel_h + 32 + 25 * (j // 4),
+            ],
+            fill=palette[j % len(palette)],
+        )
+        draw.text((margin + 130 * (j % 4) + 18, panel_h + 20 + 25 * (j // 4)), name, fill="black")
+    draw.text((margin, panel_h + 95), "mean over seeds; bars: +-1 std over seeds", fill="black")
+
+    def write(f):
+        image.save(f, format="PNG")
+
+    from datasets.data import atomic_write
+
+    atomic_write(path, write)
+
+
+def parse_size(text):
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 64x128), got {text!r}") from None
+    if height % 8 or width % 8 or height < 16 or width < 16:
+        raise argparse.ArgumentTypeError(f"size must have H, W >= 16 and divisible by 8, got {text!r}")
+    return height, width
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for latitude.json and latitude.png")
+    parser.add_argument("--sizes", type=parse_size, nargs="+", default=[(32, 64)])
+    parser.add_argument(
+        "--models", nargs="+", choices=list(MODELS), default=["paper", "planar", "resolved", "sphereconv"]
+    )
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, nargs="+", default=[600], help="training steps, one value or one per size")
+    parser.add_argument("--batch", type=int, nargs="+", default=[32], help="batch size, one value or one per size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, the same for every model")
+    parser.add_argument("--n-test", type=int, default=128, help="test scenes per band")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    parser.add_argument(
+        "--budget-min",
+        type=float,
+        nargs="+",
+        default=None,
+        help="minutes per size (one value or one per size): start no run that would end past it",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--plot-only", default=None, help="redraw the plot of this latitude.json and exit")
+    args = parser.parse_args(argv)
+    for name in ("seeds", "steps", "batch", "n_test"):
+        if min(getattr(args, name) if isinstance(getattr(args, name), list) else [getattr(args, name)]) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("steps", "batch") + (("budget_min",) if args.budget_min else ()):
+        if len(getattr(args, name)) not in (1, len(args.sizes)):
+            parser.error(f"--{name.replace('_', '-')} takes one value or one per size ({len(args.sizes)})")
+    if args.plot_only:
+        with open(args.plot_only) as f:
+            plot(json.load(f), os.path.join(args.out, "latitude.png"))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True  # the same for every model; TF32 on Ampere and later GPUs
+    torch.backends.cudnn.allow_tf32 = True
+    bitmaps = shape_bitmaps()
+    result = {
+        "config": {k: v for k, v in vars(args).items() if k != "plot_only"},
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "bands_deg": TEST_BANDS,
+        "train_band_deg": TRAIN_BAND,
+        "runs": [],
+        "skipped": [],
+    }
+    json_path, png_path = os.path.join(args.out, "latitude.json"), os.path.join(args.out, "latitude.png")
+    begin = time.perf_counter()
+    for k, size in enumerate(args.sizes):
+        steps, batch = args.steps[min(k, len(args.steps) - 1)], args.batch[min(k, len(args.batch) - 1)]
+        budget = None if args.budget_min is None else 60 * args.budget_min[min(k, len(args.budget_min) - 1)]
+        size_begin, last_duration = time.perf_counter(), {}
+        test = test_set(size, args.n_test, bitmaps, device)
+        for seed in range(args.seeds):
+            for name in args.models:
+                # Start no run that would end past this size's budget, judged by the model's previous run.
+                if budget is not None and time.perf_counter() - size_begin + last_duration.get(name, 0) > budget:
+                    result["skipped"].append({"model": name, "size": list(size), "seed": seed})
+                    continue
+                run_begin = time.perf_counter()
+                run = train_one(name, size, seed, steps, batch, args, bitmaps, test, device)
+                last_duration[name] = time.perf_counter() - run_begin
+                result["runs"].append(run)
+                result["summary"] = summarise(result["runs"])
+                result["elapsed_s"] = time.perf_counter() - begin
+                atomic_write_bytes(json_path, json.dumps(result, indent=1).encode())
+                bands = " ".join(f"{v:.3f}" for v in run["cc"])
+                print(
+                    f"{size[0]}x{size[1]} {name:10s} seed {seed}: CC by band {bands}  "
+                    f"({run['step_ms']:.1f} ms/step, {run['parameters']} params)",
+                    flush=True,
+                )
+    result["elapsed_s"] = time.perf_counter() - begin
+    atomic_write_bytes(json_path, json.dumps(result, indent=1).encode())
+    try:
+        plot(result, png_path)
+    except ImportError as error:  # no PIL on this machine: redraw later with --plot-only
+        print(f"no plot ({error}); run --plot-only {json_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Why the paper's crown kernels carry less from the equator to the poles than they could (issue 22, docs/latitude.md).
+
+Two measurements that need no training:
+
+1. ``coverage``: for every crown layer of the Spherical U-Net on an ``H x W`` input, per latitude band:
+   - ``touched``: the share of kernel nodes that receive interpolation weight from some tap of a row's crown (mean
+     over the band's rows);
+   - ``unseen``: the share of a row's interpolation energy that falls on kernel directions no row of the training band
+     (|latitude| < 20 degrees) constrains. With ``A_i`` the interpolation matrix of row ``i`` (its effective kernel is
+     ``A_i w``), the loss gradient of ``w`` from training-band data lies in the row space of the stacked ``A_i`` of
+     that band; the rest of ``w`` (its null space ``N``) never moves from its initial value, yet row ``i`` reads it
+     with weight ``||A_i P_N||^2 / ||A_i||^2``. That share is "unseen".
+2. ``meridian``: one untrained layer (3 -> 16 channels, three initialisations) applied to a structured tangent
+   pattern carried along a meridian from the equator to 70 degrees; its response is read back in the pattern's own
+   tangent coordinates and correlated with the response at the equator (1: the layer sees the pattern the same way).
+
+    python benchmarks/latitude_mechanism.py --out DIR [--sizes 32x64 64x128 128x256]
+
+Writes ``DIR/mechanism.json`` and prints markdown tables.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.latitude_generalisation import gnomonic, parse_size, shape_bitmaps, sphere_directions  # noqa: E402
+from datasets.data import atomic_write_bytes  # noqa: E402
+from models.baseline_unet import DECODER, ENCODER, LongitudeCircularConv2d, planar_kernel_size  # noqa: E402
+from sconv.functional.common import colatitudes  # noqa: E402
+from sconv.functional.crown import (  # noqa: E402
+    crown_taps,
+    equator_kernel_basis,
+    row_interpolation_matrix,
+    smooth_kernel_basis,
+)
+from sconv.module.sconv import SphericalConv  # noqa: E402
+from sconv.module.sphereconv import SphereConv  # noqa: E402
+
+BANDS = ((0, 20), (20, 45), (45, 70), (70, 90))
+TRAIN_BAND = 20.0
+
+
+def row_latitudes(height):
+    return (90 - colatitudes(height) * (180 / math.pi)).abs()
+
+
+def coverage(height, width, kernel_rad, kernel_size, basis=None):
+    """Per band: mean ``touched`` node share and mean ``unseen`` energy share (see the module docstring) of a stride-1
+    crown layer; ``basis [kh kw, m]`` restricts the kernel to ``w = B c`` (then ``touched`` is not defined: None)."""
+    geom = crown_taps(height, width, kernel_rad, (1, 1), kernel_size)
+    nodes = kernel_size[0] * kernel_size[1]
+    matrices = [row_interpolation_matrix(geom, i, width, nodes) for i in range(height)]
+    if basis is not None:
+        matrices = [m @ basis for m in matrices]
+    lat = row_latitudes(height)
+    train = [i for i in range(height) if lat[i] < TRAIN_BAND] or [int(lat.argmin())]
+    _, singular, vh = torch.linalg.svd(torch.cat([matrices[i] for i in train]), full_matrices=True)
+    rank = int((singular > 1e-9 * singular[0]).sum())
+    null = vh[rank:].T
+    result = {"parameters_per_channel_pair": matrices[0].shape[1], "train_rank": rank, "touched": [], "unseen": []}
+    for low, high in BANDS:
+        rows = [i for i in range(height) if low <= lat[i] < high]
+        if not rows:
+            result["touched"].append(None)
+            result["unseen"].append(None)
+            continue
+        unseen = [float((matrices[i] @ null).pow(2).sum() / matrices[i].pow(2).sum()) for i in rows]
+        result["unseen"].append(sum(unseen) / len(rows))
+        touched = (
+            None
+            if basis is not None
+            else sum(float((matrices[i].abs().sum(0) > 0).double().mean()) for i in rows) / len(rows)
+        )
+        result["touched"].append(touched)
+    return result
+
+
+def layer_coverage(size):
+    """``coverage`` of every crown layer of the U-Net at input ``size``, for the paper's free nodes, the
+    ``resolved`` and ``smooth`` bases, and (3, 6) free nodes."""
+    height, width = size
+    out = {}
+    for name, _, _, kernel_rad, kernel_size, scale in ENCODER + DECODER:
+        grid = (height // scale, width // scale)
+        out[name] = {
+            "kernel_rad": kernel_rad,
+            "grid": grid,
+            "paper": coverage(*grid, kernel_rad, kernel_size),
+            "resolved": coverage(*grid, kernel_rad, kernel_size, equator_kernel_basis(*grid, kernel_rad, kernel_size)),
+            "smooth": coverage(*grid, kernel_rad, kernel_size, smooth_kernel_basis(kernel_size)),
+            "nodes3x6": coverage(*grid, kernel_rad, (3, 6)),
+        }
+    return out
+
+
+def tangent_pattern(size, lat, lon, half_width, device="cpu"):
+    """A structured pattern ``[1, 3, H, W]`` drawn flat on the tangent plane at ``(lat, lon)`` (radians): the E shape,
+    stripes across it and a ring, within ``tan(half_width)`` of the centre."""
+    height, width = size[0] * 2, size[1] * 2
+    x, y, front = gnomonic(sphere_directions(height, width, device), torch.tensor(lat), torch.tensor(lon))
+    px, py = x / math.tan(half_width), y / math.tan(half_width)
+    px, py = torch.where(front, px, 9.0), torch.where(front, py, 9.0)
+    grid = torch.stack([px, -py], -1)[None]
+    shape = F.grid_sample(shape_bitmaps()[1][None, None].to(device), grid, "bilinear", "zeros", align_corners=False)[
+        0, 0
+    ]
+    inside = (px.abs() < 1) & (py.abs() < 1)
+    stripes = (0.5 + 0.5 * torch.sin(2 * math.pi * 1.2 * (0.8 * px + 0.6 * py))) * inside
+    ring = torch.exp(-((torch.hypot(px, py) - 0.7) ** 2) / 0.02) * front
+    return F.avg_pool2d(torch.stack([shape, stripes, ring])[None], 2)
+
+
+def read_back(output, lat, lon, half_width, points=24):
+    """Sample ``output [B, C, H, W]`` on a ``points x points`` grid of the tangent plane at ``(lat, lon)`` covering
+    ``1.5 tan(half_width)`` around it (bilinear, circular in longitude): ``[B, C, points, points]``."""
+    height, width = output.shape[-2:]
+    t = torch.linspace(-1.5, 1.5, points, dtype=torch.float64) * math.tan(half_width)
+    y, x = torch.meshgrid(-t, t, indexing="ij")
+    rho = torch.hypot(x, y)
+    c = torch.atan(rho)
+    safe = torch.where(rho > 0, rho, torch.ones_like(rho))
+    q_lat = torch.asin(torch.cos(c) * math.sin(lat) + y * torch.sin(c) / safe * math.cos(lat))
+    q_lon = lon + torch.atan2(x * torch.sin(c), rho * math.cos(lat) * torch.cos(c) - y * math.sin(lat) * torch.sin(c))
+    row = (math.pi / 2 - q_lat) * height / math.pi - 0.5
+    col = torch.remainder(q_lon * width / (2 * math.pi) - 0.5, width) + 1  # one column of circular padding
+    grid = torch.stack([(col + 0.5) * 2 / (width + 2) - 1, (row + 0.5) * 2 / height - 1], -1)[None].float()
+    padded = F.pad(output, (1, 1, 0, 0), mode="circular")
+    return F.grid_sample(padded, grid.expand(len(output), -1, -1, -1), "bilinear", "border", align_corners=False)
+
+
+def layers_for(size):
+    """The first layer (conv1's radius and grid) of each model, 3 -> 16 channels, as factories of a seed."""
+    height, width = size
+    kernel_rad, kernel_size = ENCODER[0][3], ENCODER[0][4]
+
+    def crown(**options):
+        return lambda: SphericalConv(
+            3, 16, kernel_rad=kernel_rad, kernel_size=options.pop("nodes", kernel_size), grid_size=size, **options
+        )
+
+    k = planar_kernel_size(height, width, kernel_rad)
+    return {
+        "paper": crown(),
+        "resolved": crown(kernel_basis="resolved"),
+        "smooth": crown(kernel_basis="smooth"),
+        "nodes3x6": crown(nodes=(3, 6)),
+        "sphereconv": lambda: SphereConv(3, 16, 3),
+        "planar": lambda: LongitudeCircularConv2d(3, 16, k, bias=False),
+    }
+
+
+@torch.no_grad()
+def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3):
+    """Correlation of each untrained layer's response in the pattern's tangent frame with its response at the equator,
+    per latitude (mean over channels and ``inits`` initialisations)."""
+    lon, half_width = math.pi, math.radians(half_width_deg)
+    patterns = {lat: tangent_pattern(size, math.radians(lat), lon, half_width) for lat in latitudes}
+    out = {}
+    for name, factory in layers_for(size).items():
+        values = {lat: [] for lat in latitudes}
+        for seed in range(inits):
+            torch.manual_seed(seed)
+            layer = factory()
+            base = read_back(layer(patterns[0]), 0.0, lon, half_width).flatten(2)[0]
+            for lat in latitudes:
+                moved = read_back(layer(patterns[lat]), math.radians(lat), lon, half_width).flatten(2)[0]
+                a, b = base - base.mean(1, keepdim=True), moved - moved.mean(1, keepdim=True)
+                values[lat].append(float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean()))
+        out[name] = {str(lat): sum(v) / len(v) for lat, v in values.items()}
+    return out
+
+
+def markdown(result):
+    lines = []
+    for size, layers in result["coverage"].items():
+        lines.append(f"\n{size}: unseen energy share by band {[f'{a}-{b}' for a, b in BANDS]} (touched node share)\n")
+        lines.append("| layer | grid | paper (touched) | resolved | smooth | (3, 6) nodes |")
+        lines.append("|---|---|---|---|---|---|")
+        for name, c in layers.items():
+
+            def cell(entry, touched=False):
+                parts = []
+                for u, t in zip(entry["unseen"], entry["touched"]):
+                    if u is None:
+                        parts.append("-")
+                    else:
+                        parts.append(f"{u:.2f}" + (f" ({t:.2f})" if touched and t is not None else ""))
+                return " / ".join(parts)
+
+            lines.append(
+                f"| {name} | {c['grid'][0]}x{c['grid'][1]} | {cell(c['paper'], True)} | {cell(c['resolved'])} | "
+                f"{cell(c['smooth'])} | {cell(c['nodes3x6'])} |"
+            )
+    for size, models in result["meridian"].items():
+        lats = list(next(iter(models.values())))
+        lines.append(f"\n{size}: untrained first layer, correlation with its equator response\n")
+        lines.append("| layer | " + " | ".join(f"{lat} deg" for lat in lats) + " |")
+        lines.append("|---|" + "---|" * len(lats))
+        for name, values in models.items():
+            lines.append(f"| {name} | " + " | ".join(f"{values[lat]:.3f}" for lat in lats) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for mechanism.json")
+    parser.add_argument("--sizes", type=parse_size, nargs="+", default=[(32, 64), (64, 128), (128, 256)])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = {
+        "coverage": {},
+        "meridian": {},
+        "bands_deg": BANDS,
+        "train_band_deg": TRAIN_BAND,
+        "torch": torch.__version__,
+    }
+    for size in args.sizes:
+        key = f"{size[0]}x{size[1]}"
+        result["coverage"][key] = layer_coverage(size)
+        result["meridian"][key] = meridian(size)
+    atomic_write_bytes(os.path.join(args.out, "mechanism.json"), json.dumps(result, indent=1).encode())
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

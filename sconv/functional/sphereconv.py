@@ -1,0 +1,97 @@
+"""SphereNet-style convolution (Coors et al., ECCV 2018; the original repo's ``--conv-type sphereconv``).
+
+Each output pixel p at (latitude phi_0, longitude lambda_0) reads its ``k x k`` kernel taps not from the pixel grid
+but from the points of the sphere that the gnomonic (tangent-plane) projection at p maps to a regular grid:
+
+    x_a = tan(a dlambda),  y_ab = tan(b dphi) / cos(a dlambda),  a, b in -(k // 2) .. k // 2
+
+(``dlambda = 2 pi / W``, ``dphi = pi / H``; x east, y north), taken back to the sphere by the inverse gnomonic
+projection and sampled bilinearly (wrapping in longitude; within half a pixel of a pole, the pole row's value). The
+sampled taps are laid out as a ``[k H', k W']`` image and one ``conv2d`` with stride ``k`` applies the kernel. At the
+equator of a fine grid the taps are the pixel neighbours: the operator is the planar ``k x k`` cross-correlation.
+
+What differs from the original's ``models/SphereConv.py``: the longitude offset uses ``atan2`` (the original's
+``arctan`` folds points past 90 degrees of longitude from p, which happens next to the poles), pixel centres follow
+``sconv``'s grid (row ``i`` at colatitude ``(i + 1/2) pi / H``), odd kernel sizes other than 3 work, and the centre
+tap is computed like the others (the original overwrites it with p's own pixel: the same point).
+"""
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from sconv.functional.common import check_input, colatitudes, longitudes, pair
+
+__all__ = ["sphere_conv", "sphere_sampling_points", "sphere_sampling_grid"]
+
+
+def sphere_sampling_points(height, width, stride, kernel_size):
+    """The kernel taps on the sphere as fractional pixel coordinates (float64).
+
+    Returns ``(row, col)``, each ``[H', k, W', k]`` (output row, tap row b from north to south, output column, tap
+    column a from west to east): ``row`` in ``[-1/2, H - 1/2]``, ``col`` in ``[0, W)``.
+    """
+    s_h, s_w = stride
+    half = kernel_size // 2
+    colat = colatitudes(height)[(s_h - 1) // 2 :: s_h]  # output pixel i sits on input row s_h i + (s_h - 1) // 2
+    lon = longitudes(width)[(s_w - 1) // 2 :: s_w]
+    lat0 = (math.pi / 2 - colat)[:, None, None, None]
+    lon0 = lon[None, None, :, None]
+    steps = torch.arange(-half, half + 1, dtype=torch.float64)
+    a = steps[None, None, None, :]  # east
+    b = -steps[None, :, None, None]  # north: tap row 0 is the northernmost
+    d_lon, d_lat = 2 * math.pi / width, math.pi / height
+    x = torch.tan(a * d_lon)
+    y = torch.tan(b * d_lat) / torch.cos(a * d_lon)
+    rho = torch.hypot(x, y)
+    c = torch.atan(rho)
+    safe = torch.where(rho > 0, rho, torch.ones_like(rho))
+    sin_lat = torch.cos(c) * torch.sin(lat0) + torch.where(rho > 0, y * torch.sin(c) / safe, 0) * torch.cos(lat0)
+    lat = torch.asin(sin_lat.clamp(-1, 1))
+    d = torch.atan2(x * torch.sin(c), rho * torch.cos(lat0) * torch.cos(c) - y * torch.sin(lat0) * torch.sin(c))
+    lon_q = lon0 + torch.where(rho > 0, d, torch.zeros_like(d))
+    row = (math.pi / 2 - lat) * height / math.pi - 0.5
+    col = torch.remainder(lon_q * width / (2 * math.pi) - 0.5, width)
+    shape = (len(colat), kernel_size, len(lon), kernel_size)
+    return row.expand(shape), col.expand(shape)
+
+
+@functools.lru_cache(maxsize=64)
+def sphere_sampling_grid(height, width, stride, kernel_size, device, dtype):
+    """``sphere_sampling_points`` as a ``grid_sample`` grid ``[1, k H', k W', 2]`` (``align_corners=False``) into the
+    input with one column of circular padding on each side; on ``device`` in ``dtype``; cached."""
+    row, col = sphere_sampling_points(height, width, stride, kernel_size)
+    out_h, out_w = row.shape[0] * kernel_size, row.shape[2] * kernel_size
+    x = (col.reshape(out_h, out_w) + 1.5) * (2 / (width + 2)) - 1  # padded column col + 1
+    y = (row.reshape(out_h, out_w) + 0.5) * (2 / height) - 1  # border padding clamps to the pole rows
+    return torch.stack([x, y], dim=-1)[None].to(device=device, dtype=dtype)
+
+
+def sphere_conv(input, weight, bias=None, stride=1):
+    """SphereNet-style convolution (see the module docstring).
+
+    Args:
+        input: ``[B, C, H, W]`` equirectangular.
+        weight: ``[O, C, k, k]``, ``k`` odd.
+        bias: ``[O]`` or None.
+        stride: int or ``(s_h, s_w)`` dividing ``(H, W)``.
+
+    Returns:
+        ``[B, O, H / s_h, W / s_w]``.
+    """
+    check_input(input, "input")
+    if weight.dim() != 4 or weight.shape[1] != input.shape[1] or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"weight must have shape [O, {input.shape[1]}, k, k], got {tuple(weight.shape)}")
+    k = weight.shape[2]
+    if k % 2 == 0:
+        raise ValueError(f"weight's kernel size must be odd, got {k}")
+    s_h, s_w = pair(stride, "stride")
+    batch, _, height, width = input.shape
+    if height % s_h or width % s_w:
+        raise ValueError(f"stride {(s_h, s_w)} must divide the input size {(height, width)}")
+    grid = sphere_sampling_grid(height, width, (s_h, s_w), k, input.device, input.dtype)
+    padded = F.pad(input, (1, 1, 0, 0), mode="circular")
+    sampled = F.grid_sample(padded, grid.expand(batch, -1, -1, -1), "bilinear", "border", align_corners=False)
+    return F.conv2d(sampled, weight, bias, stride=k)

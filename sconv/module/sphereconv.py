@@ -1,0 +1,54 @@
+"""``SphereConv``: the layer holding a SphereNet-style convolution's parameters (math in
+``sconv.functional.sphereconv``)."""
+
+import math
+
+import torch
+from torch import nn
+
+from sconv.functional.common import pair, positive_int
+from sconv.functional.sphereconv import sphere_conv
+
+__all__ = ["SphereConv"]
+
+
+class SphereConv(nn.Module):
+    """SphereNet-style convolution: a ``k x k`` kernel whose taps follow the tangent plane at each output pixel.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        kernel_size: odd int (the original supports only 3).
+        stride: int or ``(s_h, s_w)`` dividing the input size.
+        bias: add a learnable bias.
+
+    Shape:
+        input ``[B, in_channels, H, W]`` -> output ``[B, out_channels, H / s_h, W / s_w]``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, bias=False):
+        super().__init__()
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        self.kernel_size = positive_int(kernel_size, "kernel_size")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.stride = pair(stride, "stride")
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(self.weight.new_empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Conv2d's default: uniform in +-1 / sqrt(fan_in)
+        bound = 1 / math.sqrt(self.in_channels * self.kernel_size**2)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        return sphere_conv(input, self.weight, self.bias, self.stride)
+
+    def extra_repr(self):
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"bias={self.bias is not None}"
+        )

@@ -1,0 +1,224 @@
+"""Issue 22's operators and instrument: the SphereNet-style convolution against a direct float64 evaluation, the kernel
+bases (what the equator resolves, against the reference crown convolution), the U-Net's conv types, the planar twin's
+longitude padding, and the latitude benchmark (it runs; its per-band scoring against a hand computation)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import latitude_generalisation as bench
+from benchmarks import latitude_mechanism as mechanism
+from models.baseline_unet import LongitudeCircularConv2d, SphericalUNet
+from sconv.functional.crown import equator_kernel_basis, smooth_kernel_basis
+from sconv.functional.sphereconv import sphere_conv
+from sconv.module.sconv import SphericalConv
+from sconv.module.sphereconv import SphereConv
+from tests import reference
+
+
+def sphere_conv_reference(x, weight, stride):
+    """Direct evaluation: each tap's point is the tangent-plane point ``(x, y)`` at p, normalised onto the sphere
+    (``c + x e + y n`` with p's unit vector and its east and north vectors), sampled bilinearly by hand."""
+    n, c, h, w = x.shape
+    k = weight.shape[-1]
+    half = k // 2
+    theta, phi = reference.grid(h, w)
+    out = np.zeros((n, weight.shape[0], h // stride, w // stride))
+    for i in range(h // stride):
+        for j in range(w // stride):
+            t, f = theta[stride * i + (stride - 1) // 2], phi[stride * j + (stride - 1) // 2]
+            centre = reference.unit(t, f)
+            east = np.array([-math.sin(f), math.cos(f), 0.0])
+            north = np.cross(centre, east)
+            taps = np.zeros((n, c, k, k))
+            for b in range(k):
+                for a in range(k):
+                    da, db = a - half, half - b  # tap row 0 is the northernmost
+                    tx = math.tan(da * 2 * math.pi / w)
+                    ty = math.tan(db * math.pi / h) / math.cos(da * 2 * math.pi / w)
+                    d = centre + tx * east + ty * north
+                    d /= np.linalg.norm(d)
+                    row = math.acos(np.clip(d[2], -1, 1)) * h / math.pi - 0.5
+                    col = (math.atan2(d[1], d[0]) % (2 * math.pi)) * w / (2 * math.pi) - 0.5
+                    row = min(max(row, 0.0), h - 1.0)
+                    r0 = min(int(math.floor(row)), h - 2)
+                    c0 = int(math.floor(col))
+                    fr, fc = row - r0, col - c0
+                    for dr, wr in ((0, 1 - fr), (1, fr)):
+                        for dc, wc in ((0, 1 - fc), (1, fc)):
+                            taps[:, :, b, a] += wr * wc * x[:, :, r0 + dr, (c0 + dc) % w]
+            out[:, :, i, j] = np.einsum("ncba,ocba->no", taps, weight)
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sphere_conv_matches_direct_evaluation(stride):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 8, 16, generator=g, dtype=torch.float64)
+    weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    expected = torch.from_numpy(sphere_conv_reference(x.numpy(), weight.numpy(), stride))
+    torch.testing.assert_close(sphere_conv(x, weight, None, stride), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_sphere_conv_module_and_bad_input():
+    layer = SphereConv(3, 5, bias=True)
+    assert layer(torch.randn(2, 3, 8, 16)).shape == (2, 5, 8, 16)
+    assert "kernel_size=3" in repr(layer)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        SphereConv(3, 5, kernel_size=4)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        sphere_conv(torch.randn(1, 2, 8, 16), torch.randn(4, 3, 3, 3))
+    with pytest.raises(ValueError, match="stride"):
+        sphere_conv(torch.randn(1, 3, 8, 16), torch.randn(4, 3, 3, 3), stride=3)
+
+
+def test_resolved_basis_is_what_the_equator_sees():
+    """A kernel change orthogonal to ``equator_kernel_basis`` leaves the reference crown convolution unchanged on the
+    row it was computed for, yet changes it toward the poles (here the paper's first layer at 16 x 32)."""
+    h, w, r, size = 16, 32, math.pi / 16, (4, 8)
+    basis = equator_kernel_basis(h, w, r, size)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(basis.shape[1], dtype=torch.float64))
+    assert basis.shape[1] < size[0] * size[1]  # the grid does not resolve every node here
+    g = torch.Generator().manual_seed(1)
+    inside = (basis @ torch.randn(basis.shape[1], 1, generator=g, dtype=torch.float64)).T.reshape(1, 1, *size)
+    invisible = torch.randn(size[0] * size[1], generator=g, dtype=torch.float64)
+    invisible = (invisible - basis @ (basis.T @ invisible)).reshape(1, 1, *size)
+    x = torch.randn(1, 1, h, w, generator=g, dtype=torch.float64).numpy()
+    y_in = reference.spherical_conv(x, inside.numpy(), r=r)
+    y_both = reference.spherical_conv(x, (inside + invisible).numpy(), r=r)
+    row = h // 2 - 1
+    np.testing.assert_allclose(y_both[..., row, :], y_in[..., row, :], rtol=0, atol=1e-12)
+    assert np.abs(y_both[..., 2, :] - y_in[..., 2, :]).max() > 1e-3
+
+
+def test_smooth_basis_holds_smooth_kernels():
+    basis = smooth_kernel_basis((4, 8))
+    torch.testing.assert_close(basis.T @ basis, torch.eye(basis.shape[1], dtype=torch.float64))
+    alpha = torch.linspace(0, 1, 4, dtype=torch.float64)[:, None]
+    beta = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    smooth = (1 + 2 * alpha - alpha**2 + alpha * torch.cos(beta) - 3 * alpha**2 * torch.sin(2 * beta)).reshape(-1)
+    torch.testing.assert_close(basis @ (basis.T @ smooth), smooth)
+    rough = torch.zeros(32, dtype=torch.float64)
+    rough[9] = 1.0  # one node alone is not smooth
+    assert float((basis @ (basis.T @ rough) - rough).norm()) > 0.5
+
+
+@pytest.mark.parametrize("kernel_basis", ["resolved", "smooth"])
+def test_spherical_conv_with_basis_is_the_crown_conv_of_its_nodes(kernel_basis):
+    layer = SphericalConv(
+        2, 3, kernel_rad=math.pi / 8, kernel_size=(3, 6), kernel_basis=kernel_basis, grid_size=(8, 16)
+    )
+    layer.double()
+    x = torch.randn(1, 2, 8, 16, dtype=torch.float64)
+    expected = reference.spherical_conv(x.numpy(), layer.node_weight().detach().numpy(), r=math.pi / 8)
+    torch.testing.assert_close(layer(x), torch.from_numpy(expected), rtol=1e-9, atol=1e-9)
+    assert not hasattr(layer, "weight") and layer.weight_coef.shape == (3, 2, layer.basis.shape[1])
+    assert f"kernel_basis={kernel_basis!r}" in repr(layer)
+
+
+def test_kernel_basis_bad_arguments():
+    with pytest.raises(ValueError, match="kernel_basis must be one of"):
+        SphericalConv(2, 3, kernel_size=(3, 6), kernel_basis="bogus")
+    with pytest.raises(ValueError, match="needs grid_size"):
+        SphericalConv(2, 3, kernel_size=(3, 6), kernel_basis="resolved")
+    with pytest.raises(ValueError, match="conv_type must be one of"):
+        SphericalUNet((16, 32), conv_type="sphere")
+    with pytest.raises(ValueError, match="planar_padding must be one of"):
+        SphericalUNet((16, 32), planar_padding="reflect")
+
+
+def test_circular_planar_twin_is_longitude_equivariant():
+    layer = LongitudeCircularConv2d(2, 3, 5).double()
+    x = torch.randn(1, 2, 8, 16, dtype=torch.float64)
+    torch.testing.assert_close(layer(torch.roll(x, 5, -1)), torch.roll(layer(x), 5, -1))
+    zeros = torch.nn.Conv2d(2, 3, 5, padding=2).double()
+    zeros.weight, zeros.bias = layer.weight, layer.bias
+    torch.testing.assert_close(layer(x)[..., 2:-2], zeros(x)[..., 2:-2])  # the same away from the seam
+
+
+@pytest.mark.parametrize(
+    "options, conv",
+    [
+        (dict(conv_type="sphereconv"), SphereConv),
+        (dict(conv_type="standard", planar_padding="circular"), LongitudeCircularConv2d),
+        (dict(kernel_size=(3, 6), kernel_basis="smooth"), SphericalConv),
+    ],
+)
+def test_unet_options(options, conv):
+    model = SphericalUNet((16, 32), **options)
+    assert all(isinstance(getattr(model, f"conv{i}"), conv) for i in range(1, 8))
+    out = model(torch.randn(2, 3, 16, 32), torch.zeros(2, 1, 16, 32))
+    assert out.shape == (2, 1, 16, 32) and bool(torch.isfinite(out).all())
+
+
+def test_band_scores_by_hand():
+    """Per-band means of the sphere-weighted CC against a direct float64 computation."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(6, 8, 16, generator=g, dtype=torch.float64)
+    pred = torch.stack([target[0], 1 - target[1], target[2] + torch.rand(8, 16, generator=g, dtype=torch.float64)])
+    pred = torch.cat([pred, torch.rand(3, 8, 16, generator=g, dtype=torch.float64)])
+    band = torch.tensor([0, 1, 2, 2, 0, 1])
+    means, per_scene = bench.band_scores(pred, target, band, 4)
+
+    def weighted_cc(p, t):
+        theta = (np.arange(8) + 0.5) * math.pi / 8
+        area = np.repeat((np.cos(theta - math.pi / 16) - np.cos(theta + math.pi / 16))[:, None], 16, 1)
+        p, t = p.numpy(), t.numpy()
+        pc, tc = p - (area * p).sum() / area.sum(), t - (area * t).sum() / area.sum()
+        return (area * pc * tc).sum() / math.sqrt((area * pc * pc).sum() * (area * tc * tc).sum())
+
+    expected = [weighted_cc(pred[i], target[i]) for i in range(6)]
+    torch.testing.assert_close(per_scene, torch.tensor(expected, dtype=torch.float64))
+    assert means[0] == pytest.approx((1.0 + expected[4]) / 2) and means[1] == pytest.approx((-1.0 + expected[5]) / 2)
+    assert means[2] == pytest.approx((expected[2] + expected[3]) / 2)
+    assert math.isnan(means[3])  # no scene in that band
+
+
+def test_benchmark_runs(tmp_path):
+    bench.main(
+        ["--out", str(tmp_path), "--sizes", "16x32", "--models", "sphereconv", "planar", "--seeds", "2", "--steps", "1"]
+        + ["--batch", "2", "--n-test", "1", "--device", "cpu"]
+    )
+    result = json.loads((tmp_path / "latitude.json").read_text())
+    assert len(result["runs"]) == 4
+    summary = result["summary"]["16x32"]
+    assert set(summary) == {"sphereconv", "planar"}
+    assert summary["planar"]["parameters"] == sum(
+        p.numel() for p in SphericalUNet((16, 32), **bench.MODELS["planar"]).parameters()
+    )
+    assert all(len(m["cc_mean"]) == len(bench.TEST_BANDS) == len(m["cc_std"]) for m in summary.values())
+    assert (tmp_path / "latitude.png").stat().st_size > 0
+
+
+def test_scene_targets_follow_the_object():
+    """A square drawn at latitude 60 is, along its centre's row, wider on the panorama than at the equator by about
+    1 / cos(60) (= 2); the target is the salient object's mask only."""
+    bitmaps = bench.shape_bitmaps()
+    widths = []
+    for lat in (0.0, 60.0):
+        params = bench.scene_parameters(1, (lat, lat), torch.Generator().manual_seed(0))
+        params["shape"][:] = torch.tensor([3, 4, 4])  # a square as object 0, L shapes elsewhere
+        params["turn"][:] = 0.0
+        params["lat"][:] = torch.tensor([lat, -30.0, -30.0]).double() * math.pi / 180
+        params["lon"][:] = torch.tensor([1.0, 0.33, 1.67]).double() * math.pi  # object 0 away from the seam
+        _, target = bench.render(params, (64, 128), bitmaps, torch.device("cpu"))
+        centre_row = round((90 - lat) / 180 * 64 - 0.5)
+        widths.append(float(target[0, 0, centre_row].sum()))
+        assert float(target[0, 0, 40:].sum()) == 0  # the others (at -30 degrees) are not targets
+    assert 1.8 < widths[1] / widths[0] < 2.2
+
+
+def test_meridian_instrument_sees_the_identity_as_consistent():
+    """Read back in its own tangent frame, the pattern itself at 45 degrees correlates with it at the equator: the
+    instrument's own resampling loses little at 64 x 128."""
+    half_width = math.radians(14)
+    base = mechanism.read_back(mechanism.tangent_pattern((64, 128), 0.0, math.pi, half_width), 0.0, math.pi, half_width)
+    lat = math.radians(45)
+    moved = mechanism.read_back(
+        mechanism.tangent_pattern((64, 128), lat, math.pi, half_width), lat, math.pi, half_width
+    )
+    a, b = base.flatten() - base.mean(), moved.flatten() - moved.mean()
+    assert float(a @ b / (a.norm() * b.norm())) > 0.9
