@@ -55,7 +55,9 @@ class _Rejected(argparse.Action):
     """A flag of the original that has no equivalent here: using it stops with a message naming what to use."""
 
     def __init__(self, option_strings, dest, message, **kwargs):
-        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        super().__init__(
+            option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         self.message = message
 
     def __call__(self, parser, namespace, values, option_string=None):

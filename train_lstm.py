@@ -54,6 +54,12 @@ def build_model(opt):
     )
 
 
+def sequence_loss(criterion, out, targets):
+    """The original's loss of ``[B, T, 1, H, W]`` sequences: ``criterion`` of each time step, summed over the T steps
+    (``criterion`` averages over the batch)."""
+    return criterion(out.flatten(0, 1), targets.flatten(0, 1)) * out.shape[1]
+
+
 def train(opt, rank, world_size, device):
     is_main = rank == 0
     if opt.batch_size % world_size:
@@ -144,9 +150,7 @@ def train(opt, rank, world_size, device):
             # A graphed model runs under autocast only with its cache of cast weights off.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.bf16, cache_enabled=not opt.cuda_graph):
                 out, _ = forward(frames, previous_maps)
-            # The original's loss: the criterion of each time step, summed over the T steps.
-            steps = out.shape[1]
-            loss = criterion(out.float().flatten(0, 1), targets.flatten(0, 1)) * steps
+            loss = sequence_loss(criterion, out.float(), targets)
             batch = global_sum(torch.tensor([loss.item() * len(frames), len(frames)], dtype=torch.float64), world_size)
             batch_loss = (batch[0] / batch[1]).item()
             if not math.isfinite(batch_loss):
@@ -211,7 +215,8 @@ def main(argv=None):
         with float32_precision(device, opt.tf32):
             seed_everything(opt.seed)  # same seed in every process: same initial weights
             if opt.test and rank == 0:
-                return run_test(opt, device, build_model, lambda: load_datasets(opt, 0, 1, VRVideoLSTM, sequence_len=opt.sequence_len)[1])
+                test_set = functools.partial(load_datasets, opt, 0, 1, VRVideoLSTM, sequence_len=opt.sequence_len)
+                return run_test(opt, device, build_model, lambda: test_set()[1])
             if opt.demo and rank == 0:
                 return run_demo(opt, device, build_model)
             if not (opt.test or opt.demo):

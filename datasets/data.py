@@ -205,9 +205,10 @@ def crown_pixel_count(height, width, kernel_rad=ORIGINAL_KERNEL_RAD):
     theta = colatitudes(height)
     phi = longitudes(width)
     t0, p0 = theta[height // 2], phi[0]
-    hav = torch.sin((theta[:, None] - t0) / 2) ** 2 + torch.sin(theta[:, None]) * torch.sin(t0) * torch.sin(
-        (phi[None, :] - p0) / 2
-    ) ** 2
+    hav = (
+        torch.sin((theta[:, None] - t0) / 2) ** 2
+        + torch.sin(theta[:, None]) * torch.sin(t0) * torch.sin((phi[None, :] - p0) / 2) ** 2
+    )
     return int((2 * torch.asin(hav.clamp(0, 1).sqrt()) <= kernel_rad + 1e-12).sum())
 
 
@@ -440,7 +441,9 @@ class _VRVideoBase(Dataset):
                 "be a sampled frame"
             )
         if gt_source not in ("auto", "gaze"):
-            raise ValueError(f"gt_source must be 'auto' (published <frame>_gt.npy when present) or 'gaze', got {gt_source!r}")
+            raise ValueError(
+                f"gt_source must be 'auto' (published <frame>_gt.npy when present) or 'gaze', got {gt_source!r}"
+            )
         self.gaussian_sigma = _check_sigma(gaussian_sigma, "gaussian_sigma")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
@@ -598,8 +601,10 @@ class _VRVideoBase(Dataset):
     def _cache_path(self, vid, fid):
         # Everything the map depends on is in the key: a change of points, size or sigma never reads a stale map.
         key = hashlib.sha256()
-        for part in (repr((vid, fid, self.frame_h, self.frame_w, self.gaussian_sigma, _MAP_VERSION)).encode(),
-                     self._gaze[vid, fid].tobytes()):
+        for part in (
+            repr((vid, fid, self.frame_h, self.frame_w, self.gaussian_sigma, _MAP_VERSION)).encode(),
+            self._gaze[vid, fid].tobytes(),
+        ):
             key.update(part)
         digest = key.hexdigest()
         return os.path.join(self.cache_dir, digest[:2], digest[2:] + ".npy")

@@ -196,10 +196,10 @@ def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, te
 
     Writes ``vinfo.pkl`` (plain dicts, lists and tuples of floats; written last), ``<video>/<frame>.jpg`` (frame ids
     ``0000``, ``0001``, ...), ``<video>/<frame>_gt.npy`` (the published-ground-truth layout: float32
-    ``[1, gt_factor * height, gt_factor * width]``, :func:`datasets.data.saliency_map` of the frame's gaze points, as
-    the original's maps at twice the training size; ``gt_factor=0`` writes none) and ``index.json`` (a seeded train/test split, ``test_fraction`` of the videos in test,
-    at least one of each when there are two videos or more). Deterministic for a given ``seed``; video ``i``
-    depends only on ``(seed, i)``.
+    ``[1, gt_factor * height, gt_factor * width]``, :func:`datasets.data.saliency_map` of the frame's gaze points, like
+    the original's maps at twice the training size; ``gt_factor=0`` writes none) and ``index.json`` (a seeded
+    train/test split, ``test_fraction`` of the videos in test, at least one of each when there are two videos or more).
+    Deterministic for a given ``seed``; video ``i`` depends only on ``(seed, i)``.
     """
     videos = _count(videos, "videos", 1)
     frames = _count(frames, "frames", 1)

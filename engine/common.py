@@ -117,7 +117,10 @@ def load_datasets(opt, rank, world_size, dataset_class, **options):
         if rank == 0 and dataset.skipped:
             file, reason = dataset.skipped[0]
             split = "train" if train else "test"
-            print(f"warning: skipped {len(dataset.skipped)} bad videos/frames of the {split} split (first: {file}: {reason})")
+            print(
+                f"warning: skipped {len(dataset.skipped)} bad videos/frames of the {split} split "
+                f"(first: {file}: {reason})"
+            )
         splits.append(dataset)
     return tuple(splits)
 
@@ -143,5 +146,3 @@ def float32_precision(device, tf32):
     finally:
         torch.set_float32_matmul_precision(previous[0])
         torch.backends.cudnn.allow_tf32 = previous[1]
-
-

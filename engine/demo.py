@@ -101,7 +101,9 @@ def run_demo(opt, device, build_model):
             yield index, frame, index - opt.prev_offset if index >= opt.prev_offset else None
 
     written = []
-    for index, prediction, _ in tqdm(predict_video(model, steps(), opt, device), desc="demo", unit="frame", disable=None):
+    for index, prediction, _ in tqdm(
+        predict_video(model, steps(), opt, device), desc="demo", unit="frame", disable=None
+    ):
         name, image = images.pop(index)
         low, high = prediction.min(), prediction.max()
         array = ((prediction[0] - low) / (high - low).clamp(min=torch.finfo(torch.float32).tiny)).numpy()

@@ -100,7 +100,6 @@ def use_global_batch_norm(module):
     return module
 
 
-
 def capture_graphs(model, inputs, bf16):
     """Capture ``model``'s forward and backward on the shapes of ``inputs`` (the tuple of tensors the model is called
     with; under bfloat16 autocast if ``bf16``) in CUDA graphs, with
@@ -123,5 +122,3 @@ def capture_graphs(model, inputs, bf16):
         for buffer, saved in zip(model.buffers(), buffers):
             buffer.copy_(saved)
     return eager_forward
-
-

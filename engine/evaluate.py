@@ -76,14 +76,15 @@ def score(pred, gt, fixations, other_fixations, generator):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, opt, device, oracle=False):
+def evaluate(model, dataset, opt, device, oracle=False, per_frame=False):
     """Mean sphere-weighted metrics over the test frames (the first ``--limit`` frames in video order).
 
     Returns ``{"model": {...}, "center_prior": {...}}``: the model run as deployed (``predict_video``, its own
     previous predictions) and the equator prior. With ``oracle``, also ``"oracle_model"`` (the same frames with the
     ground-truth previous maps: teacher-forced) and ``"oracle_copy_previous"`` (the ground-truth previous map itself
     as the prediction). sAUC's negatives are the fixations of the evaluated frames of the other videos (of the other
-    frames when there is a single video). Deterministic: AUC-Borji draws from its own generator.
+    frames when there is a single video). Deterministic: AUC-Borji draws from its own generator. With
+    ``per_frame``, also ``"per_frame"``: row name -> ``{(video, frame): {metric: value}}``.
     """
     keys = [(vid, fid) for vid in dataset.videos for fid in dataset.frames_of(vid)]
     if opt.limit:
@@ -105,12 +106,16 @@ def evaluate(model, dataset, opt, device, oracle=False):
     model.eval()
     generator = torch.Generator().manual_seed(opt.seed)
     prior, _ = previous_map_tools(opt.frame_h, opt.frame_w)
-    totals = {}
+    totals, frames_of_row = {}, {}
 
     def add(name, maps, gt, fixations, others):
-        for metric, per_frame in score(maps, gt, fixations, others, generator).items():
+        scores = score(maps, gt, fixations, others, generator)
+        for metric, values in scores.items():
             totals.setdefault(name, {}).setdefault(metric, 0.0)
-            totals[name][metric] += float(per_frame.sum())
+            totals[name][metric] += float(values.sum())
+        if per_frame:
+            for index, fid in enumerate(fids):
+                frames_of_row.setdefault(name, {})[vid, fid] = {m: float(v[index]) for m, v in scores.items()}
 
     for vid, fids in tqdm(videos.items(), desc="evaluate", leave=False, disable=None):
         gt = torch.stack([dataset.target(vid, fid)[0] for fid in fids]).double()
@@ -128,7 +133,10 @@ def evaluate(model, dataset, opt, device, oracle=False):
             add("oracle_model", torch.stack([p[0] for _, p, _ in outputs]), gt, fixations, others)
             add("oracle_copy_previous", torch.stack([m[0] for _, _, m in outputs]).double(), gt, fixations, others)
     model.train(was_training)
-    return {name: {key: total / len(keys) for key, total in values.items()} for name, values in totals.items()}
+    results = {name: {key: total / len(keys) for key, total in values.items()} for name, values in totals.items()}
+    if per_frame:
+        results["per_frame"] = frames_of_row
+    return results
 
 
 ROW_NAMES = {
@@ -183,7 +191,10 @@ def run_test(opt, device, build_model, make_test_set):
     os.makedirs(opt.save_dir, exist_ok=True)
     out_path = os.path.join(opt.save_dir, "test_metrics.json")
     write_json(out_path, report)
-    print(f"{opt.model} after {epoch} epochs, {report['test_frames']} test frames, sphere-weighted; {report['evaluation']}:")
+    print(
+        f"{opt.model} after {epoch} epochs, {report['test_frames']} test frames, sphere-weighted; "
+        f"{report['evaluation']}:"
+    )
     for name in ("model", "center_prior"):
         print(format_metrics(name, results[name]))
     if opt.oracle:

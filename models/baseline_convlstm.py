@@ -41,7 +41,9 @@ class SphericalConvLSTMNet(SphericalUNet):
         the sequence when passed back (e.g. frame by frame).
     """
 
-    def __init__(self, input_size=(64, 128), use_sconv=True, use_spooling=True, use_sconvlstm=True, lstm_place="decoder"):
+    def __init__(
+        self, input_size=(64, 128), use_sconv=True, use_spooling=True, use_sconvlstm=True, lstm_place="decoder"
+    ):
         super().__init__(input_size, use_sconv=use_sconv, use_spooling=use_spooling)
         if lstm_place not in LSTM_PLACES:
             raise ValueError(f"lstm_place must be one of {LSTM_PLACES}, got {lstm_place!r}")

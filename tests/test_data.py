@@ -275,7 +275,8 @@ def test_every_frame_by_default_and_the_previous_offset(root):
         np.testing.assert_allclose(got[0].numpy(), _previous(earlier[0], 8, 16), rtol=1e-5, atol=1e-12)
     two = VRVideo(root, 8, 16, 4, prev_offset=2)
     got = two[two.items.index(("video_001", "0007"))][1][0].numpy()
-    np.testing.assert_allclose(got, _previous(two[two.items.index(("video_001", "0005"))][2][0], 8, 16), rtol=1e-5, atol=1e-12)
+    earlier = two[two.items.index(("video_001", "0005"))][2][0]
+    np.testing.assert_allclose(got, _previous(earlier, 8, 16), rtol=1e-5, atol=1e-12)
     with pytest.raises(ValueError, match="prev_offset .* multiple of frame_step"):
         VRVideo(root, 8, 16, 4, frame_step=2, prev_offset=5)
 
@@ -287,7 +288,8 @@ def test_split_is_seeded_and_disjoint(root):
     assert train.videos == sorted(random.Random(11).sample(VIDEOS, k=3))  # the original's rule
     assert VRVideo(root, 8, 16, 3, frame_step=5, rnd_seed=11).items == train.items
     assert {v for v, _ in test.items} == set(test.videos)
-    assert len(VRVideo(root, 8, 16, 0, frame_step=5).videos) == 0 and len(VRVideo(root, 8, 16, 0, frame_step=5, train=False)) == 12
+    assert len(VRVideo(root, 8, 16, 0, frame_step=5).videos) == 0
+    assert len(VRVideo(root, 8, 16, 0, frame_step=5, train=False)) == 12
 
 
 def test_index_file_split(root):
@@ -447,7 +449,7 @@ def test_read_only_dataset(tmp_path):
         cache = os.path.join(base, "cache")
         os.mkdir(cache)
         os.chmod(cache, 0o777)
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, _, filenames in os.walk(root):
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o444)
             os.chmod(dirpath, 0o555)
