@@ -75,7 +75,7 @@ def train(opt, rank, world_size, device):
         use_global_batch_norm(model)  # before the optimizer is made: it must hold these modules' parameters
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
-    # SphereMSE: sum of A_i (out - target)^2 per item; nn.MSELoss (the ablation, as the original) is the mean over
+    # SphereMSE: sum of A_i (out - target)^2 per item; nn.MSELoss (the ablation --use-smse 0) is the mean over
     # pixels, about 4 pi times smaller for the same error.
     criterion = SphereMSE(opt.frame_h, opt.frame_w) if opt.use_smse else nn.MSELoss()
     latest = os.path.join(opt.save_dir, LATEST)
