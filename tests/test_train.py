@@ -572,3 +572,16 @@ def test_tensorboard_logging_when_installed_and_a_warning_when_not(dirs, monkeyp
     train_unet.main(args + ["-expID", "no-tb"])
     assert "--use_tensorboard needs the tensorboard package" in capsys.readouterr().out
     assert len(log_of(dirs, "no-tb")) == 1
+
+
+def test_on_bad_data_skip_is_an_option_and_reports_the_count(dirs, tmp_path, capsys):
+    copy = shutil.copytree(dirs[0], tmp_path / "data")
+    train_video = json.load(open(copy / "index.json"))["train"][0]
+    (copy / train_video / "0003.jpg").write_bytes(b"not a jpeg")
+    args = common_args(dirs) + ["--data-dir", str(copy), "-expID", "skip", "-epochs", "1", "--max-steps", "1"]
+    with pytest.raises(ValueError, match="--on-bad-data skip"):
+        train_unet.main(args)
+    train_unet.main(args + ["--on-bad-data", "skip"])
+    out = capsys.readouterr().out
+    assert f"skipped 1 bad videos/frames of the train split (first: {copy / train_video / '0003.jpg'}" in out
+    assert len(log_of(dirs, "skip")) == 1
