@@ -20,8 +20,8 @@ __all__ = ["METRICS", "ORACLE_NOTE", "predict_video", "evaluate", "format_metric
 
 METRICS = ("CC", "NSS", "KLD", "SIM", "AUC-J", "AUC-B", "sAUC")
 ORACLE_NOTE = (
-    "oracle (teacher-forced): each frame's previous map is the ground truth built from the recorded gaze of the "
-    "frame before, which a deployed system never has; not comparable with deployed scores"
+    "oracle (teacher-forced): each frame's previous map is the ground-truth map of the earlier frame, made from "
+    "gaze recorded for this video, which a deployed system never has; not comparable with deployed scores"
 )
 
 

@@ -37,7 +37,7 @@ for run in original lr0.03; do
     "$PY" train_unet.py "${common[@]}" -expID "$run" -test --oracle
     "$PY" train_unet.py "${common[@]}" -expID "$run" -demo "$DATA/$frame" --demo-out "$OUT/exp/$run/demo" >/dev/null
     "$PY" tools/plot_training.py "$OUT/exp/$run/log.jsonl" --out "$OUT/exp/$run/curve.png" \
-      --title "U-Net, synthetic ${H}x${W}, batch 32, lr $lr" || echo "(no curve: matplotlib missing)"
+      --title "U-Net, synthetic ${H}x${W}, batch 32, lr $lr"
   fi
 done
 
