@@ -55,15 +55,18 @@ def predict_video(model, steps, opt, device):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.bf16):
             out, state = model.step(*inputs, state)
         prediction = out[0].float().cpu() / opt.target_scale
+        if not torch.isfinite(prediction).all():
+            raise ValueError(f"the model's prediction for frame {key!r} is not finite: its weights have diverged")
         predictions[key] = normalise(prediction)
         yield key, prediction, previous_map
 
 
 def score(pred, gt, fixations, other_fixations, generator):
     """Sphere-weighted metrics of ``pred [N, H, W]`` (any real values), per frame: name -> ``[N]`` float64."""
+    pred = pred.double()
     low = pred.amin((-2, -1), keepdim=True)
     high = pred.amax((-2, -1), keepdim=True)
-    pred = ((pred - low) / (high - low).clamp(min=torch.finfo(pred.dtype).tiny)).double()
+    pred = (pred - low) / (high - low).clamp(min=torch.finfo(pred.dtype).tiny)
     return {
         "CC": metrics.cc(pred, gt),
         "NSS": metrics.nss(pred, fixations),
