@@ -52,7 +52,7 @@ def _non_negative_float(value):
 
 
 class _Rejected(argparse.Action):
-    """A flag of the original that has no equivalent here: using it stops with a message naming what to use."""
+    """A flag of the original (or of earlier versions) with no equivalent here: it stops with what to use instead."""
 
     def __init__(self, option_strings, dest, message, **kwargs):
         super().__init__(
@@ -61,12 +61,12 @@ class _Rejected(argparse.Action):
         self.message = message
 
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string} (an option of the original) is not supported here: {self.message}")
+        parser.error(f"{option_string} is not supported here: {self.message}")
 
 
-# The original's flags (its opts.py) that mean nothing here, and what to use instead.
+# The original's flags (its opts.py) and earlier ones of these scripts that mean nothing here, and what to use instead.
 REJECTED = {
-    "--frame-interval": "it is now two options: --frame-step N (use every N-th frame; default 1, as the original) and "
+    "--frame-interval": "earlier versions sampled every N-th frame with it; it is now two options: --frame-step N (use every N-th frame; default 1, as the original) and "
     "--prev-offset N (the previous map is that of the frame N earlier; default 5, the original's frame_interval)",
     "--snapshot-fname-prefix": "checkpoints go to <--exp-dir>/<-expID>/ (use -expID NAME)",
     "--snapshot-fname-dir": "checkpoints go to <--exp-dir>/<-expID>/ (use -expID NAME)",
