@@ -64,7 +64,7 @@ class _Rejected(argparse.Action):
         parser.error(f"{option_string} is not supported here: {self.message}")
 
 
-# The original's flags (its opts.py) and earlier ones of these scripts that mean nothing here, and what to use instead.
+# The original's flags (its opts.py) and earlier ones of these scripts that mean nothing here, and what to use.
 REJECTED = {
     "--frame-interval": "earlier versions sampled every N-th frame with it; it is now two options: --frame-step N (use every N-th frame; default 1, as the original) and "
     "--prev-offset N (the previous map is that of the frame N earlier; default 5, the original's frame_interval)",
