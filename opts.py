@@ -67,7 +67,8 @@ class _Rejected(argparse.Action):
 # The original's flags (its opts.py) and earlier ones of these scripts that mean nothing here, and what to use.
 REJECTED = {
     "--frame-interval": "earlier versions sampled every N-th frame with it; it is now two options: --frame-step N "
-    "(use every N-th frame; default 1, as the original) and --prev-offset N (the previous map is that of the frame N earlier; default 5, the original's frame_interval)",
+    "(use every N-th frame; default 1, as the original) and --prev-offset N (the previous map is that of the frame N "
+    "earlier; default 5, the original's frame_interval)",
     "--snapshot-fname-prefix": "checkpoints go to <--exp-dir>/<-expID>/ (use -expID NAME)",
     "--snapshot-fname-dir": "checkpoints go to <--exp-dir>/<-expID>/ (use -expID NAME)",
     "--start-epoch": "-resume continues a run after its last checkpointed epoch",
