@@ -112,7 +112,7 @@ def load_datasets(opt, rank, world_size, dataset_class, **options):
     splits = []
     for train in (True, False):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # reported below, once, by rank 0
+            warnings.filterwarnings("ignore", "skipped .* with bad data")  # reported below, once, by rank 0
             dataset = dataset_class(opt.data_dir, opt.frame_h, opt.frame_w, opt.video_train, train=train, **common)
         if rank == 0 and dataset.skipped:
             file, reason = dataset.skipped[0]
