@@ -215,7 +215,7 @@ def crown_pixel_count(height, width, kernel_rad=ORIGINAL_KERNEL_RAD):
 @functools.lru_cache(maxsize=64)
 def map_scale(height, width):
     """Factor from :func:`gaze_heatmap` (peak 1 per gaze point) to the original's map scale on this grid:
-    ``10 / crown_pixel_count(height, width)`` (about 0.039 at 64 x 128, 0.0097 at 128 x 256)."""
+    ``10 / crown_pixel_count(height, width)`` (10 / 265 at 64 x 128, 10 / 1065 at 128 x 256)."""
     return ORIGINAL_GAZE_VALUE / crown_pixel_count(height, width)
 
 
