@@ -51,6 +51,38 @@ def _non_negative_float(value):
     return number
 
 
+class _Rejected(argparse.Action):
+    """A flag of the original (or of earlier versions) with no equivalent here: it stops with what to use instead."""
+
+    def __init__(self, option_strings, dest, message, **kwargs):
+        super().__init__(
+            option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        self.message = message
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not supported here: {self.message}")
+
+
+# The original's flags (its opts.py) and earlier ones of these scripts that mean nothing here, and what to use.
+REJECTED = {
+    "--frame-interval": "earlier versions sampled every N-th frame with it; it is now two options: --frame-step N "
+    "(use every N-th frame; default 1, as the original) and --prev-offset N (the previous map is that of the frame N "
+    "earlier; default 5, the original's frame_interval)",
+    "--snapshot-fname-prefix": "checkpoints go to <--exp-dir>/<-expID>/ (use -expID NAME)",
+    "--snapshot-fname-dir": "checkpoints go to <--exp-dir>/<-expID>/ (use -expID NAME)",
+    "--start-epoch": "-resume continues a run after its last checkpointed epoch",
+    "--clear-cache": "ground-truth caches are keyed by everything they depend on and are never stale; to rebuild them, "
+    "delete the --gt-cache folder (default <--exp-dir>/<-expID>/gt_cache)",
+    "-trainBatch": "use --batch-size (the global batch)",
+    "--plot-server": "visdom is not supported; use --use_tensorboard",
+    "--plot-port": "visdom is not supported; use --use_tensorboard",
+    "--use_visdom": "visdom is not supported; use --use_tensorboard",
+    "--input-size": "use --frame-h and --frame-w",
+    "-DEBUG": "there are no debug levels",
+}
+
+
 def build_parser(model):
     """The argument parser of ``model`` (``'unet'`` or ``'convlstm'``): the original's hyper-parameters as defaults."""
     if model not in MODELS:
@@ -60,10 +92,26 @@ def build_parser(model):
         description=f"Train, evaluate or run the spherical {'U-Net' if model == 'unet' else 'ConvLSTM'} model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-expID", default="default", help="experiment name: outputs go to <exp-dir>/<expID>")
+    p.add_argument(
+        "-expID", "--exp-name", dest="expID", default="default", help="experiment name: outputs go to <exp-dir>/<expID>"
+    )
     p.add_argument("-test", action="store_true", help="evaluate a checkpoint on the test split and exit")
     p.add_argument("-demo", default="", metavar="PATH", help="saliency of an image, a folder of frames or a video")
-    p.add_argument("-resume", action="store_true", help="continue <exp-dir>/<expID> from its latest checkpoint")
+    p.add_argument(
+        "-resume",
+        nargs="?",
+        const=True,
+        default=False,
+        type=str2bool,
+        metavar="BOOL",
+        help="continue <exp-dir>/<expID> from its latest checkpoint ('-resume' or '-resume True'; '-resume False' "
+        "does not resume)",
+    )
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="-test also reports the teacher-forced score (ground-truth previous maps), labelled as an oracle",
+    )
     p.add_argument("-loadModel", default=None, metavar="PATH", help="checkpoint to start from or evaluate")
 
     p.add_argument("-lr", type=_positive_float, default=hyper["lr"], help="learning rate (SGD)")
@@ -86,7 +134,7 @@ def build_parser(model):
         "--target-scale",
         type=_positive_float,
         default=ref.target_scale,
-        help="previous and target saliency maps (max 1) are multiplied by this",
+        help="previous and target maps (on the original's scale, docs/data.md) are multiplied by this, as the original",
     )
     p.add_argument(
         "--max-steps",
@@ -122,7 +170,32 @@ def build_parser(model):
         default=ref.video_train,
         help="training videos of the original's seeded split, used when the data folder has no index.json",
     )
-    p.add_argument("--frame-interval", type=_positive_int, default=ref.frame_interval, help="use every n-th frame")
+    p.add_argument("--frame-step", type=_positive_int, default=ref.frame_step, help="use every n-th frame")
+    p.add_argument(
+        "--prev-offset",
+        type=_positive_int,
+        default=ref.prev_offset,
+        help="the previous map of frame n is that of frame n - this (a multiple of --frame-step)",
+    )
+    p.add_argument(
+        "--gt-source",
+        choices=("auto", "gaze"),
+        default="auto",
+        help="auto: a frame's published <frame>_gt.npy when present, else built from gaze points; gaze: always built",
+    )
+    p.add_argument(
+        "--gt-cache",
+        default="",
+        metavar="DIR",
+        help="cache of the maps built from gaze points (default <exp-dir>/<expID>/gt_cache; 'none': no cache); never "
+        "inside the dataset, which may be read-only",
+    )
+    p.add_argument(
+        "--on-bad-data",
+        choices=("raise", "skip"),
+        default="raise",
+        help="bad videos/frames in the dataset: stop with the list, or skip them (counted and reported)",
+    )
     p.add_argument("--num-workers", type=_non_negative_int, default=ref.num_workers, help="data loading processes")
     p.add_argument("--seed", type=int, default=ref.seed, help="seed of the initial weights and the data order")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
@@ -156,6 +229,15 @@ def build_parser(model):
         metavar="BOOL",
         help="crown convs in the ConvLSTM (0: planar twins)",
     )
+    if model == "convlstm":
+        p.add_argument(
+            "--lstm-place",
+            choices=("decoder", "bottleneck"),
+            default="decoder",
+            help="decoder: the original's SconvLSTM (LSTM on the decoder's H/2 features); bottleneck: on the H/8 ones",
+        )
+    for flag, message in REJECTED.items():
+        p.add_argument(flag, action=_Rejected, message=message)
     return p
 
 
@@ -175,10 +257,13 @@ def parse(argv=None, model="unet"):
         parser.error("--sequence-len is for the ConvLSTM (train_lstm.py); the U-Net sees single frames")
     if opt.test and opt.demo:
         parser.error("give -test or -demo, not both")
+    if opt.prev_offset % opt.frame_step:
+        parser.error(f"--prev-offset {opt.prev_offset} must be a multiple of --frame-step {opt.frame_step}")
     if opt.resume and opt.loadModel:
         parser.error("give -resume (continue this experiment) or -loadModel (start from weights), not both")
     if os.sep in opt.expID or opt.expID in ("", ".", ".."):
         parser.error(f"-expID must be a plain name (no path separator), got {opt.expID!r}")
     opt.model = model
+    opt.lstm_place = getattr(opt, "lstm_place", None)
     opt.save_dir = os.path.join(opt.exp_dir, opt.expID)
     return opt

@@ -16,12 +16,14 @@ synthetic = dict(videos=8, frames=60, height=64, width=128, seed=0)
 
 # Frames are resized to frame_h x frame_w (the original trained at 64 x 128).
 frame_h, frame_w = 64, 128
-frame_interval = 5  # the original's sampling of the videos: every 5th frame
+frame_step = 1  # every frame is an item, as the original's VRVideo (it lists every jpg)
+prev_offset = 5  # the previous map is that of the frame 5 earlier (the original's frame_interval)
 video_train = 80  # without an index.json, the original's split: a seeded sample of 80 training videos
 gaussian_sigma = math.pi / 20  # saliency maps: spherical Gaussian of this width around every gaze point
 
 # The original's optimiser and target scaling: SGD, momentum 0.9, weight decay 1e-5; the previous and target
-# saliency maps (max 1) are multiplied by 10 before entering the network and the loss.
+# maps, on the original's scale (a density of about 0.04 at most at 64 x 128: docs/data.md), are multiplied by 10
+# before entering the network and the loss (its train_unet.py / train_lstm.py: `last_batch * 10`, `target_batch * 10`).
 momentum = 0.9
 weight_decay = 1e-5
 target_scale = 10.0

@@ -3,15 +3,229 @@
     python train_lstm.py -expID lstm1                     # the original's run (batch 24, lr 3e-3, sequences of 6)
     python train_lstm.py -expID lstm1 -resume
     torchrun --nproc_per_node 4 train_lstm.py ...
-    python train_lstm.py -expID lstm1 -test
-    python train_lstm.py -expID lstm1 -demo frames/       # a folder of frames is one sequence
+    python train_lstm.py -expID lstm1 -test               # each test video in order, the state carried through
+    python train_lstm.py -expID lstm1 -demo frames/       # a folder of frames is one video
 
-The training, evaluation and demo code is ``train_unet.py``'s, which handles both models; see docs/training.md.
+This file is the ConvLSTM's training loop, top to bottom; ``train_unet.py`` is the U-Net's. What both use lives in
+``engine/``: checkpoints and datasets (``common``), processes and CUDA graphs (``distributed``), the test
+(``evaluate``) and the demo (``demo``). One code path for 1 or N processes. See docs/training.md.
 """
 
+import functools
+import json
+import math
+import os
 import sys
+import time
 
-from train_unet import main
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+import opts
+from datasets.data import VRVideoLSTM, atomic_write, atomic_write_bytes
+from engine.common import (
+    LATEST,
+    float32_precision,
+    load_checkpoint,
+    load_datasets,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    write_json,
+)
+from engine.demo import run_demo
+from engine.distributed import capture_graphs, global_sum, setup_distributed, use_global_batch_norm
+from engine.evaluate import evaluate, format_metrics, run_test
+from models import SphericalConvLSTMNet
+from sconv.module.smse import SphereMSE
+
+
+def build_model(opt):
+    return SphericalConvLSTMNet(
+        (opt.frame_h, opt.frame_w),
+        use_sconv=opt.use_sconv,
+        use_spooling=opt.use_spooling,
+        use_sconvlstm=opt.use_sconvlstm,
+        lstm_place=opt.lstm_place,
+    )
+
+
+def sequence_loss(criterion, out, targets):
+    """The original's loss of ``[B, T, 1, H, W]`` sequences: ``criterion`` of each time step, summed over the T steps
+    (``criterion`` averages over the batch)."""
+    return criterion(out.flatten(0, 1), targets.flatten(0, 1)) * out.shape[1]
+
+
+def train(opt, rank, world_size, device):
+    is_main = rank == 0
+    if opt.batch_size % world_size:
+        raise ValueError(f"--batch-size {opt.batch_size} must be divisible by the number of processes ({world_size})")
+    train_set, test_set = load_datasets(opt, rank, world_size, VRVideoLSTM, sequence_len=opt.sequence_len)
+    if len(train_set) == 0:
+        raise ValueError(f"the training split of {opt.data_dir} has no items")
+    if opt.cuda_graph and (device.type != "cuda" or world_size > 1):
+        raise ValueError(f"--cuda-graph needs one process on a CUDA device; this run has {world_size} on {device}")
+
+    model = build_model(opt)
+    if world_size > 1:
+        use_global_batch_norm(model)  # before the optimizer is made: it must hold these modules' parameters
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    # SphereMSE: sum of A_i (out - target)^2 per item; nn.MSELoss (the ablation --use-smse 0) is the mean over
+    # pixels, about 4 pi times smaller for the same error.
+    criterion = SphereMSE(opt.frame_h, opt.frame_w) if opt.use_smse else nn.MSELoss()
+    latest = os.path.join(opt.save_dir, LATEST)
+    start_epoch, log = 0, []
+    if opt.resume:
+        checkpoint = load_checkpoint(latest, opt.model)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = opt.lr  # the command line wins (same command: same value)
+        set_rng_state(checkpoint["rng"])
+        start_epoch = checkpoint["epoch"]
+        log_path = os.path.join(opt.save_dir, "log.jsonl")
+        if os.path.isfile(log_path):
+            with open(log_path) as f:
+                log = [record for record in map(json.loads, f) if record["epoch"] <= start_epoch]
+        if is_main:
+            print(f"resuming {latest} after epoch {start_epoch}")
+    elif opt.loadModel:
+        model.load_state_dict(load_checkpoint(opt.loadModel, opt.model)["model"])
+
+    raw_model = model
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=opt.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=opt.batch_size // world_size,
+        sampler=sampler,
+        num_workers=opt.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=opt.num_workers > 0,  # started once, not at every epoch
+    )
+    writer = None
+    if is_main and opt.use_tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(os.path.join(opt.save_dir, "tensorboard"))
+        except ImportError:
+            print("warning: --use_tensorboard needs the tensorboard package (pip install tensorboard); not used")
+    if is_main:
+        os.makedirs(opt.save_dir, exist_ok=True)
+        write_json(os.path.join(opt.save_dir, "opts.json"), vars(opt))
+        print(
+            f"convlstm ({opt.lstm_place}): {sum(p.numel() for p in raw_model.parameters()):,} parameters, "
+            f"{len(train_set)} train sequences of {opt.sequence_len}, "
+            f"{world_size} process(es) on {device}, global batch {opt.batch_size}"
+        )
+
+    steps_per_epoch = len(loader) if not opt.max_steps else min(len(loader), opt.max_steps)
+    graphed_shape = eager_forward = None  # --cuda-graph: the captured batch shape, and the model's own forward
+    for epoch in range(start_epoch, opt.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        started = time.time()
+        totals = torch.zeros(2, dtype=torch.float64)  # sum of per-sequence losses, sequences
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{opt.epochs}", disable=not is_main or None)
+        for step, (frames, previous_maps, targets) in enumerate(bar):
+            if step == steps_per_epoch:
+                break
+            # [B, T, ...] sequences. The original's scaling: maps (on its scale) x 10 into the network and the loss.
+            frames = frames.to(device, non_blocking=True)
+            previous_maps = previous_maps.to(device, non_blocking=True) * opt.target_scale
+            targets = targets.to(device, non_blocking=True) * opt.target_scale
+            forward = model
+            if opt.cuda_graph:
+                if graphed_shape is None:
+                    eager_forward = capture_graphs(raw_model, (frames, previous_maps), opt.bf16)
+                    graphed_shape = frames.shape
+                forward = model if frames.shape == graphed_shape else eager_forward
+            # A graphed model runs under autocast only with its cache of cast weights off.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.bf16, cache_enabled=not opt.cuda_graph):
+                out, _ = forward(frames, previous_maps)
+            loss = sequence_loss(criterion, out.float(), targets)
+            batch = global_sum(torch.tensor([loss.item() * len(frames), len(frames)], dtype=torch.float64), world_size)
+            batch_loss = (batch[0] / batch[1]).item()
+            if not math.isfinite(batch_loss):
+                raise SystemExit(
+                    f"error: the training loss is {batch_loss} at epoch {epoch + 1}, step {step + 1}: stopping before "
+                    f"the weights are updated. The last good checkpoint is kept"
+                    f"{': ' + latest if os.path.isfile(latest) else ' (none was written yet)'}. Lower -lr or check "
+                    "the data."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            totals += batch
+            bar.set_postfix(loss=f"{batch_loss:.4g}")
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": (totals[0] / totals[1]).item(),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.time() - started, 3),
+            "steps": steps_per_epoch,
+            "processes": world_size,
+            "device": str(device),
+        }
+        evaluate_now = opt.eval_interval and ((epoch + 1) % opt.eval_interval == 0 or epoch + 1 == opt.epochs)
+        if is_main and evaluate_now:
+            record["test"] = evaluate(raw_model, test_set, opt, device)["model"]  # deployed, not the oracle
+        if is_main:
+            log.append(record)
+            lines = "".join(json.dumps(r) + "\n" for r in log)
+            atomic_write_bytes(os.path.join(opt.save_dir, "log.jsonl"), lines.encode())
+            checkpoint = {
+                "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "opts": vars(opt),
+                "rng": rng_state(),
+                "train_loss": record["train_loss"],
+            }
+            atomic_write(latest, functools.partial(torch.save, checkpoint))
+            if (epoch + 1) % opt.save_interval == 0:
+                periodic = os.path.join(opt.save_dir, f"checkpoint_epoch{epoch + 1:04d}.pt")
+                atomic_write(periodic, functools.partial(torch.save, checkpoint))
+            summary = f"epoch {epoch + 1}: train loss {record['train_loss']:.5g} ({record['seconds']:.1f} s)"
+            if "test" in record:
+                summary += "\n" + format_metrics("model", record["test"])
+            tqdm.write(summary)
+            if writer is not None:
+                writer.add_scalar("train/loss", record["train_loss"], epoch + 1)
+                for metric, value in record.get("test", {}).items():
+                    writer.add_scalar(f"test/{metric}", value, epoch + 1)
+                writer.flush()
+        if world_size > 1:
+            dist.barrier()  # the other processes wait for rank 0's evaluation and checkpoint
+    if writer is not None:
+        writer.close()
+
+
+def main(argv=None):
+    opt = opts.parse(argv, model="convlstm")
+    rank, world_size, device = setup_distributed(opt.device)
+    try:
+        with float32_precision(device, opt.tf32):
+            seed_everything(opt.seed)  # same seed in every process: same initial weights
+            if opt.test and rank == 0:
+                test_set = functools.partial(load_datasets, opt, 0, 1, VRVideoLSTM, sequence_len=opt.sequence_len)
+                return run_test(opt, device, build_model, lambda: test_set()[1])
+            if opt.demo and rank == 0:
+                return run_demo(opt, device, build_model)
+            if not (opt.test or opt.demo):
+                train(opt, rank, world_size, device)
+            return None
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
 
 if __name__ == "__main__":
-    main(sys.argv[1:], model="convlstm")
+    main(sys.argv[1:])

@@ -4,6 +4,7 @@ Dataset layout (as published with the ECCV 2018 paper)::
 
     ROOT/vinfo.pkl               dict video id -> dict frame id ('0005') -> list of (x, y) gaze points in [0, 1]^2
     ROOT/<video>/<frame>.jpg     the equirectangular RGB frame
+    ROOT/<video>/<frame>_gt.npy  optional: the published ground-truth map of the frame, [1, h, w] float
     ROOT/index.json              optional {"train": [video ids], "test": [video ids]}
 
 ``x`` is the longitude fraction and ``y`` the colatitude fraction of a gaze point (``y = 0`` is the north pole,
@@ -16,6 +17,8 @@ from their raw bytes without handing the pickle to numpy); anything that imports
 and so is a file whose shared references would expand past a budget of objects or depth.
 """
 
+import functools
+import hashlib
 import io
 import json
 import math
@@ -32,18 +35,30 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from sconv.functional.common import colatitudes, longitudes, positive_int
+from sconv.functional.common import colatitudes, longitudes, pixel_solid_angle, positive_int
 
 __all__ = [
     "gaze_heatmap",
     "fixation_map",
     "center_prior",
+    "map_scale",
+    "saliency_map",
+    "sphere_mass",
+    "normalise_previous",
     "load_vinfo",
     "atomic_write",
     "atomic_write_bytes",
     "VRVideo",
     "VRVideoLSTM",
 ]
+
+# The original's ground truth: 10 at each gaze pixel, convolved with a Gaussian crown kernel of radius pi/7 whose
+# output is divided by the crown's pixel count, averaged over viewers (docs/data.md, "Scale of the maps").
+ORIGINAL_GAZE_VALUE = 10.0
+ORIGINAL_KERNEL_RAD = math.pi / 7
+
+# Version of the cached maps' formula: part of the cache key, so that a change of formula never reads old maps.
+_MAP_VERSION = 2
 
 # Largest [points, H, W] block evaluated at once by gaze_heatmap (float64: 32 MiB per temporary).
 _CHUNK_ELEMENTS = 1 << 22
@@ -174,13 +189,69 @@ def center_prior(height, width, sigma=math.pi / 9):
 
     Viewers of 360-degree video look mostly near the horizon, whatever the longitude, so the prior is a Gaussian
     in latitude only: ``exp(-(theta - pi/2)^2 / (2 sigma^2))`` (sigma = 20 degrees by default), normalised to
-    max 1 like the ground-truth maps. Used as the "previous saliency map" of the first frames of a video.
+    max 1. The datasets scale it with :func:`normalise_previous` to be the "previous saliency map" of the first frames
+    of a video.
     """
     height, width = _check_size(height, width)
     sigma = _check_sigma(sigma)
     rows = torch.exp(-((colatitudes(height) - math.pi / 2) ** 2) / (2 * sigma**2))
     rows = rows / rows.max()
     return rows[:, None].expand(height, width).numpy().astype(np.float32)
+
+
+def crown_pixel_count(height, width, kernel_rad=ORIGINAL_KERNEL_RAD):
+    """Pixel centres within ``kernel_rad`` of the pixel centre of row ``height // 2`` (the equator), an int: the
+    number the original's crown convolution divides its sums by there."""
+    height, width = _check_size(height, width)
+    theta = colatitudes(height)
+    phi = longitudes(width)
+    t0, p0 = theta[height // 2], phi[0]
+    hav = (
+        torch.sin((theta[:, None] - t0) / 2) ** 2
+        + torch.sin(theta[:, None]) * torch.sin(t0) * torch.sin((phi[None, :] - p0) / 2) ** 2
+    )
+    return int((2 * torch.asin(hav.clamp(0, 1).sqrt()) <= kernel_rad + 1e-12).sum())
+
+
+@functools.lru_cache(maxsize=64)
+def map_scale(height, width):
+    """Factor from :func:`gaze_heatmap` (peak 1 per gaze point) to the original's map scale on this grid:
+    ``10 / crown_pixel_count(height, width)`` (10 / 265 at 64 x 128, 10 / 1065 at 128 x 256)."""
+    return ORIGINAL_GAZE_VALUE / crown_pixel_count(height, width)
+
+
+def saliency_map(points, height, width, sigma=math.pi / 20):
+    """Ground-truth map of gaze points on the original's scale, float32 ``[height, width]``:
+    ``map_scale(height, width) * gaze_heatmap(points, height, width, sigma)``."""
+    return (gaze_heatmap(points, height, width, sigma) * map_scale(height, width)).astype(np.float32)
+
+
+def sphere_mass(maps):
+    """Integral over the sphere of each map ``[..., H, W]`` (torch): ``sum_i A_i m_i`` with ``A_i`` the pixel's
+    solid angle; float64 ``[...]``."""
+    area = pixel_solid_angle(maps.shape[-2], maps.shape[-1], device=maps.device)
+    return (maps.double() * area[:, None]).sum((-2, -1))
+
+
+def reference_mass(height, width, sigma=math.pi / 20):
+    """The sphere integral of the map of one gaze point on the equator (:func:`saliency_map`): every ground-truth map
+    built from gaze points has it, whatever the points (a spherical Gaussian's integral does not depend on where it
+    is; up to the grid's discretisation)."""
+    return float(sphere_mass(torch.from_numpy(saliency_map([(0.5, 0.5)], height, width, sigma))))
+
+
+def normalise_previous(maps, mass):
+    """A map made ready to be a previous-frame input: negative values set to 0, then scaled to the sphere integral
+    ``mass`` (that of a ground-truth map, :func:`reference_mass`). ``maps`` ``[..., H, W]`` (torch, any real values,
+    e.g. a model's prediction); a map with nothing positive becomes uniform. Same dtype as ``maps``."""
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps must be finite to be normalised into a previous map")
+    positive = maps.clamp(min=0)
+    total = sphere_mass(positive)[..., None, None]
+    uniform = torch.ones_like(positive)
+    positive = torch.where(total > 0, positive, uniform)
+    total = sphere_mass(positive)[..., None, None]
+    return (positive.double() * (mass / total)).to(maps.dtype)
 
 
 # --- restricted unpickling of vinfo.pkl ---------------------------------------------------------------------------
@@ -398,11 +469,13 @@ class _VRVideoBase(Dataset):
         frame_h,
         frame_w,
         video_train,
-        frame_interval,
+        frame_step,
+        prev_offset,
         transform,
         train,
         gaussian_sigma,
-        cache_gt,
+        gt_source,
+        cache_dir,
         rnd_seed,
         index_file,
         on_bad_data,
@@ -410,7 +483,17 @@ class _VRVideoBase(Dataset):
         self.root = os.fspath(root)
         self.frame_h = positive_int(frame_h, "frame_h")
         self.frame_w = positive_int(frame_w, "frame_w")
-        self.frame_interval = positive_int(frame_interval, "frame_interval")
+        self.frame_step = positive_int(frame_step, "frame_step")
+        self.prev_offset = positive_int(prev_offset, "prev_offset")
+        if self.prev_offset % self.frame_step:
+            raise ValueError(
+                f"prev_offset ({prev_offset}) must be a multiple of frame_step ({frame_step}): the previous frame must "
+                "be a sampled frame"
+            )
+        if gt_source not in ("auto", "gaze"):
+            raise ValueError(
+                f"gt_source must be 'auto' (published <frame>_gt.npy when present) or 'gaze', got {gt_source!r}"
+            )
         self.gaussian_sigma = _check_sigma(gaussian_sigma, "gaussian_sigma")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
@@ -418,7 +501,14 @@ class _VRVideoBase(Dataset):
             raise ValueError(f"on_bad_data must be 'raise' or 'skip', got {on_bad_data!r}")
         self.transform = transform
         self.train = bool(train)
-        self.cache_gt = bool(cache_gt)
+        self.gt_source = gt_source
+        self.cache_dir = None if cache_dir is None else os.path.abspath(os.fspath(cache_dir))
+        if self.cache_dir is not None and (
+            _inside(self.root, self.cache_dir) or os.path.realpath(self.cache_dir) == os.path.realpath(self.root)
+        ):
+            raise ValueError(f"cache_dir {cache_dir} is inside the dataset {self.root}: the dataset may be read-only")
+        self.map_mass = reference_mass(self.frame_h, self.frame_w, self.gaussian_sigma)
+        self.prior = normalise_previous(torch.from_numpy(center_prior(self.frame_h, self.frame_w)), self.map_mass)[None]
 
         vinfo_path = os.path.join(self.root, "vinfo.pkl")
         if not os.path.isfile(vinfo_path):
@@ -457,9 +547,11 @@ class _VRVideoBase(Dataset):
         self._gaze = {}  # (video, frame id) -> checked float64 [N, 2] gaze points of every usable sampled frame
         self._frames = {}  # video -> sorted frame ids that are items (gaze and jpg both fine)
         self._frame_of_number = {}  # (video, int frame number) -> frame id string, for the previous-frame lookup
+        self._published = {}  # (video, frame id) -> path of its <frame>_gt.npy (gt_source 'auto', when present)
         for vid in sorted(train_ids if self.train else test_ids):
             self._scan_video(vid, vinfo[vid], vinfo_path, problems)
         self.videos = sorted(self._frames)
+        self.skipped = problems  # (file, reason) of each skipped video or frame ('skip' mode)
 
         if problems:
             file, reason = problems[0]
@@ -468,7 +560,7 @@ class _VRVideoBase(Dataset):
                 more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
                 raise ValueError(
                     f"{len(problems)} problem(s) with the dataset in {self.root} "
-                    f"(pass on_bad_data='skip' to skip them):\n{shown}{more}"
+                    f"(pass on_bad_data='skip', --on-bad-data skip, to skip them):\n{shown}{more}"
                 )
             warnings.warn(
                 f"skipped {len(problems)} videos/frames with bad data in {self.root} (first: {file}: {reason})",
@@ -492,7 +584,7 @@ class _VRVideoBase(Dataset):
             if not _is_frame_id(fid):
                 problems.append((vinfo_path, f"video {vid!r}: frame id {fid!r} is not a string of digits"))
                 continue
-            if int(fid) % self.frame_interval:
+            if int(fid) % self.frame_step:
                 continue
             jpg = os.path.join(folder, fid + ".jpg")
             if fid not in frames:
@@ -510,6 +602,13 @@ class _VRVideoBase(Dataset):
             except (TypeError, ValueError) as err:
                 problems.append((vinfo_path, f"video {vid!r} frame {fid!r}: {err}"))
                 continue
+            published = os.path.join(folder, fid + "_gt.npy")
+            if self.gt_source == "auto" and os.path.isfile(published):
+                reason = self._unusable_map_reason(published) if _inside(self.root, published) else _OUTSIDE
+                if reason is not None:
+                    problems.append((published, reason))
+                    continue
+                self._published[vid, fid] = published
             self._frame_of_number[vid, int(fid)] = fid
             reason = _unreadable_image_reason(jpg) if _inside(self.root, jpg) else _OUTSIDE
             if reason is None:
@@ -533,16 +632,51 @@ class _VRVideoBase(Dataset):
         frame = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
         return self.transform(frame) if self.transform is not None else frame
 
+    def _unusable_map_reason(self, path):
+        """None if the published map at ``path`` can be resampled to the training size (header only), else why not."""
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            return f"not a readable .npy file ({type(err).__name__}: {err})"
+        shape = array.shape[1:] if array.ndim == 3 and array.shape[0] == 1 else array.shape
+        if len(shape) != 2 or array.dtype.kind != "f":
+            return f"expected a float map [1, h, w] or [h, w], got {array.dtype} {tuple(array.shape)}"
+        if _pool_factor(shape, (self.frame_h, self.frame_w)) is None:
+            return (
+                f"map of size {shape[0]}x{shape[1]} cannot be resampled to {self.frame_h}x{self.frame_w}: the original "
+                "read maps of the training size or an integer multiple of it (max-pooled)"
+            )
+        return None
+
+    def _published_map(self, path):
+        """The published map, max-pooled to the training size as the original did (by 2 for its 2x maps)."""
+        array = np.load(path, allow_pickle=False)
+        array = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).reshape(1, *array.shape[-2:])
+        if not torch.isfinite(array).all():
+            raise RuntimeError(f"{path}: the published map holds NaN or infinite values")
+        factor = _pool_factor(tuple(array.shape[-2:]), (self.frame_h, self.frame_w))
+        return torch.nn.functional.max_pool2d(array[None], factor)[0] if factor > 1 else array
+
     def _cache_path(self, vid, fid):
-        # The size and sigma are part of the name: a map computed for another size is never read back.
-        name = f"{fid}_gt_{self.frame_h}x{self.frame_w}_sigma{self.gaussian_sigma!r}.npy"
-        return os.path.join(self.root, vid, name)
+        # Everything the map depends on is in the key: a change of points, size or sigma never reads a stale map.
+        key = hashlib.sha256()
+        for part in (
+            repr((vid, fid, self.frame_h, self.frame_w, self.gaussian_sigma, _MAP_VERSION)).encode(),
+            self._gaze[vid, fid].tobytes(),
+        ):
+            key.update(part)
+        digest = key.hexdigest()
+        return os.path.join(self.cache_dir, digest[:2], digest[2:] + ".npy")
 
     def _saliency_map(self, vid, fid):
-        """Ground-truth map of a frame normalised to max 1, float32 tensor ``[1, H, W]`` (cached on disk)."""
+        """Ground-truth map of a frame on the original's scale, float32 tensor ``[1, H, W]``: the published
+        ``<frame>_gt.npy`` when it is used, else built from the gaze points (cached in ``cache_dir`` if given)."""
+        published = self._published.get((vid, fid))
+        if published is not None:
+            return self._published_map(published)
         shape = (self.frame_h, self.frame_w)
-        path = self._cache_path(vid, fid)
-        if self.cache_gt and os.path.isfile(path) and _inside(self.root, path):
+        path = self._cache_path(vid, fid) if self.cache_dir is not None else None
+        if path is not None and os.path.isfile(path) and _inside(self.cache_dir, path):
             try:
                 cached = np.load(path, allow_pickle=False)
                 if cached.shape == shape and cached.dtype == np.float32 and np.isfinite(cached).all():
@@ -550,29 +684,60 @@ class _VRVideoBase(Dataset):
             except (OSError, ValueError, EOFError):
                 pass  # unreadable or foreign cache file: recompute and replace it
         heat = _gaze_heatmap64(self._gaze[vid, fid], self.frame_h, self.frame_w, self.gaussian_sigma)
-        peak = heat.max()
-        if not peak > 0:
+        if not heat.max() > 0:
             raise ValueError(
                 f"gaussian_sigma={self.gaussian_sigma} is too small for a {self.frame_h}x{self.frame_w} grid: "
                 f"the map of {self._jpg_path(vid, fid)} underflows to zero"
             )
-        saliency = (heat / peak).numpy().astype(np.float32)
-        # os.replace swaps a symlink at ``path`` itself, so only the folder has to be inside the root.
-        if self.cache_gt and _inside(self.root, os.path.dirname(path)):
+        saliency = (heat * map_scale(*shape)).numpy().astype(np.float32)
+        # os.replace swaps a symlink at ``path`` itself, so only the folder has to be inside the cache folder.
+        if path is not None and _inside(self.cache_dir, os.path.dirname(path)):
             buffer = io.BytesIO()
             np.save(buffer, saliency, allow_pickle=False)
-            atomic_write_bytes(path, buffer.getvalue())
+            atomic_write_bytes(path, buffer.getvalue())  # concurrent builders: each replaces it whole, same content
         return torch.from_numpy(saliency)[None]
 
-    def _previous_map(self, vid, fid):
-        """Map of the frame ``frame_interval`` earlier, or the centre prior if there is none with gaze points."""
-        prev = self._frame_of_number.get((vid, int(fid) - self.frame_interval))
+    def previous_key(self, vid, fid):
+        """Frame id whose map is the previous map of ``(vid, fid)`` (``prev_offset`` frames earlier, when it has gaze
+        points), or None (then the prior is used)."""
+        return self._frame_of_number.get((vid, int(fid) - self.prev_offset))
+
+    def normalise_previous(self, maps):
+        """``maps [..., H, W]`` (a ground-truth map or a prediction) made into a previous-map input: non-negative with
+        the sphere integral of a ground-truth map (:func:`normalise_previous`)."""
+        return normalise_previous(maps, self.map_mass)
+
+    def previous_map(self, vid, fid):
+        """The ground-truth map of the previous frame (``previous_key``) normalised, or the prior if there is none."""
+        prev = self.previous_key(vid, fid)
         if prev is None:
-            return torch.from_numpy(center_prior(self.frame_h, self.frame_w))[None]
-        return self._saliency_map(vid, prev)
+            return self.prior.clone()
+        return self.normalise_previous(self._saliency_map(vid, prev))
 
     def _sample(self, vid, fid):
-        return self._load_frame(vid, fid), self._previous_map(vid, fid), self._saliency_map(vid, fid)
+        return self._load_frame(vid, fid), self.previous_map(vid, fid), self._saliency_map(vid, fid)
+
+    def frames_of(self, vid):
+        """The frame ids of video ``vid`` that are items, in order."""
+        return list(self._frames[vid])
+
+    def frame(self, vid, fid):
+        """The frame ``[3, H, W]`` (after ``transform``)."""
+        return self._load_frame(vid, fid)
+
+    def target(self, vid, fid):
+        """The ground-truth map ``[1, H, W]`` (original's scale)."""
+        return self._saliency_map(vid, fid)
+
+    def fixations_of(self, vid, fid):
+        """Gaze point counts of a frame, int64 numpy ``[H, W]`` (see :func:`fixation_map`)."""
+        return fixation_map(self._gaze[vid, fid], self.frame_h, self.frame_w)
+
+
+def _pool_factor(shape, size):
+    """``k`` such that ``shape == k * size`` (k >= 1), else None."""
+    factor = shape[0] // size[0]
+    return factor if factor >= 1 and shape == (factor * size[0], factor * size[1]) else None
 
 
 _OUTSIDE = "the file resolves outside the dataset root (a symlink?); refused"
@@ -656,26 +821,35 @@ _ARGS_DOC = """
         video_train: number of training videos, a seeded random sample (``random.Random(rnd_seed)``) of the
             sorted video ids of ``vinfo.pkl``, as the original code did; the other videos are the test split.
             Ignored (may be None) when ``index_file`` is given.
-        frame_interval: only frames whose number is a multiple of it are used (the original sampled every
-            ``frame_interval``-th frame); the "previous" frame is the one ``frame_interval`` earlier.
+        frame_step: only frames whose number is a multiple of it are items (default 1: every frame, as the
+            original's ``VRVideo``, which lists every jpg).
+        prev_offset: the previous map of frame ``n`` is the map of frame ``n - prev_offset`` (the original's
+            ``frame_interval``, 5); a multiple of ``frame_step``.
         transform: optional callable applied to the frame tensor ``[3, H, W]`` (e.g. normalisation).
         train: serve the training split (True) or the test split (False).
         gaussian_sigma: width in radians of the spherical Gaussian of each gaze point.
-        cache_gt: read and write the maps as ``<frame>_gt_<H>x<W>_sigma<sigma>.npy`` beside the jpgs (atomic
-            writes; the size and sigma in the name mean a change of either never reads a stale map). False: compute
-            every map, read and write nothing.
+        gt_source: ``'auto'`` (default): a frame's published ``<frame>_gt.npy`` is its ground truth when present
+            (max-pooled to the training size, as the original), else the map is built from its gaze points;
+            ``'gaze'``: always built from the gaze points.
+        cache_dir: folder where maps built from gaze points are cached (``<sha256 of the inputs>.npy``, written
+            atomically: any number of processes may build them at once), or None (compute them, write nothing).
+            Never inside ``root``: nothing is ever written into the dataset, which may be read-only.
         rnd_seed: seed of the train/test split.
         index_file: optional JSON ``{"train": [...], "test": [...]}`` of video ids that defines the split instead.
         on_bad_data: ``'raise'`` (default): a ValueError listing every problem found at construction; ``'skip'``:
-            leave out the bad videos/frames with one warning that counts them.
+            leave out the bad videos/frames with one warning that counts them (listed in ``skipped``).
 
     Checked at construction (cheap, before any training): ``vinfo.pkl`` (restricted unpickler, structure, gaze
     points non-empty and inside [0, 1]), video folders listed but missing or present but unlisted, sampled frames
-    without gaze points or without a jpg, and jpgs whose header PIL cannot read. A jpg that is only found corrupt
-    when decoded raises a RuntimeError naming the file when its item is loaded.
+    without gaze points or without a jpg, jpgs whose header PIL cannot read, and published maps whose header is
+    not a float map of a size that resamples to the training size. A jpg that is only found corrupt when decoded
+    raises a RuntimeError naming the file when its item is loaded.
 
-    The previous map needs only gaze points: it is the map of the frame ``frame_interval`` earlier when that
-    frame has valid gaze points (even if its own jpg was skipped), else the centre prior (:func:`center_prior`).
+    Maps are on the original's scale (docs/data.md): :func:`saliency_map` for gaze points, the published values for
+    ``<frame>_gt.npy``. The previous map is the map of the frame ``prev_offset`` earlier when that frame has valid gaze
+    points (even if its own jpg was skipped), else the equator prior (:func:`center_prior`); either is passed through
+    :func:`normalise_previous` (non-negative, the sphere integral of a ground-truth map built from gaze points), as a
+    model's own prediction is when it replaces it at test time.
 """
 
 
@@ -683,9 +857,8 @@ class VRVideo(_VRVideoBase):
     """Saliency in 360-degree video, one frame per item.
 
     An item is ``(frame, prev_map, target)``: ``frame`` float32 ``[3, H, W]`` in [0, 1] (before ``transform``),
-    ``prev_map`` float32 ``[1, H, W]`` the saliency map of the frame ``frame_interval`` earlier (the centre prior
-    for the first frame of a video), ``target`` float32 ``[1, H, W]`` the frame's saliency map. Maps are the
-    ground truth :func:`gaze_heatmap` normalised to max 1.
+    ``prev_map`` float32 ``[1, H, W]`` the normalised ground-truth map of the frame ``prev_offset`` earlier (the
+    prior for the first frames of a video), ``target`` float32 ``[1, H, W]`` the frame's ground-truth map.
 
     Attributes:
         items: ``(video id, frame id)`` of each item, videos sorted, frames in order.
@@ -700,11 +873,14 @@ class VRVideo(_VRVideoBase):
         frame_h,
         frame_w,
         video_train,
-        frame_interval=5,
+        *,
+        frame_step=1,
+        prev_offset=5,
         transform=None,
         train=True,
         gaussian_sigma=math.pi / 20,
-        cache_gt=True,
+        gt_source="auto",
+        cache_dir=None,
         rnd_seed=367643,
         index_file=None,
         on_bad_data="raise",
@@ -714,11 +890,13 @@ class VRVideo(_VRVideoBase):
             frame_h,
             frame_w,
             video_train,
-            frame_interval,
+            frame_step,
+            prev_offset,
             transform,
             train,
             gaussian_sigma,
-            cache_gt,
+            gt_source,
+            cache_dir,
             rnd_seed,
             index_file,
             on_bad_data,
@@ -740,10 +918,11 @@ class VRVideoLSTM(_VRVideoBase):
     """Saliency in 360-degree video, sequences of ``sequence_len`` consecutive sampled frames of one video.
 
     An item is ``(frames, prev_maps, targets)``: float32 ``[T, 3, H, W]``, ``[T, 1, H, W]``, ``[T, 1, H, W]`` for
-    ``T = sequence_len`` frames ``frame_interval`` apart; ``prev_maps[t]`` is the map of the frame before frame
-    ``t`` (so ``prev_maps[t] == targets[t - 1]`` for t > 0; the centre prior at the start of a video). Every
-    window of T consecutive usable frames is an item (stride 1); a skipped frame breaks the run, and a video with
-    fewer than T usable frames gives no item.
+    ``T = sequence_len`` consecutive sampled frames (``frame_step`` apart; every frame by default, as the original);
+    ``prev_maps[t]`` is the normalised map of the frame ``prev_offset`` before frame ``t`` (the prior at the start of
+    a video). Every window of T consecutive usable frames of one video is an item (stride 1); a skipped frame breaks
+    the run, and a video with fewer than T usable frames gives no item. (The original's windows ran over its flat
+    list of all frames, so some crossed from one video into the next.)
 
     Attributes:
         items: for each item, the tuple of its T ``(video id, frame id)``.
@@ -758,12 +937,15 @@ class VRVideoLSTM(_VRVideoBase):
         frame_h,
         frame_w,
         video_train,
+        *,
         sequence_len=2,
-        frame_interval=5,
+        frame_step=1,
+        prev_offset=5,
         transform=None,
         train=True,
         gaussian_sigma=math.pi / 20,
-        cache_gt=True,
+        gt_source="auto",
+        cache_dir=None,
         rnd_seed=367643,
         index_file=None,
         on_bad_data="raise",
@@ -774,11 +956,13 @@ class VRVideoLSTM(_VRVideoBase):
             frame_h,
             frame_w,
             video_train,
-            frame_interval,
+            frame_step,
+            prev_offset,
             transform,
             train,
             gaussian_sigma,
-            cache_gt,
+            gt_source,
+            cache_dir,
             rnd_seed,
             index_file,
             on_bad_data,
@@ -787,7 +971,7 @@ class VRVideoLSTM(_VRVideoBase):
         for vid in self.videos:
             run = []
             for fid in self._frames[vid]:
-                if run and int(fid) - int(run[-1]) != self.frame_interval:
+                if run and int(fid) - int(run[-1]) != self.frame_step:
                     run = []
                 run.append(fid)
                 if len(run) >= self.sequence_len:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.data import atomic_write_bytes
+from datasets.data import atomic_write_bytes, saliency_map
 from sconv.functional.common import colatitudes, longitudes
 
 __all__ = [
@@ -191,13 +191,15 @@ def _count(value, name, minimum):
     return int(value)
 
 
-def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, test_fraction=0.25):
+def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, test_fraction=0.25, gt_factor=2):
     """Write a synthetic dataset into the folder ``out`` (created; must be absent or empty) and return ``out``.
 
     Writes ``vinfo.pkl`` (plain dicts, lists and tuples of floats; written last), ``<video>/<frame>.jpg`` (frame ids
-    ``0000``, ``0001``, ...) and ``index.json`` (a seeded train/test split, ``test_fraction`` of the videos in test,
-    at least one of each when there are two videos or more). Deterministic for a given ``seed``; video ``i``
-    depends only on ``(seed, i)``.
+    ``0000``, ``0001``, ...), ``<video>/<frame>_gt.npy`` (the published-ground-truth layout: float32
+    ``[1, gt_factor * height, gt_factor * width]``, :func:`datasets.data.saliency_map` of the frame's gaze points, like
+    the original's maps at twice the training size; ``gt_factor=0`` writes none) and ``index.json`` (a seeded
+    train/test split, ``test_fraction`` of the videos in test, at least one of each when there are two videos or more).
+    Deterministic for a given ``seed``; video ``i`` depends only on ``(seed, i)``.
     """
     videos = _count(videos, "videos", 1)
     frames = _count(frames, "frames", 1)
@@ -206,6 +208,7 @@ def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, te
     seed = _count(seed, "seed", 0)
     objects = _count(objects, "objects", 1)
     viewers = _count(viewers, "viewers", 1)
+    gt_factor = _count(gt_factor, "gt_factor", 0)
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     out = os.fspath(out)
@@ -230,6 +233,11 @@ def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, te
                 Image.fromarray(render_frame(grid, background, scene, t)).save(buffer, "JPEG", quality=90)
                 atomic_write_bytes(os.path.join(out, vid, fid + ".jpg"), buffer.getvalue())
                 gaze[fid] = [(float(x), float(y)) for x, y in sample_gaze(rng, scene, t, viewers)]
+                if gt_factor:
+                    published = saliency_map(gaze[fid], gt_factor * height, gt_factor * width)[None]
+                    buffer = io.BytesIO()
+                    np.save(buffer, published, allow_pickle=False)
+                    atomic_write_bytes(os.path.join(out, vid, fid + "_gt.npy"), buffer.getvalue())
                 progress.update()
             vinfo[vid] = gaze
 

@@ -188,16 +188,28 @@ class SphericalUNet(nn.Module):
         r4 = F.relu(self.bn4(self.conv4(self.pool(r3))))
         return (r1, r2, r3), r4
 
-    def decode(self, skips, bottleneck):
-        """Decoder: x2 upsampling and concatenation with the skip of the same size, back to ``[B, 1, H, W]``."""
+    def decode_features(self, skips, bottleneck):
+        """The decoder up to ``r6 [B, 64, H/2, W/2]``: x2 upsampling and concatenation with the skip of the same
+        size."""
         r1, r2, r3 = skips
         r5 = F.relu(self.bn5(self.conv5(torch.cat([self.upsample(bottleneck), r3], dim=1))))
-        r6 = F.relu(self.bn6(self.conv6(torch.cat([self.upsample(r5), r2], dim=1))))
+        return F.relu(self.bn6(self.conv6(torch.cat([self.upsample(r5), r2], dim=1))))
+
+    def head(self, r6, r1):
+        """The last decoder stage: ``r6`` upsampled, concatenated with ``r1``, to the logits ``[B, 1, H, W]``."""
         return self.conv7(torch.cat([self.upsample(r6), r1], dim=1))
+
+    def decode(self, skips, bottleneck):
+        """Decoder: back to ``[B, 1, H, W]`` logits."""
+        return self.head(self.decode_features(skips, bottleneck), skips[0])
 
     def forward(self, frame, previous_map):
         skips, bottleneck = self.encode(frame, previous_map)
         return self.decode(skips, bottleneck)
+
+    def step(self, frame, previous_map, state=None):
+        """One frame of a video, the interface the evaluation and the demo use: ``(logits [B, 1, H, W], None)``."""
+        return self(frame, previous_map), None
 
     def extra_repr(self):
         options = f"input_size={self.input_size}, conv_type={self.conv_type!r}, use_spooling={self.use_spooling}"

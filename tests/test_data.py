@@ -264,7 +264,7 @@ VIDEOS = ["video_000", "video_001", "video_002", "video_003"]
 @pytest.fixture(scope="module")
 def pristine_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic") / "set"
-    return generate(root, videos=4, frames=11, height=24, width=48, seed=3, objects=2, viewers=6)
+    return generate(root, videos=4, frames=11, height=24, width=48, seed=3, objects=2, viewers=6, gt_factor=0)
 
 
 @pytest.fixture
@@ -273,14 +273,30 @@ def root(pristine_root, tmp_path):
     return shutil.copytree(pristine_root, tmp_path / "set")
 
 
-def _normalised(points, height, width):
-    heat = data._gaze_heatmap64(np.asarray(points, dtype=np.float64), height, width, math.pi / 20).numpy()
-    return heat / heat.max()
+def _original_scale(points, height, width):
+    """The map on the original's scale: the direct heatmap times 10 / (pixels in a pi/7 crown at the equator)."""
+    theta = (np.arange(height) + 0.5) * np.pi / height
+    phi = (np.arange(width) + 0.5) * 2 * np.pi / width
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    pix = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1)
+    centre = pix[height // 2, 0]
+    crown = int((np.arctan2(np.linalg.norm(np.cross(pix, centre), axis=-1), pix @ centre) <= math.pi / 7).sum())
+    return _vectorised_reference(points, height, width, math.pi / 20) * 10 / crown
+
+
+def _previous(maps, height, width):
+    """A previous-map input by hand: negatives to 0, scaled to the sphere integral of one gaze point's map."""
+    area = (np.cos(np.arange(height) * np.pi / height) - np.cos(np.arange(1, height + 1) * np.pi / height)) * (
+        2 * np.pi / width
+    )
+    one = _original_scale([(0.5, 0.5)], height, width)
+    maps = np.clip(np.asarray(maps, dtype=np.float64), 0, None)
+    return maps * (one * area[:, None]).sum() / (maps * area[:, None]).sum()
 
 
 def test_items_shapes_and_values(root):
     vinfo = load_vinfo(os.path.join(root, "vinfo.pkl"))
-    ds = VRVideo(root, 16, 32, 4, frame_interval=5)
+    ds = VRVideo(root, 16, 32, 4, frame_step=5)
     assert ds.videos == VIDEOS
     assert ds.items == [(v, f) for v in VIDEOS for f in ("0000", "0005", "0010")]
     for index in (0, 4):
@@ -292,29 +308,48 @@ def test_items_shapes_and_values(root):
         with Image.open(os.path.join(root, vid, fid + ".jpg")) as img:
             resized = np.asarray(img.convert("RGB").resize((32, 16), Image.Resampling.BILINEAR)) / 255
         np.testing.assert_allclose(frame.permute(1, 2, 0).numpy(), resized, atol=1e-6)
-        assert target.max() == 1 and target.min() >= 0
-        np.testing.assert_allclose(target[0].numpy(), _normalised(vinfo[vid][fid], 16, 32), atol=1e-6)
+        assert target.min() >= 0
+        np.testing.assert_allclose(target[0].numpy(), _original_scale(vinfo[vid][fid], 16, 32), rtol=1e-5, atol=1e-9)
         counts = ds.fixations(index)
         np.testing.assert_array_equal(counts, fixation_map(vinfo[vid][fid], 16, 32))
         assert counts.shape == (16, 32) and counts.sum() == 6
 
 
 def test_previous_map_is_the_earlier_frame_or_the_centre_prior(root):
-    ds = VRVideo(root, 16, 32, 4, frame_interval=5)
+    ds = VRVideo(root, 16, 32, 4, frame_step=5)
     first, second = ds.items.index(("video_002", "0000")), ds.items.index(("video_002", "0005"))
-    np.testing.assert_array_equal(ds[first][1][0].numpy(), center_prior(16, 32))
-    torch.testing.assert_close(ds[second][1], ds[first][2], rtol=0, atol=0)
+    np.testing.assert_allclose(ds[first][1][0].numpy(), _previous(center_prior(16, 32), 16, 32), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(ds[second][1][0].numpy(), _previous(ds[first][2][0], 16, 32), rtol=1e-5, atol=1e-12)
     assert torch.isfinite(ds[second][2]).all() and not torch.equal(ds[second][1], ds[second][2])
 
 
+def test_every_frame_by_default_and_the_previous_offset(root):
+    ds = VRVideo(root, 8, 16, 4)
+    assert ds.items == [(v, f"{i:04d}") for v in VIDEOS for i in range(11)]  # every frame, as the original
+    prior = ds[0][1]
+    for fid in ("0000", "0004"):  # no frame 5 earlier: the prior
+        torch.testing.assert_close(ds[ds.items.index(("video_001", fid))][1], prior, rtol=0, atol=0)
+    for number in (5, 9):  # the map of the frame 5 earlier
+        got = ds[ds.items.index(("video_001", f"{number:04d}"))][1]
+        earlier = ds[ds.items.index(("video_001", f"{number - 5:04d}"))][2]
+        np.testing.assert_allclose(got[0].numpy(), _previous(earlier[0], 8, 16), rtol=1e-5, atol=1e-12)
+    two = VRVideo(root, 8, 16, 4, prev_offset=2)
+    got = two[two.items.index(("video_001", "0007"))][1][0].numpy()
+    earlier = two[two.items.index(("video_001", "0005"))][2][0]
+    np.testing.assert_allclose(got, _previous(earlier, 8, 16), rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match="prev_offset .* multiple of frame_step"):
+        VRVideo(root, 8, 16, 4, frame_step=2, prev_offset=5)
+
+
 def test_split_is_seeded_and_disjoint(root):
-    train = VRVideo(root, 8, 16, 3, rnd_seed=11)
-    test = VRVideo(root, 8, 16, 3, rnd_seed=11, train=False)
+    train = VRVideo(root, 8, 16, 3, frame_step=5, rnd_seed=11)
+    test = VRVideo(root, 8, 16, 3, frame_step=5, rnd_seed=11, train=False)
     assert set(train.videos) | set(test.videos) == set(VIDEOS) and not set(train.videos) & set(test.videos)
     assert train.videos == sorted(random.Random(11).sample(VIDEOS, k=3))  # the original's rule
-    assert VRVideo(root, 8, 16, 3, rnd_seed=11).items == train.items
+    assert VRVideo(root, 8, 16, 3, frame_step=5, rnd_seed=11).items == train.items
     assert {v for v, _ in test.items} == set(test.videos)
-    assert len(VRVideo(root, 8, 16, 0).videos) == 0 and len(VRVideo(root, 8, 16, 0, train=False)) == 12
+    assert len(VRVideo(root, 8, 16, 0, frame_step=5).videos) == 0
+    assert len(VRVideo(root, 8, 16, 0, frame_step=5, train=False)) == 12
 
 
 def test_index_file_split(root):
@@ -325,8 +360,8 @@ def test_index_file_split(root):
     custom = os.path.join(root, "custom.json")
     with open(custom, "w") as f:
         f.write('{"train": ["video_003"], "test": ["video_000", "video_002"]}')
-    assert VRVideo(root, 8, 16, 2, index_file=custom).videos == ["video_003"]
-    assert VRVideo(root, 8, 16, 2, index_file=custom, train=False).videos == ["video_000", "video_002"]
+    assert VRVideo(root, 8, 16, 2, frame_step=5, index_file=custom).videos == ["video_003"]
+    assert VRVideo(root, 8, 16, 2, frame_step=5, index_file=custom, train=False).videos == ["video_000", "video_002"]
     for text in ('{"train": ["nope"], "test": []}', '{"train": ["video_000"], "test": ["video_000"]}', "[1]"):
         with open(custom, "w") as f:
             f.write(text)
@@ -334,43 +369,171 @@ def test_index_file_split(root):
             VRVideo(root, 8, 16, None, index_file=custom)
 
 
-def _cache_files(root, size):
-    return [f for v in VIDEOS for f in os.listdir(os.path.join(root, v)) if f"_gt_{size}_" in f]
+def _files_under(folder):
+    """Every file and folder under ``folder`` with its mtime, size and mode: any write shows."""
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            seen[path] = (st.st_mtime_ns, st.st_size, st.st_mode)
+    return seen
 
 
-def test_cache_is_read_and_keyed_by_size(root):
+def test_cache_in_its_own_folder_keyed_by_everything(root, tmp_path):
     vinfo = load_vinfo(os.path.join(root, "vinfo.pkl"))
-    big = VRVideo(root, 16, 32, 4)
+    cache = str(tmp_path / "cache")
+    before = _files_under(root)
+    big = VRVideo(root, 16, 32, 4, frame_step=5, cache_dir=cache)
     vid, fid = big.items[1]
     truth = big[1][2]
     path = big._cache_path(vid, fid)
-    assert os.path.basename(path).startswith(f"{fid}_gt_16x32_sigma") and os.path.isfile(path)
+    assert path.startswith(cache + os.sep) and os.path.isfile(path)
     np.testing.assert_array_equal(np.load(path), truth[0].numpy())
     # A tampered cache file of the right size is read back: proof that the cache is used.
     np.save(path, np.full((16, 32), 0.5, dtype=np.float32))
-    assert torch.all(VRVideo(root, 16, 32, 4)[1][2] == 0.5)
-    # Another size never reads the 16x32 file.
-    small = VRVideo(root, 8, 16, 4)
-    target = small[1][2]
-    assert target.shape == (1, 8, 16)
-    np.testing.assert_allclose(target[0].numpy(), _normalised(vinfo[vid][fid], 8, 16), atol=1e-6)
-    assert os.path.isfile(small._cache_path(vid, fid))
-    assert np.all(np.load(path) == 0.5)  # each size has its own file: the 16x32 one was not replaced
+    assert torch.all(VRVideo(root, 16, 32, 4, frame_step=5, cache_dir=cache)[1][2] == 0.5)
+    # Another size, or other gaze points, never reads that file.
+    small = VRVideo(root, 8, 16, 4, frame_step=5, cache_dir=cache)
+    np.testing.assert_allclose(small[1][2][0].numpy(), _original_scale(vinfo[vid][fid], 8, 16), rtol=1e-5, atol=1e-9)
+    assert small._cache_path(vid, fid) != path and np.all(np.load(path) == 0.5)
+    _edit_vinfo(root, lambda v: v[vid].update({fid: [(0.25, 0.5)]}))
+    moved = VRVideo(root, 16, 32, 4, frame_step=5, cache_dir=cache)
+    assert moved._cache_path(vid, fid) != path
+    np.testing.assert_allclose(moved[1][2][0].numpy(), _original_scale([(0.25, 0.5)], 16, 32), rtol=1e-5, atol=1e-9)
+    _edit_vinfo(root, lambda v: v[vid].update({fid: vinfo[vid][fid]}))
     # A corrupt cache file is replaced by a fresh map.
     with open(path, "wb") as f:
         f.write(b"garbage")
-    torch.testing.assert_close(VRVideo(root, 16, 32, 4)[1][2], truth, rtol=0, atol=0)
-    # cache_gt=False reads and writes nothing.
-    np.save(path, np.full((16, 32), 0.5, dtype=np.float32))
-    torch.testing.assert_close(VRVideo(root, 16, 32, 4, cache_gt=False)[1][2], truth, rtol=0, atol=0)
-    VRVideo(root, 12, 24, 4, cache_gt=False)[1]
-    assert _cache_files(root, "12x24") == []
-    assert not [f for v in VIDEOS for f in os.listdir(os.path.join(root, v)) if f.endswith(".tmp")]
+    torch.testing.assert_close(VRVideo(root, 16, 32, 4, frame_step=5, cache_dir=cache)[1][2], truth, rtol=0, atol=0)
+    # No cache folder: nothing written anywhere; the dataset folder is never a cache.
+    torch.testing.assert_close(VRVideo(root, 16, 32, 4, frame_step=5)[1][2], truth, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cache_dir .* inside the dataset"):
+        VRVideo(root, 8, 16, 4, cache_dir=os.path.join(root, "video_000", "cache"))
+    after = _files_under(root)
+    assert set(after) == set(before) and all(after[f][1:] == before[f][1:] for f in before if "vinfo" not in f)
+    assert not [f for _, _, files in os.walk(cache) for f in files if f.endswith(".tmp")]
+
+
+def _build_every_map(root, cache, barrier):
+    barrier.wait()  # all builders start together
+    ds = VRVideo(root, 8, 16, 4, cache_dir=cache)
+    for index in range(len(ds)):
+        ds[index]
+
+
+def test_concurrent_cache_builders(root, tmp_path):
+    # Four processes (as DDP ranks or loader workers would) build the same cache at once: every file ends up whole
+    # and right, and no temporary file is left.
+    import multiprocessing
+
+    cache = str(tmp_path / "cache")
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_build_every_map, args=(root, cache, barrier)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0] * 4
+    vinfo = load_vinfo(os.path.join(root, "vinfo.pkl"))
+    ds = VRVideo(root, 8, 16, 4)
+    files = [f for _, _, names in os.walk(cache) for f in names]
+    assert len(files) == len(ds) and not [f for f in files if not f.endswith(".npy")]
+    for vid, fid in ds.items:
+        cached = np.load(ds.__class__(root, 8, 16, 4, cache_dir=cache)._cache_path(vid, fid))
+        np.testing.assert_allclose(cached, _original_scale(vinfo[vid][fid], 8, 16), rtol=1e-5, atol=1e-9)
+
+
+def _max_pool(array, factor):
+    h, w = array.shape
+    return array.reshape(h // factor, factor, w // factor, factor).max(axis=(1, 3))
+
+
+def test_published_ground_truth_is_read_and_max_pooled(tmp_path):
+    root = generate(tmp_path / "set", videos=2, frames=3, height=8, width=16, seed=5, viewers=4)
+    vinfo = load_vinfo(os.path.join(root, "vinfo.pkl"))
+    published = np.load(os.path.join(root, "video_001", "0002_gt.npy"))
+    assert published.shape == (1, 16, 32) and published.dtype == np.float32  # twice the frames, as the original's
+    np.testing.assert_allclose(published[0], _original_scale(vinfo["video_001"]["0002"], 16, 32), rtol=1e-5, atol=1e-9)
+    ds = VRVideo(root, 8, 16, 2)
+    target = ds[ds.items.index(("video_001", "0002"))][2]
+    np.testing.assert_array_equal(target[0].numpy(), _max_pool(published[0], 2))
+    # gt_source='gaze' builds the map from the gaze points at the training size instead.
+    gaze = VRVideo(root, 8, 16, 2, gt_source="gaze")
+    built = gaze[gaze.items.index(("video_001", "0002"))][2][0].numpy()
+    np.testing.assert_allclose(built, _original_scale(vinfo["video_001"]["0002"], 8, 16), rtol=1e-5, atol=1e-9)
+    # A map of the training size is used as it is; one that does not resample is bad data naming the file.
+    path = os.path.join(root, "video_000", "0001_gt.npy")
+    np.save(path, np.full((8, 16), 0.25, dtype=np.float32))
+    assert torch.all(VRVideo(root, 8, 16, 2)[1][2] == 0.25)
+    np.save(path, np.zeros((1, 12, 16), dtype=np.float32))
+    with pytest.raises(ValueError, match=re.escape(path) + ": map of size 12x16 cannot be resampled"):
+        VRVideo(root, 8, 16, 2)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert len(VRVideo(root, 8, 16, 2, on_bad_data="skip")) == 5
+
+
+_READ_ONLY_CHECK = """
+import os, sys
+from datasets.data import VRVideo, VRVideoLSTM
+root, cache = sys.argv[1], sys.argv[2]
+try:
+    open(os.path.join(root, "probe"), "w")
+except PermissionError:
+    pass
+else:
+    sys.exit("this process can write into the dataset: the check would prove nothing")
+for source in ("auto", "gaze"):
+    for kind in (VRVideo, VRVideoLSTM):
+        for train in (True, False):
+            ds = kind(root, 8, 16, None, train=train, gt_source=source, cache_dir=cache,
+                      index_file=os.path.join(root, "index.json"))
+            for index in range(len(ds)):
+                ds[index]
+print("ok")
+"""
+
+
+def test_read_only_dataset(tmp_path):
+    # The dataset's files and folders lose their write permission, and the loaders run as an unprivileged user
+    # (root ignores permissions), so any write into the dataset would fail; the listing check catches one anyway.
+    import subprocess
+    import sys
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="readonly-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        root = generate(os.path.join(base, "set"), videos=3, frames=6, height=8, width=16, seed=1, viewers=3)
+        cache = os.path.join(base, "cache")
+        os.mkdir(cache)
+        os.chmod(cache, 0o777)
+        for dirpath, _, filenames in os.walk(root):
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o444)
+            os.chmod(dirpath, 0o555)
+        before = _files_under(root)
+        command = [sys.executable, "-c", _READ_ONLY_CHECK, root, cache]
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: cannot drop the privilege that ignores permissions")
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=repo, HOME=base, OMP_NUM_THREADS="1")
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+        assert _files_under(root) == before
+        assert any(f.endswith(".npy") for _, _, files in os.walk(cache) for f in files)  # the cache went there
+    finally:
+        for dirpath, _, _ in os.walk(base):
+            os.chmod(dirpath, 0o755)
+        shutil.rmtree(base)
 
 
 def test_lstm_sequences(root):
-    single = VRVideo(root, 16, 32, 4)
-    ds = VRVideoLSTM(root, 16, 32, 4, sequence_len=2)
+    single = VRVideo(root, 16, 32, 4, frame_step=5)
+    ds = VRVideoLSTM(root, 16, 32, 4, sequence_len=2, frame_step=5)
     assert len(ds) == 4 * 2
     assert ds.items[:2] == [
         (("video_000", "0000"), ("video_000", "0005")),
@@ -379,7 +542,7 @@ def test_lstm_sequences(root):
     for index in (0, 1):
         frames, prev_maps, targets = ds[index]
         assert frames.shape == (2, 3, 16, 32) and prev_maps.shape == targets.shape == (2, 1, 16, 32)
-        torch.testing.assert_close(prev_maps[1], targets[0], rtol=0, atol=0)
+        np.testing.assert_allclose(prev_maps[1, 0].numpy(), _previous(targets[0, 0], 16, 32), rtol=1e-5, atol=1e-12)
         for t, key in enumerate(ds.items[index]):
             reference = single[single.items.index(key)]
             for got, want in zip((frames[t], prev_maps[t], targets[t]), reference):
@@ -387,13 +550,15 @@ def test_lstm_sequences(root):
         counts = ds.fixations(index)
         assert counts.shape == (2, 16, 32)
         np.testing.assert_array_equal(counts[1], single.fixations(single.items.index(ds.items[index][1])))
-    np.testing.assert_array_equal(ds[0][1][0, 0].numpy(), center_prior(16, 32))
-    assert len(VRVideoLSTM(root, 16, 32, 4, sequence_len=3)) == 4
-    assert len(VRVideoLSTM(root, 16, 32, 4, sequence_len=4)) == 0
+    np.testing.assert_allclose(ds[0][1][0, 0].numpy(), _previous(center_prior(16, 32), 16, 32), rtol=1e-5, atol=1e-12)
+    every = VRVideoLSTM(root, 16, 32, 4, sequence_len=6)  # every frame: windows of 6 consecutive frames
+    assert len(every) == 4 * 6 and every.items[1] == tuple(("video_000", f"{i:04d}") for i in range(1, 7))
+    assert len(VRVideoLSTM(root, 16, 32, 4, sequence_len=3, frame_step=5)) == 4
+    assert len(VRVideoLSTM(root, 16, 32, 4, sequence_len=4, frame_step=5)) == 0
 
 
 def test_dataloader_and_transform(root):
-    ds = VRVideo(root, 8, 16, 4, transform=lambda frame: frame * 2 - 1)
+    ds = VRVideo(root, 8, 16, 4, frame_step=5, transform=lambda frame: frame * 2 - 1)
     frames, prev, target = next(iter(torch.utils.data.DataLoader(ds, batch_size=5)))
     assert frames.shape == (5, 3, 8, 16) and prev.shape == target.shape == (5, 1, 8, 16)
     assert frames.min() < 0
@@ -403,7 +568,9 @@ def test_dataloader_and_transform(root):
     "kwargs, error, message",
     [
         ({"frame_h": 0}, ValueError, "frame_h"),
-        ({"frame_interval": 1.5}, TypeError, "frame_interval"),
+        ({"frame_step": 1.5}, TypeError, "frame_step"),
+        ({"prev_offset": 0}, ValueError, "prev_offset"),
+        ({"gt_source": "published"}, ValueError, "gt_source"),
         ({"video_train": 5}, ValueError, "video_train"),
         ({"video_train": "all"}, TypeError, "video_train"),
         ({"on_bad_data": "ignore"}, ValueError, "on_bad_data"),
@@ -412,7 +579,7 @@ def test_dataloader_and_transform(root):
     ],
 )
 def test_bad_arguments(pristine_root, kwargs, error, message):
-    args = {"root": pristine_root, "frame_h": 8, "frame_w": 16, "video_train": 2, "cache_gt": False, **kwargs}
+    args = {"root": pristine_root, "frame_h": 8, "frame_w": 16, "video_train": 2, **kwargs}
     with pytest.raises(error, match=message):
         VRVideo(**args)
 
@@ -484,7 +651,7 @@ BAD_DATA = [
 def test_bad_data_raises_naming_the_file(root, breakage):
     file, reason, _ = breakage(root)
     with pytest.raises(ValueError, match=re.escape(file) + ": .*" + reason) as info:
-        VRVideo(root, 8, 16, 4)
+        VRVideo(root, 8, 16, 4, frame_step=5)
     assert "1 problem" in str(info.value) and "on_bad_data='skip'" in str(info.value)
 
 
@@ -492,7 +659,7 @@ def test_bad_data_raises_naming_the_file(root, breakage):
 def test_bad_data_skipped_with_one_counted_warning(root, breakage):
     file, reason, lost_items = breakage(root)
     with pytest.warns(UserWarning) as record:
-        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+        ds = VRVideo(root, 8, 16, 4, frame_step=5, on_bad_data="skip")
     assert len(record) == 1
     assert re.search(r"skipped 1 videos/frames .*\(first: " + re.escape(file) + ": .*" + reason, str(record[0].message))
     assert len(ds) == 12 - lost_items
@@ -504,7 +671,7 @@ def test_skip_counts_every_problem(root):
     _video_unlisted(root)
     _edit_vinfo(root, lambda v: v["video_003"].update({"0010": []}))
     with pytest.warns(UserWarning, match="skipped 3 videos/frames") as record:
-        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+        ds = VRVideo(root, 8, 16, 4, frame_step=5, on_bad_data="skip")
     assert len(record) == 1 and len(ds) == 10
     # The frame after a skipped jpg still gets the skipped frame's map (gaze points are fine) as previous map.
     after = ds[ds.items.index(("video_001", "0010"))][1]
@@ -517,7 +684,7 @@ def test_jpg_corrupt_past_its_header_raises_at_load(root):
         jpg = f.read()
     with open(path, "wb") as f:
         f.write(jpg[: len(jpg) * 3 // 4])  # headers intact, entropy-coded data cut short
-    ds = VRVideo(root, 8, 16, 4)  # the header is fine: not detectable cheaply at construction
+    ds = VRVideo(root, 8, 16, 4, frame_step=5)  # the header is fine: not detectable cheaply at construction
     with pytest.raises(RuntimeError, match=re.escape(path)):
         ds[ds.items.index(("video_002", "0005"))]
 
@@ -545,7 +712,7 @@ def test_video_id_escaping_the_root_is_refused(root, kind):
     with pytest.raises(ValueError, match=re.escape(repr(vid)) + " is not a plain folder name"):
         VRVideo(root, 8, 16, 4)
     with pytest.warns(UserWarning, match="skipped 1 videos/frames .*" + re.escape(repr(vid))):
-        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip", frame_step=5)
     assert vid not in ds.videos and len(ds) == 12
     for i in range(len(ds)):
         ds[i]
@@ -561,14 +728,14 @@ def test_symlinked_video_folder_outside_the_root_is_refused(root):
     with pytest.raises(ValueError, match=re.escape(folder) + ": .*resolves outside the dataset root"):
         VRVideo(root, 8, 16, 4)
     with pytest.warns(UserWarning, match="skipped 1 videos/frames"):
-        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip", frame_step=5)
     assert "video_001" not in ds.videos and len(ds) == 9
     for i in range(len(ds)):
         ds[i]
     assert _files(victim) == before
 
 
-def test_symlinked_frame_and_cache_outside_the_root(root):
+def test_symlinked_frame_and_cache_outside_the_root(root, tmp_path):
     victim = _victim(root)
     jpg = os.path.join(root, "video_001", "0005.jpg")
     os.remove(jpg)
@@ -577,14 +744,15 @@ def test_symlinked_frame_and_cache_outside_the_root(root):
         VRVideo(root, 8, 16, 4)
     os.remove(jpg)
     shutil.copy(os.path.join(victim, "0005.jpg"), jpg)
-    ds = VRVideo(root, 8, 16, 4)
-    # A cache file linked to a file outside: never read from there, and replaced by a file of its own.
+    ds = VRVideo(root, 8, 16, 4, cache_dir=tmp_path / "cache")
+    # A cache file linked to a file outside the cache folder: never read from there, replaced by a file of its own.
     outside = os.path.join(victim, "foreign.npy")
     np.save(outside, np.ones((8, 16), dtype=np.float32))
     cache = ds._cache_path("video_001", "0005")
+    os.makedirs(os.path.dirname(cache))
     os.symlink(outside, cache)
     target = ds[ds.items.index(("video_001", "0005"))][2][0]
-    expected = _normalised(load_vinfo(os.path.join(root, "vinfo.pkl"))["video_001"]["0005"], 8, 16)
+    expected = _original_scale(load_vinfo(os.path.join(root, "vinfo.pkl"))["video_001"]["0005"], 8, 16)
     torch.testing.assert_close(target, torch.from_numpy(expected).float())
     assert not os.path.islink(cache) and np.array_equal(np.load(outside), np.ones((8, 16), dtype=np.float32))
     # A link swapped in after construction is refused when the frame is loaded.
@@ -666,5 +834,5 @@ def test_decompression_bomb_frame_is_skipped_naming_the_file(root, monkeypatch):
     with pytest.raises(ValueError, match=re.escape(path) + ": refused as a decompression bomb"):
         VRVideo(root, 8, 16, 4)
     with pytest.warns(UserWarning, match="skipped 1 videos/frames .*" + re.escape(path) + ": refused as a decomp"):
-        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip")
+        ds = VRVideo(root, 8, 16, 4, on_bad_data="skip", frame_step=5)
     assert ("video_001", "0005") not in ds.items and len(ds) == 11

@@ -144,12 +144,36 @@ def test_unet_rejects_bad_input():
         model(torch.rand(1, 3, 12, 32), torch.rand(1, 1, 12, 32))
 
 
-def test_convlstm_spherical_shapes_and_gradients():
-    # The original's 2-layer ConvLSTM (256 hidden, crown r = pi, 8 x 16 nodes) between the U-Net's encoder and
-    # decoder. One time step keeps this test short: the gate convolutions hold 2 x 67M weights.
+def test_convlstm_in_the_decoder_is_the_originals_sconvlstm():
+    # The original's SconvLSTM (its models/spherical_unet.py): the 2-layer ConvLSTM (64 and 64 hidden channels, crown
+    # r = pi, 8 x 16 nodes) runs on the decoder's r6 (64 channels at H/2); its hidden state and r1 make the output.
     torch.manual_seed(0)
     h, w = 16, 32
     model = SphericalConvLSTMNet((h, w))
+    assert model.lstm_place == "decoder" and model.lstm.hidden_channels == [64, 64] and model.lstm.input_channels == 64
+    for cell in model.lstm.cells:
+        assert isinstance(cell.conv, SphericalConv) and cell.conv.in_channels == 128 and cell.conv.out_channels == 256
+        assert cell.conv.kernel_size == (8, 16) and cell.conv.kernel_rad == pytest.approx(math.pi)
+    frames, previous = torch.rand(2, 2, 3, h, w), torch.rand(2, 2, 1, h, w)
+    out, state = model(frames, previous)
+    assert out.shape == (2, 2, 1, h, w)
+    assert len(state) == 2 and all(s.shape == (2, 64, h // 2, w // 2) for pair in state for s in pair)
+    check_gradients(model, out)
+    # Frame by frame through step() (the evaluation's and the demo's interface) is the sequence (eval mode).
+    model.eval()
+    with torch.no_grad():
+        whole, _ = model(frames, previous)
+        first, carried = model.step(frames[:, 0], previous[:, 0])
+        second, _ = model.step(frames[:, 1], previous[:, 1], carried)
+    torch.testing.assert_close(torch.stack([first, second], 1), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_convlstm_at_the_bottleneck_shapes_and_gradients():
+    # The other placement: 256 hidden channels at H/8 between the encoder and the decoder. One time step keeps this
+    # test short: the gate convolutions hold 2 x 67M weights.
+    torch.manual_seed(0)
+    h, w = 16, 32
+    model = SphericalConvLSTMNet((h, w), lstm_place="bottleneck")
     for cell in model.lstm.cells:
         assert isinstance(cell.conv, SphericalConv)
         assert cell.conv.kernel_size == (8, 16) and cell.conv.kernel_rad == pytest.approx(math.pi)
@@ -160,13 +184,14 @@ def test_convlstm_spherical_shapes_and_gradients():
     check_gradients(model, out)
 
 
-def test_convlstm_planar_twin_and_recurrence():
+@pytest.mark.parametrize("place, scale", [("bottleneck", 8), ("decoder", 2)])
+def test_convlstm_planar_twin_and_recurrence(place, scale):
     # Frame by frame with the state passed back equals the whole sequence at once (eval mode: BatchNorm then
     # does not depend on how the frames are batched), and the state carries information between frames.
     torch.manual_seed(0)
     h, w, steps = 16, 32, 3
-    model = SphericalConvLSTMNet((h, w), use_sconv=False, use_spooling=False, use_sconvlstm=False)
-    k = planar_kernel_size(h // 8, w // 8, math.pi)
+    model = SphericalConvLSTMNet((h, w), use_sconv=False, use_spooling=False, use_sconvlstm=False, lstm_place=place)
+    k = planar_kernel_size(h // scale, w // scale, math.pi)
     for cell in model.lstm.cells:
         assert type(cell.conv) is nn.Conv2d and cell.conv.kernel_size == (k, k) and cell.conv.bias is not None
     frames, previous = torch.rand(2, steps, 3, h, w), torch.rand(2, steps, 1, h, w)
@@ -196,3 +221,5 @@ def test_convlstm_rejects_bad_input():
         model(torch.rand(2, 3, 16, 32), torch.rand(2, 1, 16, 32))
     with pytest.raises(ValueError, match="previous_maps"):
         model(torch.rand(2, 2, 3, 16, 32), torch.rand(2, 3, 1, 16, 32))
+    with pytest.raises(ValueError, match="lstm_place must be one of"):
+        SphericalConvLSTMNet((16, 32), lstm_place="encoder")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from datasets import synthetic
-from datasets.data import load_vinfo
+from datasets.data import load_vinfo, saliency_map
 from datasets.synthetic import (
     CapObject,
     ensure_synthetic,
@@ -41,12 +41,15 @@ def test_layout(tmp_path):
     assert sorted(vinfo) == ["video_000", "video_001", "video_002"]
     for vid, frames in vinfo.items():
         assert sorted(frames) == ["0000", "0001", "0002", "0003"]
-        assert sorted(os.listdir(os.path.join(root, vid))) == [f + ".jpg" for f in sorted(frames)]
+        assert sorted(os.listdir(os.path.join(root, vid))) == sorted(f + e for f in frames for e in (".jpg", "_gt.npy"))
         for fid, points in frames.items():
             assert len(points) == 5 and all(type(p) is tuple and len(p) == 2 for p in points)
             assert all(type(c) is float and 0 <= c <= 1 for p in points for c in p)
             with Image.open(os.path.join(root, vid, fid + ".jpg")) as img:
                 assert img.format == "JPEG" and img.mode == "RGB" and img.size == (30, 12)
+            published = np.load(os.path.join(root, vid, fid + "_gt.npy"))  # the published layout, twice the size
+            assert published.shape == (1, 24, 60) and published.dtype == np.float32
+            np.testing.assert_allclose(published[0], saliency_map(points, 24, 60), rtol=1e-6, atol=0)
     with open(os.path.join(root, "index.json")) as f:
         split = json.load(f)
     assert sorted(split["train"] + split["test"]) == sorted(vinfo) and len(split["test"]) == 1

@@ -7,6 +7,7 @@ weights, 2 DDP processes (gloo) reach its losses, a NaN stops a continuation of 
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -20,9 +21,13 @@ from PIL import Image
 
 import opts
 import ref
+import train_lstm
 import train_unet
-from datasets.data import VRVideo, center_prior
+from datasets.data import VRVideo, atomic_write, center_prior, reference_mass
 from datasets.synthetic import ensure_synthetic
+from engine import demo, distributed
+from engine.common import LATEST, load_datasets
+from engine.evaluate import METRICS, evaluate
 from models import SphericalUNet
 from sconv import metrics
 from sconv.module.smse import SphereMSE
@@ -40,7 +45,7 @@ def dirs(tmp_path_factory):
 def common_args(dirs):
     data, exp = dirs
     return [
-        "--data-dir", str(data), "--exp-dir", exp, "--frame-h", str(H), "--frame-w", str(W), "--frame-interval", "1",
+        "--data-dir", str(data), "--exp-dir", exp, "--frame-h", str(H), "--frame-w", str(W), "--prev-offset", "2",
         "--batch-size", "2", "--num-workers", "0", "--max-steps", "2", "--eval-interval", "0", "-lr", "0.01",
         "--device", "cpu",  # exact equalities (resume, 1 vs 2 gloo processes) are CPU claims, on a GPU machine too
     ]  # fmt: skip
@@ -51,7 +56,7 @@ def subprocess_env():
     return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=REPO)
 
 
-def checkpoint(dirs, exp_id, name=train_unet.LATEST):
+def checkpoint(dirs, exp_id, name=LATEST):
     return torch.load(os.path.join(dirs[1], exp_id, name), weights_only=True)
 
 
@@ -80,7 +85,7 @@ def test_reference_run_checkpoint_and_log(dirs, reference_run):
 
 def test_resume_after_kill_reaches_the_same_weights(dirs, reference_run):
     args = common_args(dirs) + ["-expID", "killed", "-epochs", "2"]
-    latest = os.path.join(dirs[1], "killed", train_unet.LATEST)
+    latest = os.path.join(dirs[1], "killed", LATEST)
     process = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "train_unet.py"), *args],
         env=subprocess_env(),
@@ -135,7 +140,7 @@ def test_ddp_two_processes_match_one(dirs, reference_run):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dirs, reference_run):
     shutil.copytree(os.path.join(dirs[1], "reference"), os.path.join(dirs[1], "diverge"))
-    latest = os.path.join(dirs[1], "diverge", train_unet.LATEST)
+    latest = os.path.join(dirs[1], "diverge", LATEST)
     with open(latest, "rb") as f:
         before = f.read()
     log_before = log_of(dirs, "diverge")
@@ -148,35 +153,31 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dirs, reference_run):
 
 def test_atomic_write_never_leaves_a_broken_file(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    train_unet.atomic_write(path, lambda f: torch.save({"weights": torch.arange(3)}, f))
+    atomic_write(path, lambda f: torch.save({"weights": torch.arange(3)}, f))
 
     def killed_mid_write(f):
         f.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_unet.atomic_write(path, killed_mid_write)
+        atomic_write(path, killed_mid_write)
     assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.arange(3))
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
-def test_saliency_loss_is_the_originals():
+def test_sequence_loss_is_the_originals():
     torch.manual_seed(0)
     out, target = torch.randn(2, 3, 1, H, W), torch.rand(2, 3, 1, H, W)
     area = torch.tensor(
         [(2 * math.pi / W) * (math.cos(i * math.pi / H) - math.cos((i + 1) * math.pi / H)) for i in range(H)]
     )
-    for model in ("unet", "convlstm"):
-        opt = opts.parse(["--frame-h", str(H), "--frame-w", str(W)], model=model)
-        frames = out[:, 0] if model == "unet" else out
-        targets = target[:, 0] if model == "unet" else target
-        loss = train_unet.saliency_loss(SphereMSE(H, W), frames, targets, opt)
-        # Sum over pixels of A_i (out - 10 target)^2 per item, over the sequence's frames (the original's loop).
-        expected = ((frames - 10 * targets) ** 2 * area[:, None]).sum() / 2
-        torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=0)
-        plain = train_unet.saliency_loss(torch.nn.MSELoss(), frames, targets, opt)
-        steps = 3 if model == "convlstm" else 1
-        torch.testing.assert_close(plain, ((frames - 10 * targets) ** 2).mean() * steps, rtol=1e-5, atol=0)
+    loss = train_lstm.sequence_loss(SphereMSE(H, W), out, target)
+    # The original's loop: sum over the T steps of the criterion (sum of A_i (out - target)^2, mean over the batch).
+    expected = sum(((out[:, t] - target[:, t]) ** 2 * area[:, None]).sum() / 2 for t in range(3))
+    torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=0)
+    plain = train_lstm.sequence_loss(torch.nn.MSELoss(), out, target)
+    expected = sum(((out[:, t] - target[:, t]) ** 2).mean() for t in range(3))
+    torch.testing.assert_close(plain, expected, rtol=1e-5, atol=0)
 
 
 def direct_scores(pred, gt, fixations, others):
@@ -193,34 +194,44 @@ def direct_scores(pred, gt, fixations, others):
     }
 
 
-def test_test_mode_metrics_match_a_direct_evaluation(dirs, reference_run):
-    report = train_unet.main(common_args(dirs) + ["-expID", "reference", "-test", "--limit", "3"])
+def _as_previous(prediction):
+    """A prediction made into a previous map by hand: negatives to 0, scaled to a ground-truth map's sphere integral."""
+    area = torch.tensor(
+        [(2 * math.pi / W) * (math.cos(i * math.pi / H) - math.cos((i + 1) * math.pi / H)) for i in range(H)]
+    ).double()
+    positive = prediction.double().clamp(min=0)
+    return (positive * reference_mass(H, W) / (positive * area[:, None]).sum()).float()
+
+
+def test_test_mode_is_the_deployed_run(dirs, reference_run):
+    report = train_unet.main(common_args(dirs) + ["-expID", "reference", "-test", "--limit", "5"])
     with open(os.path.join(dirs[1], "reference", "test_metrics.json")) as f:
         assert json.load(f) == json.loads(json.dumps(report))
-    assert report["epoch"] == 2 and report["test_items"] == 3
-    latest = os.path.join(dirs[1], "reference", train_unet.LATEST)
-    elsewhere = train_unet.main(common_args(dirs) + ["-expID", "new", "-test", "-loadModel", latest, "--limit", "3"])
+    assert report["epoch"] == 2 and report["test_frames"] == 5 and "oracle" not in report
+    latest = os.path.join(dirs[1], "reference", LATEST)
+    elsewhere = train_unet.main(common_args(dirs) + ["-expID", "new", "-test", "-loadModel", latest, "--limit", "5"])
     assert os.path.isfile(os.path.join(dirs[1], "new", "test_metrics.json")) and elsewhere["model"] == report["model"]
 
-    # Direct: the checkpoint's model on the first 3 test frames; the test split is one video, so sAUC's negatives
-    # are the fixations of the other evaluated frames.
+    # Direct: the checkpoint's model over the first 5 frames of the test video in order; frames 0 and 1 get the
+    # equator prior, frame k >= 2 the model's own prediction of frame k - 2 (--prev-offset 2), normalised. No
+    # ground truth of an earlier frame is used. sAUC's negatives: the fixations of the other evaluated frames.
     data = dirs[0]
-    test_set = VRVideo(data, H, W, None, frame_interval=1, train=False, index_file=os.path.join(data, "index.json"))
+    test_set = VRVideo(data, H, W, None, train=False, index_file=os.path.join(data, "index.json"))
+    (video,) = test_set.videos
     model = SphericalUNet((H, W))
     model.load_state_dict(reference_run["model"])
     model.eval()
-    frames, previous, targets = (torch.stack(t) for t in zip(*(test_set[i] for i in range(3))))
-    with torch.no_grad():
-        pred = model(frames, previous * ref.target_scale)[:, 0].double()
-    gt = targets[:, 0].double()
-    fixations = torch.from_numpy(np.stack([test_set.fixations(i) for i in range(3)])).double()
+    predictions, prior = [], _as_previous(torch.from_numpy(center_prior(H, W)))
+    for k in range(5):
+        frame = test_set.frame(video, f"{k:04d}")
+        previous = prior if k < 2 else _as_previous(predictions[k - 2])
+        with torch.no_grad():
+            predictions.append(model(frame[None], previous[None, None] * ref.target_scale)[0, 0] / ref.target_scale)
+    pred = torch.stack(predictions).double()
+    gt = torch.stack([test_set.target(video, f"{k:04d}")[0] for k in range(5)]).double()
+    fixations = torch.from_numpy(np.stack([test_set.fixations(k) for k in range(5)])).double()
     others = fixations.sum(0) - fixations
-    maps = {
-        "model": pred,
-        "center_prior": torch.from_numpy(center_prior(H, W)).double().expand(3, H, W),
-        "previous_map": previous[:, 0].double(),
-    }
-    for name, saliency in maps.items():
+    for name, saliency in {"model": pred, "center_prior": prior.double().expand(5, H, W)}.items():
         expected = direct_scores(saliency, gt, fixations, others)
         for metric, value in expected.items():
             assert report[name][metric] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, metric)
@@ -229,12 +240,48 @@ def test_test_mode_metrics_match_a_direct_evaluation(dirs, reference_run):
         borji = metrics.auc_borji(saliency, fixations, splits=5000, generator=generator).mean().item()
         assert report[name]["AUC-B"] == pytest.approx(borji, abs=0.06)
 
+    # The oracle figures only on request, labelled apart.
+    oracle = train_unet.main(common_args(dirs) + ["-expID", "reference", "-test", "--limit", "5", "--oracle"])
+    assert oracle["model"] == report["model"] and "oracle (teacher-forced)" in oracle["oracle"]["note"]
+    assert set(oracle["oracle"]) == {"note", "model", "copy_previous_ground_truth"}
+
+
+def test_deployed_scores_ignore_the_previous_frames_ground_truth(dirs, reference_run, tmp_path):
+    # Absurd gaze for frame 2 of the test video (every viewer at the south pole): the deployed scores of every other
+    # frame are unchanged (frame 4's previous map is the prediction of frame 2, not its gaze), while the oracle's
+    # score of frame 4, which is given frame 2's ground truth, changes. sAUC is left out (its negatives are the other
+    # frames' fixations, by definition), and so is AUC-B (its random pixels come from one generator drawn frame after
+    # frame, so frame 2's new fixation count shifts the later frames' draws).
+    copy = shutil.copytree(dirs[0], tmp_path / "data")
+    with open(copy / "vinfo.pkl", "rb") as f:
+        vinfo = pickle.load(f)
+    video = json.load(open(copy / "index.json"))["test"][0]
+    model = SphericalUNet((H, W))
+    model.load_state_dict(reference_run["model"])
+    scores = []
+    for root in (dirs[0], copy):
+        opt = opts.parse(common_args(dirs) + ["--data-dir", str(root), "--gt-source", "gaze", "--gt-cache", "none"])
+        _, test_set = load_datasets(opt, 0, 1, VRVideo)
+        scores.append(evaluate(model, test_set, opt, torch.device("cpu"), oracle=True, per_frame=True)["per_frame"])
+        vinfo[video]["0002"] = [(0.1 * i, 0.999) for i in range(10)]
+        with open(copy / "vinfo.pkl", "wb") as f:
+            pickle.dump(vinfo, f)
+    before, after = scores
+    assert len(before["model"]) == 6
+    for key in before["model"]:
+        if key != (video, "0002"):
+            for metric in set(METRICS) - {"sAUC", "AUC-B"}:
+                assert after["model"][key][metric] == before["model"][key][metric], (key, metric)
+    assert after["model"][video, "0002"]["NSS"] != before["model"][video, "0002"]["NSS"]  # the gaze did change
+    oracle_before, oracle_after = before["oracle_model"][video, "0004"], after["oracle_model"][video, "0004"]
+    assert [m for m in ("CC", "KLD", "SIM") if oracle_after[m] != oracle_before[m]] == ["CC", "KLD", "SIM"]
+
 
 def test_demo_image_folder_and_sequence(dirs, reference_run, tmp_path):
     data = dirs[0]
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()
-    for name in ("0002.jpg", "0003.jpg"):
+    for name in ("0002.jpg", "0003.jpg", "0004.jpg"):
         shutil.copy(os.path.join(data, "video_000", name), frames_dir / name)
     big = tmp_path / "pano.png"
     Image.open(frames_dir / "0002.jpg").resize((4 * W, 4 * H)).save(big)
@@ -242,24 +289,25 @@ def test_demo_image_folder_and_sequence(dirs, reference_run, tmp_path):
     out_dir, names = train_unet.main(
         common_args(dirs) + ["-expID", "reference", "-demo", str(frames_dir), "--demo-out", str(tmp_path / "out")]
     )
-    assert names == ["0002", "0003"]
+    assert names == ["0002", "0003", "0004"]
     maps = [np.load(os.path.join(out_dir, n + ".npy")) for n in names]
     for m in maps:
         assert m.shape == (H, W) and m.dtype == np.float32 and m.min() == 0 and m.max() == pytest.approx(1)
         assert Image.open(os.path.join(out_dir, names[0] + ".png")).size == (W, H)
 
-    # A sequence: the first frame's previous map is the centre prior, the second's the first prediction.
+    # A video, run as the test runs one (--prev-offset 2): frames 0 and 1 get the prior, frame 2 the first prediction.
     model = SphericalUNet((H, W))
     model.load_state_dict(reference_run["model"])
     model.eval()
-    previous = torch.from_numpy(center_prior(H, W))
-    for name, saved in zip(names, maps):
+    outputs = []
+    for k, (name, saved) in enumerate(zip(names, maps)):
         image = np.asarray(Image.open(frames_dir / f"{name}.jpg").convert("RGB"), dtype=np.float32) / 255
+        previous = _as_previous(torch.from_numpy(center_prior(H, W)) if k < 2 else outputs[k - 2])
         with torch.no_grad():
             out = model(torch.from_numpy(image).permute(2, 0, 1)[None], previous[None, None] * ref.target_scale)[0, 0]
+        outputs.append(out / ref.target_scale)
         expected = (out - out.min()) / (out.max() - out.min())
         np.testing.assert_allclose(saved, expected.numpy(), atol=1e-5)
-        previous = expected
 
     out_dir, names = train_unet.main(
         common_args(dirs) + ["-expID", "reference", "-demo", str(big), "--demo-out", str(tmp_path / "big")]
@@ -270,12 +318,12 @@ def test_demo_image_folder_and_sequence(dirs, reference_run, tmp_path):
 
 
 def test_overlay_and_colormap():
-    assert train_unet.colorize(np.array([0.0, 1.0])).tolist() == [[0, 0, 128], [128, 0, 0]]
-    assert train_unet.colorize(np.array([0.5])).tolist() == [[128, 255, 128]]  # halfway from cyan to yellow
+    assert demo.colorize(np.array([0.0, 1.0])).tolist() == [[0, 0, 128], [128, 0, 0]]
+    assert demo.colorize(np.array([0.5])).tolist() == [[128, 255, 128]]  # halfway from cyan to yellow
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 16, 3), dtype=np.uint8))
-    unchanged = train_unet.overlay(image, np.zeros((4, 8), np.float32))
+    unchanged = demo.overlay(image, np.zeros((4, 8), np.float32))
     assert np.array_equal(np.asarray(unchanged), np.asarray(image))
-    full = np.asarray(train_unet.overlay(image, np.ones((4, 8), np.float32)), dtype=np.float64)
+    full = np.asarray(demo.overlay(image, np.ones((4, 8), np.float32)), dtype=np.float64)
     np.testing.assert_allclose(full, 0.4 * np.asarray(image) + 0.6 * np.array([128, 0, 0]), atol=0.51)
 
 
@@ -303,7 +351,7 @@ def test_demo_reads_a_video_through_opencv(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "cv2", fake)
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not read by the stand-in")
-    frames = list(train_unet.read_demo_frames(str(video)))
+    frames = list(demo.read_demo_frames(str(video)))
     assert [name for name, _ in frames] == ["frame_000000", "frame_000001"]
     assert np.asarray(frames[0][1])[0, 0].tolist() == [0, 0, 255]  # RGB
 
@@ -313,26 +361,27 @@ def test_demo_rejects_what_it_cannot_read(tmp_path, monkeypatch):
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"x")
     with pytest.raises(ValueError, match="opencv"):
-        list(train_unet.read_demo_frames(str(video)))
+        list(demo.read_demo_frames(str(video)))
     with pytest.raises(FileNotFoundError, match="no such file"):
-        list(train_unet.read_demo_frames(str(tmp_path / "missing.jpg")))
+        list(demo.read_demo_frames(str(tmp_path / "missing.jpg")))
     with pytest.raises(ValueError, match="no image"):
-        list(train_unet.read_demo_frames(str(tmp_path)))
+        list(demo.read_demo_frames(str(tmp_path)))
 
 
 def test_convlstm_trains_tests_and_demos(dirs, tmp_path):
     # The planar ConvLSTM keeps this short; the spherical one is tested in test_models.py.
     args = common_args(dirs) + ["-expID", "lstm", "--sequence-len", "2", "--use-sconvlstm", "0", "--batch-size", "1"]
-    train_unet.main(args + ["-epochs", "1", "--max-steps", "1", "--eval-interval", "1", "--limit", "1"], "convlstm")
+    train_lstm.main(args + ["-epochs", "1", "--max-steps", "1", "--eval-interval", "1", "--limit", "2"])
     (record,) = log_of(dirs, "lstm")
-    assert math.isfinite(record["train_loss"]) and set(record["test"]) == set(train_unet.METRICS)
+    assert math.isfinite(record["train_loss"]) and set(record["test"]) == set(METRICS)
     saved = checkpoint(dirs, "lstm")
-    assert saved["opts"]["model"] == "convlstm" and saved["model"]["lstm.cells.0.conv.weight"].dim() == 4
+    assert saved["opts"]["model"] == "convlstm" and saved["opts"]["lstm_place"] == "decoder"
+    assert saved["model"]["lstm.cells.0.conv.weight"].shape[:2] == (4 * 64, 64 + 64)  # the original's SconvLSTM
 
-    report = train_unet.main(args + ["-test", "--limit", "1"], "convlstm")
-    assert report["test_items"] == 1 and set(report["model"]) == set(train_unet.METRICS)
+    report = train_lstm.main(args + ["-test", "--limit", "2", "--oracle"])
+    assert report["test_frames"] == 2 and set(report["model"]) == set(METRICS) == set(report["oracle"]["model"])
     frames_dir = os.path.join(dirs[0], "video_000")
-    _, names = train_unet.main(args + ["-demo", frames_dir, "--demo-out", str(tmp_path)], "convlstm")
+    _, names = train_lstm.main(args + ["-demo", frames_dir, "--demo-out", str(tmp_path)])
     assert names == [f"{i:04d}" for i in range(6)]
     with pytest.raises(ValueError, match="'convlstm' model"):
         train_unet.main(common_args(dirs) + ["-expID", "lstm", "-test"])
@@ -349,6 +398,7 @@ def test_planar_ablation_run(dirs):
 
 def test_options(capsys):
     unet = opts.parse([])
+    assert (unet.frame_step, unet.prev_offset, unet.gt_source, unet.on_bad_data) == (1, 5, "auto", "raise")
     assert (unet.batch_size, unet.lr, unet.epochs, unet.sequence_len) == (32, 0.3, 200, 1)
     assert (unet.momentum, unet.weight_decay, unet.frame_h, unet.frame_w) == (0.9, 1e-5, 64, 128)
     assert unet.use_sconv and unet.use_spooling and unet.use_smse and unet.use_sconvlstm
@@ -362,12 +412,22 @@ def test_options(capsys):
         (["--sequence-len", "3"], "--sequence-len is for the ConvLSTM"),
         (["-expID", "a/b"], "-expID must be a plain name"),
         (["-resume", "-loadModel", "x.pt"], "not both"),
+        (["--frame-interval", "5"], "--frame-step N (use every N-th frame"),
+        (["--clear-cache", "True"], "delete the --gt-cache folder"),
+        (["--snapshot-fname-dir", "x"], "use -expID NAME"),
+        (["--frame-step", "2", "--prev-offset", "5"], "--prev-offset 5 must be a multiple of --frame-step 2"),
+        (["--on-bad-data", "ignore"], "invalid choice"),
     ):
         with pytest.raises(SystemExit):
             opts.parse(argv)
         assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="model must be one of"):
         opts.parse([], model="resnet")
+    # The original's spellings: --exp-name names the run, -resume takes a boolean, --use-sconv False means False.
+    original = opts.parse(["--exp-name", "ablation", "-resume", "True", "--use-sconv", "False", "--use-smse", "True"])
+    assert (original.expID, original.resume, original.use_sconv, original.use_smse) == ("ablation", True, False, True)
+    assert opts.parse(["-resume", "False"]).resume is False and opts.parse(["-resume"]).resume is True
+    assert opts.parse(["--lstm-place", "bottleneck"], model="convlstm").lstm_place == "bottleneck"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="NCCL needs a GPU")
@@ -377,10 +437,10 @@ def test_process_group_on_cuda_sums_cpu_and_cuda_tensors(tmp_path):
     # reach each device's backend.
     import torch.distributed as dist
 
-    backend = train_unet.process_group_backend(torch.device("cuda"))
+    backend = distributed.process_group_backend(torch.device("cuda"))
     dist.init_process_group(backend, init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        on_cpu = train_unet.global_sum(torch.tensor([3.0, 2.0], dtype=torch.float64), world_size=2)
+        on_cpu = distributed.global_sum(torch.tensor([3.0, 2.0], dtype=torch.float64), world_size=2)
         on_cuda = torch.ones(4, device="cuda")
         dist.all_reduce(on_cuda)
     finally:
@@ -399,8 +459,9 @@ def test_cuda_graph_run_is_the_eager_run(dirs, model, bf16):
     args += ["--batch-size", "5"] if model == "unet" else ["--batch-size", "4", "--sequence-len", "2"]
     args += ["--bf16"] if bf16 else []
     name = f"graph_{model}_{bf16}"
-    train_unet.main(args + ["-expID", name + "_eager"], model)
-    train_unet.main(args + ["-expID", name, "--cuda-graph"], model)
+    script = train_unet if model == "unet" else train_lstm
+    script.main(args + ["-expID", name + "_eager"])
+    script.main(args + ["-expID", name, "--cuda-graph"])
     eager, graphed = checkpoint(dirs, name + "_eager")["model"], checkpoint(dirs, name)["model"]
     tolerance = 1e-3 if bf16 else 1e-5  # without the buffers put back: 0.04 to 0.24 (H100)
     for key, value in eager.items():
@@ -421,7 +482,7 @@ def test_errors_name_what_is_wrong(dirs, tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint .* not found"):
         train_unet.main(common_args(dirs) + ["-expID", "nothing-here", "-resume"])
     with pytest.raises(ValueError, match="--device"):
-        train_unet.setup_distributed("gpu0")
+        distributed.setup_distributed("gpu0")
     not_a_checkpoint = tmp_path / "weights.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, not_a_checkpoint)
     with pytest.raises(ValueError, match="not a checkpoint"):
@@ -465,11 +526,11 @@ def test_split_without_index_file_is_the_originals_seeded_sample(dirs, tmp_path)
     copy = tmp_path / "no_index"
     shutil.copytree(dirs[0], copy, ignore=shutil.ignore_patterns("index.json", "*.npy"))
     opt = opts.parse(common_args(dirs) + ["--data-dir", str(copy), "--video-train", "2"])
-    train_set, test_set = train_unet.load_datasets(opt, 0, 1)
+    train_set, test_set = load_datasets(opt, 0, 1, VRVideo)
     assert (len(train_set.videos), len(test_set.videos)) == (2, 1) and len(train_set) == 12
     assert not set(train_set.videos) & set(test_set.videos)
     with pytest.raises(ValueError, match="video_train must be in"):
-        train_unet.load_datasets(opts.parse(common_args(dirs) + ["--data-dir", str(copy)]), 0, 1)  # 80 > 3
+        load_datasets(opts.parse(common_args(dirs) + ["--data-dir", str(copy)]), 0, 1, VRVideo)  # 80 > 3
 
 
 def test_bf16_autocast_changes_the_numerics_a_little(dirs):
@@ -505,9 +566,22 @@ def test_tensorboard_logging_when_installed_and_a_warning_when_not(dirs, monkeyp
     calls.clear()
     train_unet.main(args + ["-expID", "tb", "--eval-interval", "1", "--limit", "2"])
     assert calls[0] == ("dir", os.path.join("tb", "tensorboard")) and calls[-1] == ("closed",)
-    assert {call for call in calls[1:-1]} == {("train/loss", 1)} | {(f"test/{m}", 1) for m in train_unet.METRICS}
+    assert {call for call in calls[1:-1]} == {("train/loss", 1)} | {(f"test/{m}", 1) for m in METRICS}
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
     train_unet.main(args + ["-expID", "no-tb"])
     assert "--use_tensorboard needs the tensorboard package" in capsys.readouterr().out
     assert len(log_of(dirs, "no-tb")) == 1
+
+
+def test_on_bad_data_skip_is_an_option_and_reports_the_count(dirs, tmp_path, capsys):
+    copy = shutil.copytree(dirs[0], tmp_path / "data")
+    train_video = json.load(open(copy / "index.json"))["train"][0]
+    (copy / train_video / "0003.jpg").write_bytes(b"not a jpeg")
+    args = common_args(dirs) + ["--data-dir", str(copy), "-expID", "skip", "-epochs", "1", "--max-steps", "1"]
+    with pytest.raises(ValueError, match="--on-bad-data skip"):
+        train_unet.main(args)
+    train_unet.main(args + ["--on-bad-data", "skip"])
+    out = capsys.readouterr().out
+    assert f"skipped 1 bad videos/frames of the train split (first: {copy / train_video / '0003.jpg'}" in out
+    assert len(log_of(dirs, "skip")) == 1

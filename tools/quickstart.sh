@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: on a fresh machine, a short real training of the Spherical U-Net on the synthetic
-# default set (generated on first use), its evaluation against a centre-prior baseline, and a demo overlay.
+# default set (generated on first use), its evaluation as deployed (each test video in order, the model's own
+# previous predictions) against the equator prior, the teacher-forced oracle figures apart, and a demo overlay.
 # About 3-5 minutes on 2 CPU cores. Extra arguments go to the training command (e.g. -epochs 10, --device cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +11,12 @@ EXP=quickstart
 echo "== 1/4 environment"
 bash tools/setup_env.sh
 
-echo "== 2/4 training (32 x 64 frames, batch 8, 6 epochs; the synthetic set is generated on first use)"
-"$PY" train_unet.py -expID "$EXP" --frame-h 32 --frame-w 64 --batch-size 8 -lr 0.03 -epochs 6 \
+echo "== 2/4 training (32 x 64 frames, batch 8, 6 epochs of 10 steps; the synthetic set is generated on first use)"
+"$PY" train_unet.py -expID "$EXP" --frame-h 32 --frame-w 64 --batch-size 8 -lr 0.03 -epochs 6 --max-steps 10 \
   --eval-interval 3 --save-interval 3 "$@"
 
-echo "== 3/4 evaluation on the test videos"
-"$PY" train_unet.py -expID "$EXP" -test
+echo "== 3/4 evaluation on the test videos, as deployed (and the oracle, labelled)"
+"$PY" train_unet.py -expID "$EXP" -test --oracle
 
 echo "== 4/4 demo: saliency overlay of a test frame"
 frame=$("$PY" -c "import json, ref; print(json.load(open(ref.data_dir + '/index.json'))['test'][0])")
@@ -35,10 +36,12 @@ with open(os.path.join(folder, "test_metrics.json")) as f:
     report = json.load(f)
 model, prior = report["model"], report["center_prior"]
 better = [m for m in model if (model[m] < prior[m] if m == "KLD" else model[m] > prior[m])]
-print(f"\ntrain loss by epoch: {', '.join(f'{v:.3f}' for v in losses)}")
-print(f"the model beats the centre prior on {len(better)} of {len(model)} metrics ({', '.join(better)})")
+print(f"\ntrain loss by epoch: {', '.join(f'{v:.4g}' for v in losses)}")
+print(f"deployed (own previous predictions): the model beats the equator prior on {len(better)} of {len(model)} "
+      f"metrics ({', '.join(better) or 'none'})")
+print("the oracle rows (ground-truth previous maps) are not deployed scores: see test_metrics.json['oracle']")
 print(f"outputs: {folder} (checkpoints, log.jsonl, test_metrics.json, demo/*.png)")
-if not (losses[-1] < losses[0] and len(better) == len(model)):
-    sys.exit("quickstart check FAILED: the loss did not fall or the model does not beat the centre prior")
-print("quickstart check passed")
+if not losses[-1] < losses[0]:
+    sys.exit("quickstart check FAILED: the training loss did not fall")
+print("quickstart check passed (the loss fell; the scores above are what they are)")
 EOF

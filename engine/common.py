@@ -1,0 +1,148 @@
+"""What the training scripts share besides the loop itself: checkpoints and random states, the datasets, the device
+precision. Used by ``train_unet.py`` and ``train_lstm.py``."""
+
+import contextlib
+import json
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import ref
+from datasets.data import atomic_write_bytes
+from datasets.synthetic import ensure_synthetic
+
+__all__ = [
+    "LATEST",
+    "ARCH_OPTIONS",
+    "write_json",
+    "rng_state",
+    "set_rng_state",
+    "load_checkpoint",
+    "load_datasets",
+    "seed_everything",
+    "float32_precision",
+]
+
+LATEST = "checkpoint_latest.pt"
+# Options that define the network and its inputs: -test and -demo take them from the checkpoint.
+ARCH_OPTIONS = (
+    "frame_h", "frame_w", "target_scale", "prev_offset", "use_sconv", "use_spooling", "use_sconvlstm", "lstm_place"
+)  # fmt: skip
+
+
+def write_json(path, obj):
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def rng_state():
+    """Every random state a run depends on, as tensors and builtins (``torch.load(weights_only=True)`` reads it)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"])
+    )
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path, model_name):
+    """A checkpoint written by ``train`` (tensors and builtins: ``weights_only=True``), checked for ``model_name``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or not {"model", "epoch", "opts"} <= checkpoint.keys():
+        raise ValueError(f"{path} is not a checkpoint of these scripts (no model/epoch/opts entries)")
+    if checkpoint["opts"].get("model") != model_name:
+        raise ValueError(f"{path} holds a {checkpoint['opts'].get('model')!r} model, this script trains {model_name!r}")
+    return checkpoint
+
+
+def gt_cache_dir(opt):
+    """Where maps built from gaze points are cached: ``--gt-cache`` (``none``: nowhere), by default
+    ``<exp-dir>/<expID>/gt_cache``; never inside the dataset."""
+    if opt.gt_cache == "none":
+        return None
+    return opt.gt_cache or os.path.join(opt.save_dir, "gt_cache")
+
+
+def load_datasets(opt, rank, world_size, dataset_class, **options):
+    """The train and test splits of ``dataset_class`` (``VRVideo`` or ``VRVideoLSTM``, ``options`` passed on); the
+    default synthetic set is generated first when absent (by rank 0). Skipped bad data (``--on-bad-data skip``) is
+    reported by rank 0."""
+    if os.path.abspath(opt.data_dir) == os.path.abspath(ref.data_dir):
+        if rank == 0:
+            ensure_synthetic(opt.data_dir, **ref.synthetic)
+        if world_size > 1:
+            dist.barrier()
+    # The split: index.json when the folder has one, else the original's seeded sample of --video-train videos.
+    index_file = os.path.join(opt.data_dir, "index.json")
+    common = dict(
+        frame_step=opt.frame_step,
+        prev_offset=opt.prev_offset,
+        gaussian_sigma=ref.gaussian_sigma,
+        gt_source=opt.gt_source,
+        cache_dir=gt_cache_dir(opt),
+        index_file=index_file if os.path.isfile(index_file) else None,
+        on_bad_data=opt.on_bad_data,
+        **options,
+    )
+    splits = []
+    for train in (True, False):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "skipped .* with bad data")  # reported below, once, by rank 0
+            dataset = dataset_class(opt.data_dir, opt.frame_h, opt.frame_w, opt.video_train, train=train, **common)
+        if rank == 0 and dataset.skipped:
+            file, reason = dataset.skipped[0]
+            split = "train" if train else "test"
+            print(
+                f"warning: skipped {len(dataset.skipped)} bad videos/frames of the {split} split "
+                f"(first: {file}: {reason})"
+            )
+        splits.append(dataset)
+    return tuple(splits)
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+@contextlib.contextmanager
+def float32_precision(device, tf32):
+    """On CUDA, float32 matrix products, convolutions and the crown kernels on TF32 tensor cores (``tf32``) or in full
+    float32; the previous settings are put back on exit (``main`` may be called from other code)."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous[0])
+        torch.backends.cudnn.allow_tf32 = previous[1]

@@ -1,0 +1,115 @@
+"""``-demo``: saliency maps (.npy) and heatmap overlays (.png) of an image, a folder of frames or a video, run as the
+test runs a video (``engine.evaluate.predict_video``)."""
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from datasets.data import atomic_write
+from engine.evaluate import load_trained, predict_video
+
+__all__ = ["read_demo_frames", "colorize", "overlay", "run_demo"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def read_demo_frames(path):
+    """``(name, RGB PIL image)`` of an image file, of the images in a folder (sorted by name), or of a video file."""
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
+        if not names:
+            raise ValueError(f"-demo folder {path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        for name in names:
+            with Image.open(os.path.join(path, name)) as image:
+                yield os.path.splitext(name)[0], image.convert("RGB")
+    elif os.path.isfile(path) and path.lower().endswith(IMAGE_SUFFIXES):
+        with Image.open(path) as image:
+            yield os.path.splitext(os.path.basename(path))[0], image.convert("RGB")
+    elif os.path.isfile(path):
+        try:
+            import cv2
+        except ImportError:
+            raise ValueError(
+                f"-demo {path} is not an image ({', '.join(IMAGE_SUFFIXES)}); reading it as a video needs OpenCV "
+                "(pip install opencv-python-headless), or extract its frames into a folder"
+            ) from None
+        capture = cv2.VideoCapture(path)
+        if not capture.isOpened():
+            raise ValueError(f"-demo {path}: OpenCV cannot open it as a video")
+        try:
+            index = 0
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                yield f"frame_{index:06d}", Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
+                index += 1
+        finally:
+            capture.release()
+        if index == 0:
+            raise ValueError(f"-demo {path}: the video has no readable frame")
+    else:
+        raise FileNotFoundError(f"-demo {path}: no such file or folder")
+
+
+# Colormap anchors (position, RGB): dark blue -> blue -> cyan -> yellow -> red -> dark red, like "jet".
+COLORMAP = (
+    (0.0, (0, 0, 128)),
+    (0.125, (0, 0, 255)),
+    (0.375, (0, 255, 255)),
+    (0.625, (255, 255, 0)),
+    (0.875, (255, 0, 0)),
+    (1.0, (128, 0, 0)),
+)
+
+
+def colorize(values):
+    """RGB uint8 ``[H, W, 3]`` of ``values`` in [0, 1] through ``COLORMAP`` (piecewise linear)."""
+    positions = [p for p, _ in COLORMAP]
+    channels = [np.interp(values, positions, [c[k] for _, c in COLORMAP]) for k in range(3)]
+    return np.stack(channels, -1).round().astype(np.uint8)
+
+
+def overlay(image, saliency, strength=0.6):
+    """The heatmap of ``saliency`` (``[h, w]`` in [0, 1]) blended over ``image`` at the image's size: each pixel
+    takes ``strength * saliency`` of the heatmap colour, so the panorama shows through where nothing is salient."""
+    resized = np.asarray(Image.fromarray(saliency.astype(np.float32)).resize(image.size, Image.Resampling.BILINEAR))
+    resized = np.clip(resized, 0, 1)
+    alpha = strength * resized[..., None]
+    blended = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * colorize(resized)
+    return Image.fromarray(blended.round().astype(np.uint8))
+
+
+def run_demo(opt, device, build_model):
+    """Saliency of each frame of ``-demo``: ``<name>.npy`` (``[H, W]`` float32 in [0, 1], the model's size) and
+    ``<name>.png`` (overlay at the input's size). The frames are one video, run as the test runs one: the first
+    ``prev_offset`` frames get the prior as previous map, each later one the prediction of the frame ``prev_offset``
+    before it; the ConvLSTM carries its state."""
+    model, path, _ = load_trained(opt, device, build_model)
+    out_dir = opt.demo_out or os.path.join(opt.save_dir, "demo")
+    os.makedirs(out_dir, exist_ok=True)
+    images = {}
+
+    def steps():
+        for index, (name, image) in enumerate(read_demo_frames(opt.demo)):
+            images[index] = name, image
+            small = image.resize((opt.frame_w, opt.frame_h), Image.Resampling.BILINEAR)
+            frame = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)
+            yield index, frame, index - opt.prev_offset if index >= opt.prev_offset else None
+
+    written = []
+    for index, prediction, _ in tqdm(
+        predict_video(model, steps(), opt, device), desc="demo", unit="frame", disable=None
+    ):
+        name, image = images.pop(index)
+        low, high = prediction.min(), prediction.max()
+        array = ((prediction[0] - low) / (high - low).clamp(min=torch.finfo(torch.float32).tiny)).numpy()
+        atomic_write(os.path.join(out_dir, name + ".npy"), lambda f, a=array: np.save(f, a, allow_pickle=False))
+        picture = overlay(image, array)
+        atomic_write(os.path.join(out_dir, name + ".png"), lambda f, p=picture: p.save(f, format="PNG"))
+        written.append(name)
+    print(f"{len(written)} saliency map(s) from {path} written to {out_dir} (.npy and .png overlays)")
+    return out_dir, written
