@@ -133,12 +133,9 @@ def _launch_forward(x_cl, kernel, bias, plan, out_w, stride_w):
     out_channels = kernel.shape[1]
     out_h = plan.row_order.shape[0]
     y = torch.empty(batch, out_channels, out_h, out_w, device=x_cl.device, dtype=x_cl.dtype)
-    # Tiles of up to 8192 outputs (at most 128 columns), 64 (t, c) per step where C_in allows (else 32: few-channel
-    # inputs, conv1), 4 warps: the fastest of a sweep on an H100 over conv1, conv2 and the 64->64 cases (0.6-1.0x the
-    # time of the previous 128 x 128 tiles). 5 pipeline stages where they fit (an H100 A/B against 3 on conv1, conv2
-    # and the 64->64 cases: 0.6-1.0x the time, none slower, the 64x128 and bfloat16 ones gaining most). At 5 stages,
-    # 128 x 128 tiles where they fit (C_out >= 128; H100 sweep on conv2, 2026-11-24: fp32 0.31 -> 0.21 ms at 64x128,
-    # 0.85 -> 0.56 ms at 128x256; bf16 0.17 -> 0.14 and 0.49 -> 0.40 ms).
+    # Tiles of up to 8192 outputs (at most 128 columns; 16384, i.e. 128 x 128, where shared memory allows), 64 (t, c)
+    # per step where C_in allows (else 32: few-channel inputs), 4 warps, 5 pipeline stages where they fit: the fastest
+    # settings measured on an H100 (benchmarks/RESULTS.md, "Tuning constants").
     block_o = _block(out_channels, 128)
     largest_tile = 16384 if _max_shared(x_cl.device) >= WIDE_TILE_SMEM else 8192
     block_j = _block(batch * out_w, min(128, largest_tile // block_o))
@@ -156,8 +153,7 @@ def _launch_forward(x_cl, kernel, bias, plan, out_w, stride_w):
 def _column_block(n_cols, batch, prefer_wide=False):
     """``(BLOCK_Q, images)`` for the input-gradient kernel: the tile width, and how many whole rows of consecutive
     images one tile holds (1: the row is cut into blocks), whichever wastes the fewest lanes. On a tie, 128 for rows
-    of at least 256 columns or if ``prefer_wide``, and 64 otherwise (an H100 sweep of the 64->64 r=3 cases, 8 warps,
-    float32: 64 takes 0.85x the time of 128 at 128 columns, 128 at most 0.92x that of 64 at 256)."""
+    of at least 256 columns or if ``prefer_wide``, and 64 otherwise (the faster of the two on an H100)."""
     best = None
     for block_q in (128, 64) if n_cols >= 256 or prefer_wide else (64, 128):
         images = min(batch, block_q // n_cols) if n_cols <= block_q // 2 else 1
@@ -183,10 +179,9 @@ def _launch_grad_kernel(x_op, grad_y, plan, kernel_shape, stride_w, x_nchw):
     out_channels = kernel_shape[1]
     out_h, out_w = grad_y.shape[2:]
     grad_kernel = torch.empty(kernel_shape, device=x_op.device, dtype=x_op.dtype)
-    # Up to 128 output channels, 32 (fp32) / 64 (16-bit) columns per step. With at least 64 input channels: 128 k per
-    # program and 4 warps (an H100 sweep over conv2 and the 64->64 cases, once the k blocks were known to start at a
-    # multiple of 16: 0.78-0.88x the time of 64 k in float32, 0.8x on conv2 in bfloat16, whose 64->64 cases had 128 k
-    # already). Few input channels (conv1) keep the earlier sweep's 64 k, with 8 warps on 128 output channels.
+    # Up to 128 output channels, 32 (fp32) / 64 (16-bit) columns per step; 128 k per program and 4 warps with at least
+    # 64 input channels, else 64 k (8 warps on 128 output channels): the fastest measured on an H100 (RESULTS.md,
+    # "Tuning constants").
     block_o = _block(out_channels, 128)
     block_n = 128 if channels >= 64 else 64
     block_row, block_k = kernel_grad_blocks(plan, channels, block_n)
@@ -211,13 +206,9 @@ def _launch_grad_input(grad_y_cl, kernel, plan, grad_x, stride_w, wrapped):
     batch, channels, height, n_cols = grad_x.shape
     out_h, out_w, out_channels = grad_y_cl.shape[1:]
     dtype = grad_y_cl.dtype
-    # 64 (o) per step in both dtypes: one entry per step when C_out is a multiple of 64 (fp32 too, unlike the
-    # forward's 32: conv1 128x256 B=8 3.4 -> 2.6 ms, 64->64 r=3 3.5 -> 3.0 ms on an H100). 8 warps in float32 and
-    # on tiles of 128 columns (H100 sweep, conv2 and the 64->64 r=3 cases: 0.86-0.91x the time of 4).
-    # When C_out is a multiple of 128, one entry per step of 128 (o), 8 warps, and in float32 tiles of 128 columns
-    # where they fit in shared memory (H100 sweeps on conv2, 2026-11-24: bf16 0.28 -> 0.24 ms at 64x128, 0.94-0.98 ->
-    # 0.75-0.76 ms at 128x256; fp32 1.48-1.55 -> 1.34-1.38 ms at 128x256, and 0.41-0.43 -> 0.44-0.45 ms at 64x128,
-    # whose rows of 64 columns keep the previous tiles).
+    # One entry per step: 64 (o) when C_out is a multiple of 64, 128 (o) when it is one of 128 (in float32 only on
+    # tiles of 128 columns that fit in shared memory); 8 warps in float32, on tiles of 128 columns and on 128 (o) per
+    # step, else 4. The fastest measured on an H100 (RESULTS.md, "Tuning constants").
     block_c = _block(channels, 64)
     block_k = 128 if out_channels % 128 == 0 else 64
     wide = dtype == torch.float32 and block_k == 128

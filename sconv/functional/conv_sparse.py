@@ -99,9 +99,9 @@ def _crown_sum(plan, dense):
         return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
 
 
-# Tuned on an H100 (2026-11-24) over the U-Net's sparse layers: 2 KB of lanes per program (512 float32 or 1024 16-bit
-# ones), at least 4 nonzeros per step, vectors of at most 8 lanes; up to 1.8x faster than cuSPARSE's float32 product.
-# With few lanes (conv7's single output channel) a step takes more nonzeros, up to TILE_ELEMENTS gathered values.
+# csr_rows' launch: 2 KB of lanes per program (512 float32 or 1024 16-bit ones), at least MIN_BLOCK_E nonzeros per
+# step, vectors of at most MAX_VEC lanes; with few lanes (a single output channel) a step takes more nonzeros, up to
+# TILE_ELEMENTS gathered values. Tuned on an H100 (RESULTS.md, "Tuning constants").
 MIN_BLOCK_E, BLOCK_BYTES, MAX_VEC, TILE_ELEMENTS = 4, 2048, 8, 2048
 
 
