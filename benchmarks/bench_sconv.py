@@ -36,6 +36,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.baseline_unet import DECODER, ENCODER, SphericalUNet  # noqa: E402
+from sconv.functional import conv_cost, conv_gather  # noqa: E402
 from sconv.functional import sconv as sconv_impl  # noqa: E402
 from sconv.functional.crown import crown_taps  # noqa: E402
 from sconv.module.sconv import SphericalConv  # noqa: E402
@@ -177,11 +178,11 @@ def forced_path(path):
 
     class Forced:
         def __enter__(self):
-            self.saved = sconv_impl._choose_path
-            sconv_impl._choose_path = lambda *args: path
+            self.saved = sconv_impl.choose_path
+            sconv_impl.choose_path = lambda *args: path
 
         def __exit__(self, *exc):
-            sconv_impl._choose_path = self.saved
+            sconv_impl.choose_path = self.saved
 
     return Forced()
 
@@ -201,7 +202,7 @@ def run_layer_case(case, device, dtype, timer, args):
     x = torch.randn(case["batch"], case["c_in"], case["height"], case["width"], device=device, requires_grad=True)
     fast = x.shape[0] > 0 and sconv_impl.triton_available(device, x.dtype)
     triton_dtype = (torch.bfloat16 if dtype == "bf16" else torch.float32) if fast else None
-    path = sconv_impl._choose_path(
+    path = conv_cost.choose_path(
         case["batch"], case["c_in"], case["c_out"], case["height"], case["width"], ours.kernel_rad, (1, 1), size,
         triton_dtype,
     )  # fmt: skip
@@ -239,12 +240,12 @@ def run_layer_case(case, device, dtype, timer, args):
 def run_kernel_split(device, timer):
     """The Triton gather path's kernels timed apart (operands prepared beforehand): the three crown kernels, the
     backward ones with both operand layouts, and the layout kernels that pad the input and fold its gradient."""
-    from sconv.functional import sconv_triton
-    from sconv.functional.triton_layout import wrap_fold, wrap_pad
+    from sconv.functional.conv_layout import wrap_fold, wrap_pad
+    from sconv.functional.conv_plans import triton_plan
 
     case = wide_layer_cases(128, 256, 8, (3,))[0]
     height, width, size = case["height"], case["width"], case["kernel_size"]
-    plan = sconv_triton.triton_plan(height, width, case["kernel_rad"], (1, 1), size, device)
+    plan = triton_plan(height, width, case["kernel_rad"], (1, 1), size, device)
     pad = (plan.window.pad_left, plan.window.pad_right)
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
@@ -254,22 +255,22 @@ def run_kernel_split(device, timer):
         grad_y = torch.randn(case["batch"], case["c_out"], height, width, device=device, dtype=dtype)
         grad_y_cl = wrap_pad(grad_y, 0, 0, dtype, True)
         row = dict(dtype=str(dtype).replace("torch.", ""))
-        row["forward_ms"] = timer(functools.partial(sconv_triton._launch_forward, operands[False], kernel, None, plan,
+        row["forward_ms"] = timer(functools.partial(conv_gather._launch_forward, operands[False], kernel, None, plan,
                                                     width, 1))[0]  # fmt: skip
         row["wrap_pad_ms"] = timer(functools.partial(wrap_pad, x, *pad, dtype, True))[0]
         row["wrap_fold_ms"] = timer(functools.partial(wrap_fold, operands[False], pad[0], width, dtype))[0]
-        saved = sconv_triton._k_major_backward
+        saved = conv_gather._k_major_backward
         for k_major in (True, False):
-            sconv_triton._k_major_backward = functools.partial(lambda k_major, dtype: k_major, k_major)
+            conv_gather._k_major_backward = functools.partial(lambda k_major, dtype: k_major, k_major)
             tag = "k_major" if k_major else "as_forward"
             e = kernel.transpose(1, 2).contiguous() if k_major else kernel
-            grad_input = functools.partial(sconv_triton._launch_grad_input, grad_y_cl, e, plan, torch.empty_like(x),
+            grad_input = functools.partial(conv_gather._launch_grad_input, grad_y_cl, e, plan, torch.empty_like(x),
                                            1, True)  # fmt: skip
-            grad_kernel = functools.partial(sconv_triton._launch_grad_kernel, operands[k_major], grad_y, plan,
+            grad_kernel = functools.partial(conv_gather._launch_grad_kernel, operands[k_major], grad_y, plan,
                                             kernel.shape, 1, k_major)  # fmt: skip
             row[f"grad_input_{tag}_ms"] = timer(grad_input)[0]
             row[f"grad_kernel_{tag}_ms"] = timer(grad_kernel)[0]
-        sconv_triton._k_major_backward = saved
+        conv_gather._k_major_backward = saved
         rows.append(row)
         print("kernels", row, flush=True)
     return dict(case=case["name"] + f" B={case['batch']}", rows=rows)

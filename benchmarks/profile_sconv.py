@@ -59,8 +59,10 @@ def host_parts(reps=300):
     bottleneck), against nn.Conv2d and single torch ops."""
     import math
 
-    from sconv.functional import sconv as S
-    from sconv.functional import sconv_triton as T
+    from sconv.functional import conv_gather as T
+    from sconv.functional.conv_cost import choose_path
+    from sconv.functional.conv_layout import wrap_pad
+    from sconv.functional.conv_plans import triton_plan
 
     device = torch.device("cuda")
     layer = SphericalConv(4, 64, math.pi / 32, kernel_size=(8, 16), kernel_sr=None).to(device)
@@ -68,12 +70,12 @@ def host_parts(reps=300):
     x = torch.randn(1, 4, 64, 128, device=device)
     xg = x.clone().requires_grad_()
     rad, size = layer.kernel_rad, (8, 16)
-    plan = T.triton_plan(64, 128, rad, (1, 1), size, device)
+    plan = triton_plan(64, 128, rad, (1, 1), size, device)
     pad = (plan.window.pad_left, plan.window.pad_right)
-    x_cl = T.wrap_pad(x, *pad, torch.float32, channels_last=True)
+    x_cl = wrap_pad(x, *pad, torch.float32, channels_last=True)
     kernel = torch.randn(plan.tap_row.shape[0], 64, 4, device=device)
     grad_y = torch.randn(1, 64, 64, 128, device=device)
-    grad_y_cl = T.wrap_pad(grad_y, 0, 0, torch.float32, channels_last=True)
+    grad_y_cl = wrap_pad(grad_y, 0, 0, torch.float32, channels_last=True)
     grad_x = torch.empty_like(x)
     out = layer(xg)
 
@@ -86,9 +88,9 @@ def host_parts(reps=300):
         "nn.Conv2d fwd+bwd": lambda: fwd_bwd(planar),
         "SphericalConv forward": lambda: layer(x),
         "SphericalConv fwd+bwd": lambda: fwd_bwd(layer),
-        "_choose_path": lambda: S._choose_path(1, 4, 64, 64, 128, rad, (1, 1), size, torch.float32),
-        "triton_plan": lambda: T.triton_plan(64, 128, rad, (1, 1), size, device),
-        "wrap_pad": lambda: T.wrap_pad(x, *pad, torch.float32, channels_last=True),
+        "choose_path": lambda: choose_path(1, 4, 64, 64, 128, rad, (1, 1), size, torch.float32),
+        "triton_plan": lambda: triton_plan(64, 128, rad, (1, 1), size, device),
+        "wrap_pad": lambda: wrap_pad(x, *pad, torch.float32, channels_last=True),
         "crown_gather": lambda: T.crown_gather(x, layer.weight, layer.bias, plan, 128, 1, pad),
         "_launch_forward": lambda: T._launch_forward(x_cl, kernel, layer.bias, plan, 128, 1),
         "_launch_grad_input": lambda: T._launch_grad_input(grad_y_cl, kernel, plan, grad_x, 1, True),

@@ -10,11 +10,12 @@ import sys
 import pytest
 import torch
 
+import sconv.functional.conv_gather as gather_impl
 import sconv.functional.sconv as sconv_impl
 from sconv.functional.common import colatitudes, longitudes
+from sconv.functional.conv_plans import triton_plan
 from sconv.functional.crown import RIM_TOLERANCE, crown_taps, kernel_coordinates
 from sconv.functional.sconv import spherical_conv
-from sconv.functional.sconv_triton import triton_plan
 from tests import reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,10 +120,11 @@ def _patch_index(tensor, scope):
     scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
 if _patch is not None:
     interpreter._patch_lang_tensor = _patch_index
+from sconv.functional import conv_gather, conv_sparse
 from sconv.functional import sconv as S
-from sconv.functional import sconv_triton, sparse_triton
-from sconv.functional.sconv_triton import crown_gather, triton_plan
-from sconv.functional.triton_layout import wrap_fold, wrap_pad
+from sconv.functional.conv_gather import crown_gather
+from sconv.functional.conv_layout import wrap_fold, wrap_pad
+from sconv.functional.conv_plans import triton_plan
 from tests.test_fast_paths import CONFIGS
 section = sys.argv[1]
 torch.manual_seed(0)
@@ -154,12 +156,12 @@ def check_conv(case, got, inputs, grad, expected):
 if section == "gather":
     # Both layouts of the backward operands (float32 takes the reduction-axis-contiguous one; 16-bit the other).
     for k_major, config in [(True, c) for c in CONFIGS] + [(False, c) for c in CONFIGS[3:]]:
-        sconv_triton._k_major_backward = lambda dtype, k_major=k_major: k_major
+        conv_gather._k_major_backward = lambda dtype, k_major=k_major: k_major
         batch, c_in, c_out, h, w, stride, r, size, mode = config
         xf, wf, bias, grad, expected = conv_case(config)
         plan = triton_plan(h, w, r, stride, size, torch.device("cpu"))
         # "sphere": padded by the kernels (wrap_pad / wrap_fold); the other modes by PyTorch first
-        padded, pad = S._kernel_padding(xf, plan.window, S.check_padding_mode(mode))
+        padded, pad = conv_gather._kernel_padding(xf, plan.window, S.check_padding_mode(mode))
         got = crown_gather(padded, wf, bias, plan, w // stride[1], stride[1], pad)
         check_conv(f"gather k_major={k_major} {config}", got, [xf, wf, bias], grad, expected)
 elif section == "sparse":
@@ -168,15 +170,16 @@ elif section == "sparse":
     for config in CONFIGS[4:]:
         batch, c_in, c_out, h, w, stride, r, size, mode = config
         xf, wf, bias, grad, expected = conv_case(config)
-        sparse_triton.CHUNK_ELEMENTS, sparse_triton.MIN_CHUNK_LANES = (1, 1) if config in CONFIGS[7:] else (2**27, 1024)
+        conv_sparse.CHUNK_ELEMENTS, conv_sparse.MIN_CHUNK_LANES = (1, 1) if config in CONFIGS[7:] else (2**27, 1024)
+        mode = S.check_padding_mode(mode)
         for mix_first in (True, False):
-            got = S._triton_sparse_path(xf, wf, bias, stride, S.check_padding_mode(mode), r, mix_first, torch.float32)
+            got = conv_sparse._triton_sparse_path(xf, wf, bias, stride, mode, r, mix_first, torch.float32)
             check_conv(f"sparse mix_first={mix_first} {config}", got, [xf, wf, bias], grad, expected)
     # csr_rows alone against a dense product: few long rows, many short ones, narrow lanes.
     for rows, cols, density, batch, n in [(3, 700, 0.9, 2, 3), (40, 30, 0.2, 3, 8)]:
         dense_matrix = torch.rand(rows, cols) * (torch.rand(rows, cols) < density)
         d = torch.randn(batch, cols, n)
-        got = sparse_triton.csr_rows(dense_matrix.to_sparse_csr(), d)
+        got = conv_sparse.csr_rows(dense_matrix.to_sparse_csr(), d)
         check(f"csr_rows {rows}x{cols}", got, dense_matrix.double() @ d.double(), 1e-5)
 elif section == "layout":
     # The layout kernels alone against F.pad's circular padding and its autograd adjoint, pads wider than the input.
@@ -214,7 +217,7 @@ def test_triton_kernels_in_the_interpreter_match_float64(section):
 
 @pytest.mark.parametrize("path", ["gather", "mix_first", "project_first"])
 def test_cpu_bfloat16_autocast_runs_every_path(path, monkeypatch):
-    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: path)
+    monkeypatch.setattr(sconv_impl, "choose_path", lambda *args: path)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 4, 8, 16, generator=gen)
     weight = torch.randn(5, 4, 3, 4, generator=gen)
@@ -267,13 +270,13 @@ def test_weight_gradient_kernel_loads_16bit_tiles_as_vectors():
     the kernel is told so; without that its k mask could change at any element and the tile loaded one bf16 at a
     time, outside the pipeline (3x slower on an H100 at 64->64 r=3 128x256)."""
     pytest.importorskip("triton", reason="the `test` extra installs triton where a wheel exists for the platform")
-    from sconv.functional import sconv_triton
+    from sconv.functional.kernels import gather as gather_kernels
 
     pointers = dict(x_ptr="*bf16", gy_ptr="*bf16", ge_ptr="*bf16", block_row="*i32", block_k="*i32", row_ptr="*i32",
                     tap_base="*i32")  # fmt: skip
     constexprs = dict(stride_w=1, BLOCK_O=64, BLOCK_N=128, BLOCK_J=64, CHANNELS_16=True, X_NCHW=False,
                       PRECISION="tf32")  # fmt: skip
-    ptx = _ptx_for_h100(sconv_triton._grad_kernel_kernel, pointers, {"n_in", "n_out", "out_h", "out_w"}, constexprs, 4)
+    ptx = _ptx_for_h100(gather_kernels.grad_kernel_kernel, pointers, {"n_in", "n_out", "out_h", "out_w"}, constexprs, 4)
     assert "wgmma" in ptx  # compiled for Hopper's tensor cores: the PTX is the one the H100 runs
     assert not re.search(r"ld\.global(\.\w+)*\.[bu]16\b", ptx), "scalar 16-bit global loads"
     assert re.search(r"cp\.async\.cg\.shared\.global[^;]*, 0x10[,;]", ptx), "no 16-byte cp.async copies"
@@ -297,10 +300,10 @@ def test_gpu_triton_matches_float64_reference(config):
     gx, gw = torch.autograd.grad(out64, [xd, wd], grad)
     xc, wc = x.float().cuda().requires_grad_(), weight.float().cuda().requires_grad_()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+        patch.setattr(sconv_impl, "choose_path", lambda *args: "gather")
         calls = []
-        launch = sconv_impl._triton_gather_path
-        patch.setattr(sconv_impl, "_triton_gather_path", lambda *a: calls.append(1) or launch(*a))
+        launch = gather_impl._triton_gather_path
+        patch.setattr(gather_impl, "_triton_gather_path", lambda *a: calls.append(1) or launch(*a))
         got = spherical_conv(xc, wc, bias.float().cuda(), stride=stride, padding_mode=mode, kernel_rad=r)
         got_gx, got_gw = torch.autograd.grad(got, [xc, wc], grad.float().cuda())
         assert calls, "the Triton path did not run"
@@ -326,7 +329,7 @@ def test_gpu_triton_matches_pytorch_gather_path():
         weight = torch.randn(c_out, c_in, *size, generator=gen).cuda().requires_grad_()
         outs = []
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+            patch.setattr(sconv_impl, "choose_path", lambda *args: "gather")
             for fast in (True, False):
                 patch.setattr(sconv_impl, "triton_available", lambda device, dtype, fast=fast: fast)
                 y = spherical_conv(x, weight, kernel_rad=r)
@@ -346,7 +349,7 @@ def test_gpu_triton_matches_pytorch_gather_path():
 def test_gpu_triton_edge_cases():
     weight = torch.randn(6, 5, 3, 8, device="cuda")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+        patch.setattr(sconv_impl, "choose_path", lambda *args: "gather")
         # batch 0 and a non-contiguous (channels-last, sliced) input
         empty = spherical_conv(torch.randn(0, 5, 8, 16, device="cuda"), weight, kernel_rad=0.5)
         assert empty.shape == (0, 6, 8, 16)
@@ -361,7 +364,7 @@ def test_gpu_triton_edge_cases():
 def test_gpu_fwd_bwd_captures_in_a_cuda_graph(path, dtype, monkeypatch):
     """Every CUDA path runs inside a CUDA graph (no host synchronisation, no allocation that outlives its pool): a
     captured fwd+bwd replayed on new data gives the eager results."""
-    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: path)
+    monkeypatch.setattr(sconv_impl, "choose_path", lambda *args: path)
     weight = torch.randn(16, 8, 3, 8, device="cuda", requires_grad=True)
     bias = torch.randn(16, device="cuda", requires_grad=True)
     x = torch.randn(2, 8, 16, 32, device="cuda", requires_grad=True)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import sconv.functional.conv_plans as conv_plans
 import sconv.functional.sconv as sconv_impl
 from sconv.functional.common import pixel_solid_angle
 from sconv.functional.crown import crown_taps, smallest_radius
@@ -21,7 +22,7 @@ MODES = ("sphere", "zeros", "reflect", "replicate", -1.5)
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     """Forces one of the three formulations, so that each is checked against the reference."""
-    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: request.param)
+    monkeypatch.setattr(sconv_impl, "choose_path", lambda *args: request.param)
     return request.param
 
 
@@ -341,16 +342,16 @@ def test_mixed_dtypes_under_cpu_autocast_are_accepted():
 
 def test_geometry_larger_than_memory_is_refused_with_its_size(monkeypatch):
     x, weight = torch.randn(1, 2, 8, 16), torch.randn(3, 2, 2, 4)
-    monkeypatch.setattr(sconv_impl, "_choose_path", lambda *args: "gather")
+    monkeypatch.setattr(sconv_impl, "choose_path", lambda *args: "gather")
     # Independent count of what the CPU gather path holds: an int64 index and the float32 input under every
     # (output row's padded tap, output column). At r = pi every crown holds all 128 input pixels, and the pixel
     # itself and its antipode (undefined beta) are taken kw = 4 times each: 134 taps in every row, no padding.
     need = 8 * (128 + 2 * 3) * 16 * (8 + 2 * 4)
-    monkeypatch.setattr(sconv_impl, "_physical_memory", lambda: need - 1)
+    monkeypatch.setattr(conv_plans, "_physical_memory", lambda: need - 1)
     with pytest.raises(ValueError, match=r"8x16 input with 2 channel\(s\), batch 1.*kernel_rad=3.14159 needs about "
                                          r"0.0 GiB .* more than this machine's"):  # fmt: skip
         spherical_conv(x, weight, kernel_rad=math.pi)
-    monkeypatch.setattr(sconv_impl, "_physical_memory", lambda: need)
+    monkeypatch.setattr(conv_plans, "_physical_memory", lambda: need)
     assert spherical_conv(x, weight, kernel_rad=math.pi).shape == (1, 3, 8, 16)
 
 

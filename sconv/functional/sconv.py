@@ -6,36 +6,27 @@ The math: for output pixel p and the input pixel centres q in its crown N(p) (an
 
 with K the bilinear interpolation of ``weight[o, c]`` over ``kh x kw`` nodes in (alpha, beta), ``w_q = sin(theta_q)``.
 
-The fast paths, all built on the geometry that ``sconv.functional.crown`` computes once per configuration; which one
-runs is chosen per call by an operation count (``_choose_path``), since their costs differ by orders of magnitude
-between a small crown with many kernel nodes and a large crown with few:
-
-- ``gather``: per group of rows with similar tap counts, one ``index_select`` gathers the input under every tap from
-  the width-padded input (``[B, C, R, T, W']``), each row's effective kernel ``E[o, c, t]`` is built from the weight
-  by a 4-corner gather, and one batched GEMM over the rows does the rest. Costs ``B C O`` per tap, like a planar
-  convolution. On CUDA (float32, bfloat16, float16) the same formulation runs as Triton kernels that read the padded
-  input in place, with no gathered copy (``sconv.functional.sconv_triton``).
-- ``mix_first``: a 1x1 GEMM expands the input onto the ``kh kw`` nodes (``U[k, q] = sum_c W[o, c, k] x[c, q]``), then
-  one sparse matrix sums each crown. Wins for large crowns (many taps, few nodes) and ``C_out <= C_in``.
-- ``project_first``: the sparse matrix first projects the input onto the nodes (``Z[k, p]``), then a GEMM mixes the
-  channels. Wins for large crowns and ``C_in < C_out``. On CUDA both sparse formulations run on channels-last
-  operands with a Triton CSR product, in the compute dtype (``sconv.functional.sparse_triton``).
+Three formulations compute it, each in its own module with its PyTorch version (CPU, float64) and its Triton version
+(CUDA: float32, bfloat16, float16): ``gather`` (``sconv.functional.conv_gather``: a gather of the input under every
+tap and a GEMM per row group, costing ``B C O`` per tap like a planar convolution), ``mix_first`` and
+``project_first`` (``sconv.functional.conv_sparse``: a GEMM that mixes the channels on the ``kh kw`` kernel nodes
+before or after a sparse matrix sums each crown; they win for large crowns with few nodes). Their costs differ by
+orders of magnitude between configurations, so which one runs is chosen per call by ``conv_cost.choose_path``. All
+are built on the geometry that ``sconv.functional.crown`` computes once per configuration (``conv_plans``).
 
 No Python loop runs over rows or pixels, only over a handful of row groups.
 """
 
-import functools
 import math
 import numbers
-import os
 
 import torch
-import torch.nn.functional as F
 
 from sconv.functional.common import autograd_inside_operator, check_input, pair
-from sconv.functional.crown import conv_plan, conv_window, crown_taps, padded_taps, sparse_plan
-from sconv.functional.sconv_triton import crown_gather, triton_available, triton_plan
-from sconv.functional.sparse_triton import sparse_crown_conv
+from sconv.functional.conv_cost import choose_path
+from sconv.functional.conv_gather import gather_conv
+from sconv.functional.conv_layout import triton_available
+from sconv.functional.conv_sparse import sparse_conv
 
 __all__ = ["spherical_conv", "check_padding_mode", "check_kernel_rad"]
 
@@ -66,239 +57,6 @@ def check_kernel_rad(kernel_rad):
     if not (0 < kernel_rad <= math.pi * (1 + 1e-12)):
         raise ValueError(f"kernel_rad must be in (0, pi], got {kernel_rad!r}")
     return min(kernel_rad, math.pi)
-
-
-def _pad_width(input, left, right, padding_mode):
-    if left == 0 and right == 0:
-        return input
-    if padding_mode == "sphere":
-        return F.pad(input, (left, right, 0, 0), mode="circular")
-    if padding_mode in ("reflect", "replicate"):
-        return F.pad(input, (left, right, 0, 0), mode=padding_mode)
-    value = 0.0 if padding_mode == "zeros" else padding_mode
-    return F.pad(input, (left, right, 0, 0), mode="constant", value=value)
-
-
-# The cost model counts each formulation's dense-GEMM multiply-adds plus its other work weighted by these constants, in
-# GEMM multiply-add equivalents, fitted to timings of all three formulations on the Spherical U-Net's layers (CPU: one
-# thread, batch 1 and 2; CUDA: an H100, fwd+bwd, benchmarks/RESULTS.md). "gathered": an element gathered from the input
-# (CPU gather path), "kernel": an element of its effective kernel E built by 4-corner gathers; "sparse": a sparse
-# multiply-add; "expanded": an element of the node-expanded intermediate (U of mix_first, Z of project_first).
-CPU_COSTS = dict(gathered=370, kernel=320, sparse=6, expanded=130)
-# CUDA, per compute dtype: the Triton gather kernels' multiply-add against cuBLAS's ("triton"), a multiply-add of the
-# Triton CSR product ("sparse", counted over at least MIN_LANES (image, channel) lanes: below that its programs cost
-# about the same), and "expanded" as above; fitted to forced-path timings of the U-Net's layers and the 64->64 cases
-# (H100, 2026-11-24). Refitted after the weight-gradient kernel's vector loads made the gather path faster (forced-path
-# run at 21:34 UTC: float32's "triton" in 1.6-1.85 picks the fastest path or one within 10% on every row, where its
-# former 2.4 picked project_first for conv2 128x256, 4.3 ms against gather's 3.9, and mix_first for the 64->64 r=6
-# 64x128 case, 5.2 ms against 4.3), and checked again after the forward kernel's deeper pipeline on the run kept in
-# benchmarks/results_h100_paths.json (21:53 UTC): float32 1.6-2.0, 16-bit 2.5-3.0 (the largest tried).
-CUDA_COSTS = {
-    "float32": dict(triton=1.7, sparse=30, expanded=100),
-    "16bit": dict(triton=2.75, sparse=50, expanded=200),
-}
-MIN_LANES = 128
-# Largest effective kernel E [taps, C_out, C_in] the Triton path builds, and largest sparse matrix (elements). The
-# CUDA cap was measured with cuSPARSE (slower past ~2^25 nonzeros: 64->64 r=6 rows at 128x256, 43 M, 30 ms against
-# gather's 25) and kept for the Triton CSR kernel, which was not timed past it.
-TRITON_MAX_KERNEL = 2**30
-MAX_NONZEROS = 2**27
-CUDA_MAX_NONZEROS = 2**25
-
-
-@torch.compiler.disable  # plain Python over cached geometry: under torch.compile, run it as is, not traced
-@functools.lru_cache(maxsize=1024)
-def _choose_path(
-    batch, channels, out_channels, height, width, kernel_rad, stride, kernel_size, triton_dtype=None, input_grad=True,
-    wrapped=True,
-):  # fmt: skip
-    """The cheapest of the three formulations for this call, by an operation count (see the module docstring).
-
-    ``triton_dtype``: the compute dtype when the gather path would run as the Triton kernels (CUDA), else None.
-    ``input_grad``: whether the input's gradient will be needed (a network's first layer: not).
-    ``wrapped``: whether the sparse formulations read the input unpadded (padding mode "sphere").
-    """
-    geom = crown_taps(height, width, kernel_rad, stride, kernel_size)
-    out_h, out_w = geom.out_size
-    window = conv_window(geom, width, stride[1])
-    in_pixels = height * (width if wrapped else width + window.pad_left + window.pad_right)
-    nodes = kernel_size[0] * kernel_size[1]
-    taps = len(geom.in_row)
-    nonzeros = 4 * taps * out_w
-    batch = max(batch, 1)
-    mix_lanes, project_lanes, project_rebuilds = batch * out_channels, batch * channels, 1.0
-    if triton_dtype is None:
-        costs = CPU_COSTS
-    else:
-        costs = CUDA_COSTS["float32" if triton_dtype == torch.float32 else "16bit"]
-        # project_first rebuilds Z in the backward pass: three crown sums instead of two when the input needs a
-        # gradient.
-        mix_lanes, project_lanes = max(mix_lanes, MIN_LANES), max(project_lanes, MIN_LANES)
-        project_rebuilds = 1.5 if input_grad else 1.0
-    cost = {
-        "mix_first": batch * in_pixels * nodes * out_channels * (channels + costs["expanded"])
-        + costs["sparse"] * nonzeros * mix_lanes,
-        "project_first": batch * out_h * out_w * nodes * channels * out_channels
-        + project_rebuilds * (batch * out_h * out_w * nodes * channels * costs["expanded"])
-        + project_rebuilds * costs["sparse"] * nonzeros * project_lanes,
-    }
-    if triton_dtype is None:
-        padded = padded_taps(height, width, kernel_rad, stride, kernel_size)
-        cost["gather"] = (
-            batch * channels * padded * out_w * (out_channels + costs["gathered"])
-            + costs["kernel"] * 4 * padded * channels * out_channels
-        )
-    else:
-        # Three kernels of equal work, each tiling one channel axis in blocks of at least 16 (tl.dot's smallest):
-        # C_out in the forward and grad-E kernels, C_in in the grad-input one (skipped when the input needs no
-        # gradient). E is built by one GEMM over the kernel nodes.
-        rounded_in, rounded_out = -(-channels // 16) * 16, -(-out_channels // 16) * 16
-        work = (2 * channels * rounded_out + (rounded_in * out_channels if input_grad else 0)) / 3
-        cost["gather"] = costs["triton"] * batch * out_w * taps * work + taps * nodes * channels * out_channels
-        if taps * channels * out_channels > TRITON_MAX_KERNEL:
-            cost["gather"] = float("inf")
-    if nonzeros > (MAX_NONZEROS if triton_dtype is None else CUDA_MAX_NONZEROS):
-        return "gather"
-    return min(cost, key=cost.get)
-
-
-class _CrownSum(torch.autograd.Function):
-    """``matrix @ dense`` for a constant sparse ``matrix``; the backward pass multiplies by its stored transpose."""
-
-    @staticmethod
-    def forward(ctx, matrix, matrix_t, dense):
-        ctx.matrix_t = matrix_t
-        return matrix @ dense
-
-    @staticmethod
-    def backward(ctx, grad):
-        return None, None, ctx.matrix_t @ grad.contiguous()
-
-
-def _crown_sum(plan, dense):
-    # CPU and float64 (CUDA's 16-bit and float32 use sparse_triton): in the plan's dtype, as autocast would cast the
-    # sparse matrix too, and CPU sparse products have no bfloat16.
-    with torch.autocast(dense.device.type, enabled=False):
-        return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
-
-
-# The plans are cached geometry, built by plain Python: under torch.compile, fetch them eagerly rather than trace them.
-_sparse_plan = torch.compiler.disable(sparse_plan)
-
-
-def _physical_memory():
-    """Bytes of memory of this machine, or None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-@torch.compiler.disable
-def _conv_plan(input, kernel_rad, stride, kernel_size):
-    """``conv_plan`` for the CPU gather path, refused with the memory it needs when that exceeds the machine's.
-
-    The plan holds an index per (tap, output column) and the path gathers the input under each of them, so a large
-    crown on a large grid (1024 x 2048 at pi/32, 128 x 256 at pi) needs tens or hundreds of GB; such a call is refused
-    up front rather than attempted.
-    """
-    batch, channels, height, width = input.shape
-    gathered = padded_taps(height, width, kernel_rad, stride, kernel_size) * (width // stride[1])
-    need = gathered * (8 + max(batch, 1) * channels * input.element_size())  # int64 index + gathered input
-    available = _physical_memory()
-    if available is not None and need > available:
-        raise ValueError(
-            f"spherical_conv: a {height}x{width} input with {channels} channel(s), batch {batch}, stride {stride} and "
-            f"kernel_rad={kernel_rad:.6g} needs about {need / 2**30:.1f} GiB on the CPU (the crown's gather index and "
-            f"the gathered input), more than this machine's {available / 2**30:.1f} GiB; use a smaller kernel_rad or "
-            "input, a larger stride, or a CUDA device"
-        )
-    return conv_plan(height, width, kernel_rad, stride, kernel_size, input.device, input.dtype)
-
-
-def _kernel_padding(input, window, padding_mode):
-    """``(input, (left, right))`` for the Triton gather path: its layout kernel pads around the sphere by ``window``
-    itself; the other modes are padded here, and the kernels then add nothing."""
-    if padding_mode == "sphere":
-        return input, (window.pad_left, window.pad_right)
-    return _pad_width(input, window.pad_left, window.pad_right, padding_mode), (0, 0)
-
-
-@torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
-def _triton_gather_path(input, weight, bias, stride, padding_mode, kernel_rad):
-    height, width = input.shape[-2:]
-    plan = triton_plan(height, width, kernel_rad, stride, tuple(weight.shape[2:]), input.device)
-    x, pad = _kernel_padding(input, plan.window, padding_mode)
-    return crown_gather(x, weight, bias, plan, width // stride[1], stride[1], pad)
-
-
-def _with_bias(out, bias):
-    # In the output's dtype, as nn.Conv2d under autocast: a float32 bias must not promote a 16-bit output.
-    return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
-
-
-def _gather_path(input, weight, bias, stride, padding_mode, kernel_rad):
-    if input.shape[0] > 0 and triton_available(input.device, input.dtype):
-        return _triton_gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
-    out_channels, in_channels, kh, kw = weight.shape
-    height, width = input.shape[-2:]
-    plan = _conv_plan(input, kernel_rad, stride, (kh, kw))
-    out_w = width // stride[1]
-    win = plan.window
-    x = _pad_width(input, win.pad_left, win.pad_right, padding_mode).flatten(2)  # [B, C, H * Wp]
-    flat_weight = weight.reshape(out_channels, in_channels, kh * kw)
-    rows = []
-    for bucket in plan.buckets:
-        taps = bucket.node.shape[1]
-        gathered = x.index_select(2, bucket.source).view(*x.shape[:2], len(bucket.out_rows), taps, out_w)
-        kernel = sum(flat_weight[:, :, bucket.node[..., m]] * bucket.coef[..., m] for m in range(4))  # [O, C, R, T]
-        rows.append(torch.einsum("bcrtw,ocrt->borw", gathered, kernel))
-    # Buckets hold rows by tap count, not in order: put them back in order.
-    return _with_bias(torch.cat(rows, dim=2).index_select(2, plan.row_order), bias)
-
-
-@torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
-def _triton_sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, dtype):
-    """``_sparse_path`` on CUDA in the compute ``dtype`` (``sconv.functional.sparse_triton``)."""
-    height, width = input.shape[-2:]
-    size = tuple(weight.shape[2:])
-    wrapped = padding_mode == "sphere"
-    plan = _sparse_plan(height, width, kernel_rad, stride, size, mix_first, wrapped, input.device, torch.float32)
-    x = input if wrapped else _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
-    out_size = (height // stride[0], width // stride[1])
-    with torch.autocast(input.device.type, enabled=False):
-        return sparse_crown_conv(x, weight, bias, plan, out_size, mix_first, dtype)
-
-
-def _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):
-    if triton_dtype is not None:
-        return _triton_sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, triton_dtype)
-    batch, channels, height, width = input.shape
-    out_channels, _, kh, kw = weight.shape
-    out_h, out_w = height // stride[0], width // stride[1]
-    # 16-bit inputs use a float32 matrix: sparse products have no bfloat16 on the CPU, and the sums stay exact-ish.
-    matrix_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
-    wrapped = padding_mode == "sphere"
-    plan = _sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, wrapped, input.device, matrix_dtype)
-    x = input if wrapped else _pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
-    nodes = kh * kw
-    if mix_first:
-        # U[b, q, (k, o)] = sum_c x[b, c, q] W[o, c, k]: one GEMM on the channels-last input; the matrix sums U[q, k].
-        mixing = weight.permute(1, 2, 3, 0).reshape(channels, nodes * out_channels)
-        expanded = x.permute(0, 2, 3, 1).reshape(-1, channels) @ mixing  # [B Hp Wp, K O]
-        rows = x.shape[2] * x.shape[3] * nodes
-        expanded = expanded.view(batch, rows, out_channels).transpose(0, 1).reshape(rows, batch * out_channels)
-        out = _crown_sum(plan, expanded).to(expanded.dtype).view(out_h, out_w, batch, out_channels)
-        return _with_bias(out.permute(2, 3, 0, 1), bias)
-    # Z[(p, k), (b, c)] = sum_q S[(p, k), q] x[q, (b, c)], then y[b, p, o] = sum_(k, c) Z[b, p, (k, c)] W[o, c, k].
-    pixels = x.permute(2, 3, 0, 1).reshape(x.shape[2] * x.shape[3], batch * channels)
-    projected = _crown_sum(plan, pixels).to(pixels.dtype).view(out_h * out_w, nodes, batch, channels)
-    projected = projected.permute(2, 0, 1, 3)  # [B, P, K, C]
-    if weight.numel() > projected.numel():  # reorder the smaller operand: Z to [B P, (C K)], or W to [(K C), O]
-        out = projected.transpose(2, 3).reshape(-1, channels * nodes) @ weight.reshape(out_channels, -1).t()
-    else:
-        out = projected.reshape(-1, nodes * channels) @ weight.permute(2, 3, 1, 0).reshape(-1, out_channels)
-    return _with_bias(out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2), bias)
 
 
 def _check_parameter(tensor, name, input, kind="a torch.Tensor"):
@@ -377,13 +135,13 @@ def _spherical_conv(input, weight, bias, stride, padding_mode, kernel_rad):
         autocast = torch.is_autocast_enabled(input.device.type)
         triton_dtype = torch.get_autocast_dtype(input.device.type) if autocast else input.dtype
     input_grad = input.requires_grad and torch.is_grad_enabled()
-    path = _choose_path(
+    path = choose_path(
         batch, channels, out_channels, height, width, kernel_rad, stride, (kh, kw), triton_dtype, input_grad,
         padding_mode == "sphere",
     )  # fmt: skip
     if path == "gather":
-        return _gather_path(input, weight, bias, stride, padding_mode, kernel_rad)
-    return _sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, path == "mix_first", triton_dtype)
+        return gather_conv(input, weight, bias, stride, padding_mode, kernel_rad, triton_dtype)
+    return sparse_conv(input, weight, bias, stride, padding_mode, kernel_rad, path == "mix_first", triton_dtype)
 
 
 # --- the operator for torch.export and torch.jit.trace ------------------------------------------------------------

@@ -1,68 +1,108 @@
-"""Triton kernel for the crown sum of the sparse formulations of ``spherical_conv`` on CUDA, and those formulations.
+"""The sparse formulations of ``spherical_conv`` (mix_first, project_first): their PyTorch version (CPU, float64) and
+their Triton version (CUDA).
 
-``csr_rows(matrix, dense)`` is ``out[b] = S @ dense[b]`` for every image ``b`` at once, with ``S`` a constant CSR
-matrix of the plan (``sconv.functional.crown.sparse_plan``, or its stored transpose for the gradient) and
-``dense [B, R, N]`` in float32, bfloat16 or float16, channels (N) contiguous; it sums in float32.
+- ``mix_first``: a 1x1 GEMM expands the input onto the ``kh kw`` nodes (``U[k, q] = sum_c W[o, c, k] x[c, q]``), then
+  one sparse matrix sums each crown. Wins for large crowns (many taps, few nodes) and ``C_out <= C_in``.
+- ``project_first``: the sparse matrix first projects the input onto the nodes (``Z[k, p]``), then a GEMM mixes the
+  channels. Wins for large crowns and ``C_in < C_out``.
 
-Against ``torch.sparse`` (cuSPARSE) it needs no batch-major transposes of the node-expanded operand (cuSPARSE takes
-one 2-D dense matrix, so the batch had to join the columns), and it reads 16-bit operands as they are (cuSPARSE's CSR
-product has no bfloat16 here). A program sums one row of ``S`` for a block of the flattened (image, channel) axis,
-gathering the dense rows of ``BLOCK_E`` nonzeros at a time (more of them when the lanes are few).
+PyTorch: the crown sum is a ``torch.sparse`` CSR product (``_CrownSum``) in the plan's dtype.
 
-``sparse_crown_conv`` runs mix_first / project_first (see ``sconv.functional.sconv``) on channels-last operands made
-by ``triton_layout.wrap_pad`` (no padding: a wrapped plan goes around the sphere itself, and the other padding modes
-come padded), and keeps only the input and the weight for the backward pass.
+Triton (float32, bfloat16, float16): the same formulations on channels-last operands made by ``conv_layout.wrap_pad``
+(no padding: a wrapped plan goes around the sphere itself, and the other padding modes come padded), in the compute
+dtype, keeping only the input and the weight for the backward pass (``_SparseCrownConv``). Their crown sum is
+``csr_rows(matrix, dense)``: ``out[b] = S @ dense[b]`` for every image ``b`` at once, with ``S`` a constant CSR matrix
+of the plan (or its stored transpose for the gradient) and ``dense [B, R, N]`` channels (N) contiguous, summed in
+float32 (kernel: ``sconv.functional.kernels.sparse``). Against ``torch.sparse`` (cuSPARSE) it needs no batch-major
+transposes of the node-expanded operand (cuSPARSE takes one 2-D dense matrix, so the batch had to join the columns),
+and it reads 16-bit operands as they are (cuSPARSE's CSR product has no bfloat16 here). A program sums one row of
+``S`` for a block of the flattened (image, channel) axis, gathering the dense rows of ``BLOCK_E`` nonzeros at a time
+(more of them when the lanes are few).
 """
 
 import functools
 
 import torch
 
-from sconv.functional.triton_layout import wrap_fold, wrap_pad
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # CPU-only installs
-    triton = None
-
-__all__ = ["csr_rows", "sparse_crown_conv"]
-
-# Tuned on an H100 (2026-11-24) over the U-Net's sparse layers: 2 KB of lanes per program (512 float32 or 1024 16-bit
-# ones), at least 4 nonzeros per step, vectors of at most 8 lanes; up to 1.8x faster than cuSPARSE's float32 product.
-# With few lanes (conv7's single output channel) a step takes more nonzeros, up to TILE_ELEMENTS gathered values.
-MIN_BLOCK_E, BLOCK_BYTES, MAX_VEC, TILE_ELEMENTS = 4, 2048, 8, 2048
+from sconv.functional.conv_layout import pad_width, triton, with_bias, wrap_fold, wrap_pad
+from sconv.functional.conv_plans import sparse_plan
 
 if triton is not None:
+    from sconv.functional.kernels.sparse import csr_rows_kernel
 
-    @triton.jit
-    def _csr_rows_kernel(
-        crow_ptr, col_ptr, val_ptr, d_ptr, out_ptr, rows_in, rows_out, n_cols, n_lanes,
-        BLOCK_E: tl.constexpr, BLOCK_M: tl.constexpr, VEC: tl.constexpr,
-    ):  # fmt: skip
-        # A program: row r of S, lanes m of the flattened (image b, channel n) axis, m = b N + n. VEC (a power of two
-        # dividing N) consecutive lanes are consecutive channels of one image: the hints let them load as vectors.
-        r = tl.program_id(0)
-        m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-        mask_m = m < n_lanes
-        b = (m // n_cols).to(tl.int64)
-        n = m % n_cols
-        d_lane = b * rows_in * n_cols + n
-        out_lane = b * rows_out * n_cols + n + r.to(tl.int64) * n_cols
-        lo = tl.load(crow_ptr + r)
-        hi = tl.load(crow_ptr + r + 1)
-        acc = tl.zeros((BLOCK_E, BLOCK_M), dtype=tl.float32)  # reduced over its first axis once, at the end
-        for e0 in range(lo, hi, BLOCK_E):
-            es = e0 + tl.arange(0, BLOCK_E)
-            mask_e = es < hi
-            col = tl.load(col_ptr + es, mask=mask_e, other=0).to(tl.int64)
-            val = tl.load(val_ptr + es, mask=mask_e, other=0.0).to(tl.float32)
-            d_off = tl.max_contiguous(tl.multiple_of(col[:, None] * n_cols + d_lane[None, :], [1, VEC]), [1, VEC])
-            dv = tl.load(d_ptr + d_off, mask=mask_e[:, None] & mask_m[None, :], other=0.0)
-            acc += val[:, None] * dv.to(tl.float32)
-        total = tl.sum(acc, axis=0)
-        out_lane = tl.max_contiguous(tl.multiple_of(out_lane, VEC), VEC)
-        tl.store(out_ptr + out_lane, total.to(out_ptr.dtype.element_ty), mask=mask_m)
+__all__ = ["sparse_conv", "csr_rows", "sparse_crown_conv"]
+
+
+@torch.compiler.disable  # Triton launches over cached plans: under torch.compile, run eagerly
+def _triton_sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, dtype):
+    """``sparse_conv`` on CUDA in the compute ``dtype``."""
+    height, width = input.shape[-2:]
+    size = tuple(weight.shape[2:])
+    wrapped = padding_mode == "sphere"
+    plan = sparse_plan(height, width, kernel_rad, stride, size, mix_first, wrapped, input.device, torch.float32)
+    x = input if wrapped else pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
+    out_size = (height // stride[0], width // stride[1])
+    with torch.autocast(input.device.type, enabled=False):
+        return sparse_crown_conv(x, weight, bias, plan, out_size, mix_first, dtype)
+
+
+def sparse_conv(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, triton_dtype=None):
+    """mix_first (``mix_first``) or project_first on checked arguments: the Triton version where ``triton_dtype`` (the
+    compute dtype) is given, else the PyTorch one."""
+    if triton_dtype is not None:
+        return _triton_sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, mix_first, triton_dtype)
+    batch, channels, height, width = input.shape
+    out_channels, _, kh, kw = weight.shape
+    out_h, out_w = height // stride[0], width // stride[1]
+    # 16-bit inputs use a float32 matrix: sparse products have no bfloat16 on the CPU, and the sums stay exact-ish.
+    matrix_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
+    wrapped = padding_mode == "sphere"
+    plan = sparse_plan(height, width, kernel_rad, stride, (kh, kw), mix_first, wrapped, input.device, matrix_dtype)
+    x = input if wrapped else pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
+    nodes = kh * kw
+    if mix_first:
+        # U[b, q, (k, o)] = sum_c x[b, c, q] W[o, c, k]: one GEMM on the channels-last input; the matrix sums U[q, k].
+        mixing = weight.permute(1, 2, 3, 0).reshape(channels, nodes * out_channels)
+        expanded = x.permute(0, 2, 3, 1).reshape(-1, channels) @ mixing  # [B Hp Wp, K O]
+        rows = x.shape[2] * x.shape[3] * nodes
+        expanded = expanded.view(batch, rows, out_channels).transpose(0, 1).reshape(rows, batch * out_channels)
+        out = _crown_sum(plan, expanded).to(expanded.dtype).view(out_h, out_w, batch, out_channels)
+        return with_bias(out.permute(2, 3, 0, 1), bias)
+    # Z[(p, k), (b, c)] = sum_q S[(p, k), q] x[q, (b, c)], then y[b, p, o] = sum_(k, c) Z[b, p, (k, c)] W[o, c, k].
+    pixels = x.permute(2, 3, 0, 1).reshape(x.shape[2] * x.shape[3], batch * channels)
+    projected = _crown_sum(plan, pixels).to(pixels.dtype).view(out_h * out_w, nodes, batch, channels)
+    projected = projected.permute(2, 0, 1, 3)  # [B, P, K, C]
+    if weight.numel() > projected.numel():  # reorder the smaller operand: Z to [B P, (C K)], or W to [(K C), O]
+        out = projected.transpose(2, 3).reshape(-1, channels * nodes) @ weight.reshape(out_channels, -1).t()
+    else:
+        out = projected.reshape(-1, nodes * channels) @ weight.permute(2, 3, 1, 0).reshape(-1, out_channels)
+    return with_bias(out.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2), bias)
+
+
+class _CrownSum(torch.autograd.Function):
+    """``matrix @ dense`` for a constant sparse ``matrix``; the backward pass multiplies by its stored transpose."""
+
+    @staticmethod
+    def forward(ctx, matrix, matrix_t, dense):
+        ctx.matrix_t = matrix_t
+        return matrix @ dense
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, ctx.matrix_t @ grad.contiguous()
+
+
+def _crown_sum(plan, dense):
+    # The PyTorch version (CUDA's 16-bit and float32 use the Triton one): in the plan's dtype, as autocast would cast
+    # the sparse matrix too, and CPU sparse products have no bfloat16.
+    with torch.autocast(dense.device.type, enabled=False):
+        return _CrownSum.apply(plan.matrix, plan.matrix_t, dense.to(plan.matrix.dtype).contiguous())
+
+
+# csr_rows' launch: 2 KB of lanes per program (512 float32 or 1024 16-bit ones), at least MIN_BLOCK_E nonzeros per
+# step, vectors of at most MAX_VEC lanes; with few lanes (a single output channel) a step takes more nonzeros, up to
+# TILE_ELEMENTS gathered values. Tuned on an H100 (RESULTS.md, "Tuning constants").
+MIN_BLOCK_E, BLOCK_BYTES, MAX_VEC, TILE_ELEMENTS = 4, 2048, 8, 2048
 
 
 def csr_rows(matrix, dense, out=None):
@@ -78,7 +118,7 @@ def csr_rows(matrix, dense, out=None):
         return out
     block_m = max(16, min(BLOCK_BYTES // dense.element_size(), triton.next_power_of_2(lanes)))
     crow, col, values, per_row = _csr_parts(matrix)
-    _csr_rows_kernel[(rows_out, triton.cdiv(lanes, block_m))](
+    csr_rows_kernel[(rows_out, triton.cdiv(lanes, block_m))](
         crow, col, values, dense, out, rows_in, rows_out, n_cols, lanes,
         BLOCK_E=max(MIN_BLOCK_E, min(TILE_ELEMENTS // block_m, per_row)), BLOCK_M=block_m,
         VEC=min(MAX_VEC, n_cols & -n_cols), num_warps=4,
