@@ -338,17 +338,11 @@ def plot(result, path):
                 points.append((x, to_y(mean)))
             if len(points) > 1:
                 draw.line(points, fill=colour, width=2)
+    per_row = max(1, (image.width - margin) // 120)  # legend entries per line that fit the image's width
     for j, name in enumerate(names):
-        draw.rectangle(
-            [
-                margin + 130 * (j % 4),
-                panel_h + 20 + 25 * (j // 4),
-                margin + 130 * (j % 4) + 12,
-                panel_h + 32 + 25 * (j // 4),
-            ],
-            fill=palette[j % len(palette)],
-        )
-        draw.text((margin + 130 * (j % 4) + 18, panel_h + 20 + 25 * (j // 4)), name, fill="black")
+        x, y = margin + 120 * (j % per_row), panel_h + 20 + 25 * (j // per_row)
+        draw.rectangle([x, y, x + 12, y + 12], fill=palette[j % len(palette)])
+        draw.text((x + 18, y), name, fill="black")
     draw.text((margin, panel_h + 95), "mean over seeds; bars: +-1 std over seeds", fill="black")
 
     def write(f):
