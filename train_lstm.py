@@ -29,6 +29,7 @@ import opts
 from datasets.data import VRVideoLSTM, atomic_write, atomic_write_bytes
 from engine.common import (
     LATEST,
+    check_resume_options,
     float32_precision,
     load_checkpoint,
     load_datasets,
@@ -47,10 +48,12 @@ from sconv.module.smse import SphereMSE
 def build_model(opt):
     return SphericalConvLSTMNet(
         (opt.frame_h, opt.frame_w),
-        use_sconv=opt.use_sconv,
         use_spooling=opt.use_spooling,
         use_sconvlstm=opt.use_sconvlstm,
         lstm_place=opt.lstm_place,
+        conv_type=opt.conv_type,
+        kernel_basis=opt.kernel_basis,
+        upsample=opt.upsample,
     )
 
 
@@ -82,6 +85,7 @@ def train(opt, rank, world_size, device):
     start_epoch, log = 0, []
     if opt.resume:
         checkpoint = load_checkpoint(latest, opt.model)
+        check_resume_options(checkpoint, opt)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:

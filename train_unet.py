@@ -29,6 +29,7 @@ import opts
 from datasets.data import VRVideo, atomic_write, atomic_write_bytes
 from engine.common import (
     LATEST,
+    check_resume_options,
     float32_precision,
     load_checkpoint,
     load_datasets,
@@ -45,7 +46,13 @@ from sconv.module.smse import SphereMSE
 
 
 def build_model(opt):
-    return SphericalUNet((opt.frame_h, opt.frame_w), use_sconv=opt.use_sconv, use_spooling=opt.use_spooling)
+    return SphericalUNet(
+        (opt.frame_h, opt.frame_w),
+        use_spooling=opt.use_spooling,
+        conv_type=opt.conv_type,
+        kernel_basis=opt.kernel_basis,
+        upsample=opt.upsample,
+    )
 
 
 def train(opt, rank, world_size, device):
@@ -70,6 +77,7 @@ def train(opt, rank, world_size, device):
     start_epoch, log = 0, []
     if opt.resume:
         checkpoint = load_checkpoint(latest, opt.model)
+        check_resume_options(checkpoint, opt)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:
