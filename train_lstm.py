@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import opts
+from datasets.augment import EpochSampler, RandomlyRotated
 from datasets.data import VRVideoLSTM, atomic_write, atomic_write_bytes
 from engine.common import (
     LATEST,
@@ -105,6 +106,8 @@ def train(opt, rank, world_size, device):
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=opt.seed)
+    if opt.use_equirect_rotate:  # one rotation per sequence, drawn from (seed, epoch, item): see datasets/augment.py
+        train_set, sampler = RandomlyRotated(train_set, opt.seed), EpochSampler(sampler)
     loader = DataLoader(
         train_set,
         batch_size=opt.batch_size // world_size,

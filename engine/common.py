@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 import ref
+from datasets.augment import FixedRotation
 from datasets.data import atomic_write_bytes
 from datasets.synthetic import ensure_synthetic
 
@@ -121,7 +122,8 @@ def gt_cache_dir(opt):
 def load_datasets(opt, rank, world_size, dataset_class, **options):
     """The train and test splits of ``dataset_class`` (``VRVideo`` or ``VRVideoLSTM``, ``options`` passed on); the
     default synthetic set is generated first when absent (by rank 0). Skipped bad data (``--on-bad-data skip``) is
-    reported by rank 0."""
+    reported by rank 0. With ``--use-equirect-rotate`` and a ``--rot-y`` or ``--rot-z``, the test split is seen rotated
+    (``datasets.augment.FixedRotation``)."""
     if os.path.abspath(opt.data_dir) == os.path.abspath(ref.data_dir):
         if rank == 0:
             ensure_synthetic(opt.data_dir, **ref.synthetic)
@@ -152,6 +154,8 @@ def load_datasets(opt, rank, world_size, dataset_class, **options):
                 f"(first: {file}: {reason})"
             )
         splits.append(dataset)
+    if opt.use_equirect_rotate and (opt.rot_y or opt.rot_z):  # evaluation at the fixed rotation, as the original
+        splits[1] = FixedRotation(splits[1], opt.rot_y, opt.rot_z)
     return tuple(splits)
 
 

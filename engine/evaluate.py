@@ -184,6 +184,10 @@ def run_test(opt, device, build_model, make_test_set):
         "model": results["model"],
         "center_prior": results["center_prior"],
     }
+    angles = getattr(test_set, "angles", None)  # --use-equirect-rotate: the test videos rotated (FixedRotation)
+    if angles is not None:
+        report["rotation_degrees"] = {"rot_y": angles[0], "rot_z": angles[1]}
+        report["evaluation"] += f"; every test frame rotated by rot_y = {angles[0]:g}, rot_z = {angles[1]:g} degrees"
     if opt.oracle:
         report["oracle"] = {
             "note": ORACLE_NOTE,
