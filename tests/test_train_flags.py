@@ -43,12 +43,8 @@ def args_of(dirs):
 
 def test_conv_type_and_its_older_spelling(capsys):
     default = opts.parse([])
-    assert (default.conv_type, default.use_sconv, default.kernel_basis, default.upsample) == (
-        "sconv",
-        True,
-        None,
-        "nearest",
-    )
+    assert (default.conv_type, default.use_sconv, default.kernel_basis) == ("sconv", True, None)
+    assert default.upsample == "nearest"
     assert default.use_sconvlstm and not default.use_equirect_rotate and (default.rot_y, default.rot_z) == (0, 0)
     for argv, conv_type in (
         (["--use-sconv", "0"], "standard"),
@@ -246,9 +242,8 @@ def test_draws_are_seeded_per_epoch_and_item_and_the_same_with_workers():
         counts[angles] = counts.get(angles, 0) + 1
     assert set(counts) == {(0.0, 60.0), (60.0, 0.0), (60.0, 60.0)} and min(counts.values()) > 150
     assert [dataset.angles(1, i) for i in range(50)] != [dataset.angles(0, i) for i in range(50)]
-    assert [RandomlyRotated(AnglesOnly(), 4).angles(0, i) for i in range(50)] != [
-        dataset.angles(0, i) for i in range(50)
-    ]
+    other_seed = RandomlyRotated(AnglesOnly(), seed=4)
+    assert [other_seed.angles(0, i) for i in range(50)] != [dataset.angles(0, i) for i in range(50)]
     in_process, with_workers = draws(7, 0), draws(7, 2)
     for epoch_a, epoch_b in zip(in_process, with_workers):
         assert [i for i, _ in epoch_a] == [i for i, _ in epoch_b]
@@ -270,7 +265,7 @@ def test_evaluation_at_a_fixed_rotation(dirs):
     scores = {}
     for angles in ((0, 0), (0, 90), (60, 0)):
         flags = ["--use-equirect-rotate", "--rot-y", str(angles[0]), "--rot-z", str(angles[1])]
-        opt = opts.parse(args_of(dirs) + flags + ["--limit", "6"])
+        opt = opts.parse(args_of(dirs) + flags + ["--limit", "4"])
         test_set = load_datasets(opt, 0, 1, VRVideo)[1]
         assert isinstance(test_set, FixedRotation) == (angles != (0, 0))
         scores[angles] = evaluate(model, test_set, opt, torch.device("cpu"))
@@ -282,19 +277,22 @@ def test_evaluation_at_a_fixed_rotation(dirs):
     assert abs(scores[60, 0]["model"]["CC"] - scores[0, 0]["model"]["CC"]) > 1e-3
 
 
-def test_rotation_augmented_training_is_reproducible_and_rotates(dirs):
-    args = args_of(dirs) + ["-epochs", "2", "--max-steps", "1"]
+def test_rotation_augmented_training_is_reproducible(dirs):
+    # Two epochs (the draws change with the epoch), in this process and with a DataLoader worker: the same weights.
+    args = args_of(dirs) + ["-epochs", "2", "--max-steps", "1", "--use-equirect-rotate"]
 
     def weights(exp_id, *flags, main=train_unet.main):
         main(args + ["-expID", exp_id, *flags])
         return torch.load(os.path.join(dirs[1], exp_id, LATEST), weights_only=True)["model"]
 
-    first = weights("rot_a", "--use-equirect-rotate")
-    again = weights("rot_b", "--use-equirect-rotate", "--num-workers", "1")
-    plain = weights("rot_plain")
+    first, again = weights("rot_a"), weights("rot_b", "--num-workers", "1")
     for name, value in first.items():
         torch.testing.assert_close(again[name], value, rtol=0, atol=0, msg=name)
-    assert any(not torch.equal(value, plain[name]) for name, value in first.items() if value.is_floating_point())
-    lstm = ["--sequence-len", "2", "--batch-size", "1", "--use-equirect-rotate", "--conv-type", "sphereconv"]
-    saved = weights("rot_lstm", *lstm, main=train_lstm.main)
-    assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
+
+
+def test_rotation_augmented_convlstm_with_sphereconv_trains(dirs):
+    args = args_of(dirs) + ["-expID", "rot_lstm", "-epochs", "1", "--max-steps", "1", "--use-equirect-rotate"]
+    train_lstm.main(args + ["--sequence-len", "2", "--batch-size", "1", "--conv-type", "sphereconv"])
+    saved = torch.load(os.path.join(dirs[1], "rot_lstm", LATEST), weights_only=True)
+    assert saved["opts"]["conv_type"] == "sphereconv" and saved["opts"]["use_equirect_rotate"]
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
