@@ -294,7 +294,7 @@ def _add_model_and_rotation_options(p):
     )  # fmt: skip
 
 
-def _resolve_model_and_rotation_options(parser, opt):
+def _resolve_model_and_rotation_options(parser, opt, model):
     """``--conv-type`` and its older spelling ``--use-sconv`` made one choice (contradictions stop with a message);
     ``kernel_basis`` None for ``'none'``; the rotation flags checked."""
     implied = None if opt.use_sconv is None else ("sconv" if opt.use_sconv else "standard")
@@ -310,7 +310,7 @@ def _resolve_model_and_rotation_options(parser, opt):
             f"--kernel-basis {opt.kernel_basis} is for crown convolutions (--conv-type sconv), not {opt.conv_type}"
         )
     opt.kernel_basis = None if opt.kernel_basis == "none" else opt.kernel_basis
-    if opt.conv_type == "sphereconv" and opt.use_sconvlstm is not None:
+    if model == "convlstm" and opt.conv_type == "sphereconv" and opt.use_sconvlstm is not None:
         parser.error("--use-sconvlstm does not apply with --conv-type sphereconv: the ConvLSTM's gates are SphereConv")
     opt.use_sconvlstm = True if opt.use_sconvlstm is None else opt.use_sconvlstm
     for name in ("rot_y", "rot_z"):
@@ -343,7 +343,7 @@ def parse(argv=None, model="unet"):
         parser.error("give -resume (continue this experiment) or -loadModel (start from weights), not both")
     if os.sep in opt.expID or opt.expID in ("", ".", ".."):
         parser.error(f"-expID must be a plain name (no path separator), got {opt.expID!r}")
-    _resolve_model_and_rotation_options(parser, opt)
+    _resolve_model_and_rotation_options(parser, opt, model)
     opt.model = model
     opt.lstm_place = getattr(opt, "lstm_place", None)
     opt.save_dir = os.path.join(opt.exp_dir, opt.expID)
