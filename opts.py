@@ -217,7 +217,13 @@ def build_parser(model):
     p.add_argument("--demo-out", default=None, metavar="DIR", help="where -demo writes (default <exp>/<expID>/demo)")
 
     # Ablations: each spherical part or its planar twin.
-    p.add_argument("--use-sconv", type=str2bool, default=True, metavar="BOOL", help="crown convs (0: planar twins)")
+    p.add_argument(
+        "--use-sconv",
+        type=str2bool,
+        default=None,
+        metavar="BOOL",
+        help="crown convs (0: planar twins); the original's spelling of --conv-type sconv / standard (default: 1)",
+    )
     p.add_argument(
         "--use-spooling", type=str2bool, default=True, metavar="BOOL", help="spherical pooling (0: nn.MaxPool2d(2))"
     )
@@ -225,9 +231,9 @@ def build_parser(model):
     p.add_argument(
         "--use-sconvlstm",
         type=str2bool,
-        default=True,
+        default=None,
         metavar="BOOL",
-        help="crown convs in the ConvLSTM (0: planar twins)",
+        help="crown convs in the ConvLSTM's gates (0: planar twins; default 1; SphereConv with --conv-type sphereconv)",
     )
     if model == "convlstm":
         p.add_argument(
@@ -236,9 +242,83 @@ def build_parser(model):
             default="decoder",
             help="decoder: the original's SconvLSTM (LSTM on the decoder's H/2 features); bottleneck: on the H/8 ones",
         )
+    _add_model_and_rotation_options(p)
     for flag, message in REJECTED.items():
         p.add_argument(flag, action=_Rejected, message=message)
     return p
+
+
+# --- convolution type, crown kernel basis, upsampling (issues 22, 23) and rotation augmentation (issue 23) ---------
+
+CONV_TYPES = ("sconv", "sphereconv", "standard")
+KERNEL_BASES = ("none", "resolved", "smooth")
+UPSAMPLINGS = ("nearest", "spherical")
+
+
+def _add_model_and_rotation_options(p):
+    p.add_argument(
+        "--conv-type",
+        choices=CONV_TYPES,
+        default=None,
+        help="the network's convolutions: sconv (the paper's crown convolutions), sphereconv (3 x 3 SphereNet-style, "
+        "also the ConvLSTM's gates), standard (planar twins); the original's flag (default: sconv, or as --use-sconv)",
+    )
+    p.add_argument(
+        "--kernel-basis",
+        choices=KERNEL_BASES,
+        default="none",
+        help="crown kernels' parametrisation: none (one weight per node, the paper's), resolved (what the grid "
+        "resolves at the equator), smooth (low-degree smooth kernels); docs/latitude.md",
+    )
+    p.add_argument(
+        "--upsample",
+        choices=UPSAMPLINGS,
+        default="nearest",
+        help="the decoder's x2 upsampling: nearest (the paper's) or spherical (bilinear on the sphere)",
+    )
+    p.add_argument(
+        "--use-equirect-rotate",
+        "--use_equirect_rotate",
+        dest="use_equirect_rotate",
+        action="store_true",
+        help="training: each sample (each sequence) rotated by (rot_y, rot_z) drawn from (0, 60), (60, 0), (60, 60) "
+        "degrees, as the original; evaluation: the test videos rotated by (--rot-y, --rot-z)",
+    )
+    p.add_argument(
+        "--rot-y", "--rot_y", dest="rot_y", type=float, default=0.0, metavar="DEG",
+        help="evaluation with --use-equirect-rotate: turn about the horizontal axis (the centre moves down), degrees",
+    )  # fmt: skip
+    p.add_argument(
+        "--rot-z", "--rot_z", dest="rot_z", type=float, default=0.0, metavar="DEG",
+        help="evaluation with --use-equirect-rotate: turn about the polar axis (the content moves right), degrees",
+    )  # fmt: skip
+
+
+def _resolve_model_and_rotation_options(parser, opt, model):
+    """``--conv-type`` and its older spelling ``--use-sconv`` made one choice (contradictions stop with a message);
+    ``kernel_basis`` None for ``'none'``; the rotation flags checked."""
+    implied = None if opt.use_sconv is None else ("sconv" if opt.use_sconv else "standard")
+    if opt.conv_type is not None and implied is not None and implied != opt.conv_type:
+        parser.error(
+            f"--use-sconv {int(opt.use_sconv)} means --conv-type {implied}, which contradicts --conv-type "
+            f"{opt.conv_type}; give one of them"
+        )
+    opt.conv_type = opt.conv_type or implied or "sconv"
+    opt.use_sconv = opt.conv_type == "sconv"
+    if opt.kernel_basis != "none" and opt.conv_type != "sconv":
+        parser.error(
+            f"--kernel-basis {opt.kernel_basis} is for crown convolutions (--conv-type sconv), not {opt.conv_type}"
+        )
+    opt.kernel_basis = None if opt.kernel_basis == "none" else opt.kernel_basis
+    if model == "convlstm" and opt.conv_type == "sphereconv" and opt.use_sconvlstm is not None:
+        parser.error("--use-sconvlstm does not apply with --conv-type sphereconv: the ConvLSTM's gates are SphereConv")
+    opt.use_sconvlstm = True if opt.use_sconvlstm is None else opt.use_sconvlstm
+    for name in ("rot_y", "rot_z"):
+        value = getattr(opt, name)
+        if not -360 <= value <= 360:
+            parser.error(f"--{name.replace('_', '-')} must be an angle in degrees in [-360, 360], got {value}")
+        if value and not opt.use_equirect_rotate:
+            parser.error(f"--{name.replace('_', '-')} rotates the test videos only with --use-equirect-rotate")
 
 
 def parse(argv=None, model="unet"):
@@ -263,6 +343,7 @@ def parse(argv=None, model="unet"):
         parser.error("give -resume (continue this experiment) or -loadModel (start from weights), not both")
     if os.sep in opt.expID or opt.expID in ("", ".", ".."):
         parser.error(f"-expID must be a plain name (no path separator), got {opt.expID!r}")
+    _resolve_model_and_rotation_options(parser, opt, model)
     opt.model = model
     opt.lstm_place = getattr(opt, "lstm_place", None)
     opt.save_dir = os.path.join(opt.exp_dir, opt.expID)

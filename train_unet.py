@@ -26,9 +26,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import opts
+from datasets.augment import EpochSampler, RandomlyRotated
 from datasets.data import VRVideo, atomic_write, atomic_write_bytes
 from engine.common import (
     LATEST,
+    check_resume_options,
     float32_precision,
     load_checkpoint,
     load_datasets,
@@ -45,7 +47,13 @@ from sconv.module.smse import SphereMSE
 
 
 def build_model(opt):
-    return SphericalUNet((opt.frame_h, opt.frame_w), use_sconv=opt.use_sconv, use_spooling=opt.use_spooling)
+    return SphericalUNet(
+        (opt.frame_h, opt.frame_w),
+        use_spooling=opt.use_spooling,
+        conv_type=opt.conv_type,
+        kernel_basis=opt.kernel_basis,
+        upsample=opt.upsample,
+    )
 
 
 def train(opt, rank, world_size, device):
@@ -70,6 +78,7 @@ def train(opt, rank, world_size, device):
     start_epoch, log = 0, []
     if opt.resume:
         checkpoint = load_checkpoint(latest, opt.model)
+        check_resume_options(checkpoint, opt)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:
@@ -89,6 +98,8 @@ def train(opt, rank, world_size, device):
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=opt.seed)
+    if opt.use_equirect_rotate:  # one rotation per sample, drawn from (seed, epoch, item): see datasets/augment.py
+        train_set, sampler = RandomlyRotated(train_set, opt.seed), EpochSampler(sampler)
     loader = DataLoader(
         train_set,
         batch_size=opt.batch_size // world_size,

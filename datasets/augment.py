@@ -15,14 +15,28 @@ Differences, by design: the original sampled each output pixel's corner with nea
 and needed ``W = 2H``; here pixel centres are sampled bilinearly on the sphere (any ``H, W``), and gaze points are
 rotated exactly (:func:`sconv.functional.rotate_points`), so a target can be rebuilt from rotated gaze
 (``gaze_heatmap``) instead of resampled.
+
+The training scripts' ``--use-equirect-rotate`` uses :class:`RandomlyRotated` with :class:`EpochSampler` (training:
+the draw depends only on the seed, the epoch and the item, so it is the same with any number of DataLoader workers
+or processes, and after ``-resume``) and :class:`FixedRotation` (evaluation at ``(--rot-y, --rot-z)``).
 """
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, Sampler
 
 from sconv.functional.rotate import rotate_equirect, rotate_points, rotation_matrix
 
-__all__ = ["ORIGINAL_TRAIN_ROTATIONS", "sample_rotation", "rotate_sample", "random_rotate_sample"]
+__all__ = [
+    "ORIGINAL_TRAIN_ROTATIONS",
+    "sample_rotation",
+    "rotate_sample",
+    "random_rotate_sample",
+    "rotation_of",
+    "EpochSampler",
+    "RandomlyRotated",
+    "FixedRotation",
+]
 
 # (rot_y, rot_z) in degrees: the original's training choices (y_z_list in its datasets/data.py).
 ORIGINAL_TRAIN_ROTATIONS = ((0, 60), (60, 0), (60, 60))
@@ -69,7 +83,7 @@ def rotate_sample(frame=None, previous=None, target=None, gaze=None, *, rot_y, r
         ``(frame, previous, target, gaze)`` rotated, None where None was given; gaze as given (numpy arrays
         float64, or tensors).
     """
-    rotation = rotation_matrix(yaw=rot_z, pitch=rot_y)
+    rotation = rotation_of(rot_y, rot_z)
     return (
         None if frame is None else _rotate_map(frame, rotation, mode, "frame"),
         None if previous is None else _rotate_map(previous, rotation, mode, "previous"),
@@ -94,3 +108,96 @@ def random_rotate_sample(
     """
     rot_y, rot_z = sample_rotation(generator, choices)
     return (*rotate_sample(frame, previous, target, gaze, rot_y=rot_y, rot_z=rot_z, mode=mode), (rot_y, rot_z))
+
+
+def rotation_of(rot_y, rot_z):
+    """The float64 ``[3, 3]`` matrix of the original's ``Equirect_Rotate(., 0, rot_y, rot_z)`` (degrees)."""
+    return rotation_matrix(yaw=rot_z, pitch=rot_y)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` for each index of ``sampler``, for :class:`RandomlyRotated`; ``set_epoch`` is passed
+    on to ``sampler`` (e.g. a ``DistributedSampler``). The epoch travels with the index because a DataLoader's
+    (persistent) workers hold their own copy of the dataset."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+class RandomlyRotated(Dataset):
+    """``dataset`` (``VRVideo`` or ``VRVideoLSTM``) with each item rotated by one ``(rot_y, rot_z)`` of ``choices``
+    (degrees; the original's training set of rotations by default) drawn from ``(seed, epoch, index)``.
+
+    Indexed by ``(epoch, index)`` (:class:`EpochSampler`); an item is ``dataset.sample(index, rotation)``: frame,
+    previous map and target rotated together, once per sequence for the ConvLSTM.
+    """
+
+    def __init__(self, dataset, seed, choices=ORIGINAL_TRAIN_ROTATIONS):
+        if len(choices) == 0:
+            raise ValueError("choices must hold at least one (rot_y, rot_z) pair")
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.choices = tuple((float(rot_y), float(rot_z)) for rot_y, rot_z in choices)
+
+    def angles(self, epoch, index):
+        """The ``(rot_y, rot_z)`` of item ``index`` at ``epoch``."""
+        generator = np.random.default_rng([self.seed % 2**63, int(epoch), int(index)])
+        return self.choices[int(generator.integers(len(self.choices)))]
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise TypeError(f"RandomlyRotated is indexed by (epoch, index) (use EpochSampler), got {key!r}")
+        epoch, index = key
+        return self.dataset.sample(index, rotation_of(*self.angles(epoch, index)))
+
+
+class FixedRotation:
+    """The evaluation's view of a test split (``VRVideo`` or ``VRVideoLSTM``) rotated by ``(rot_y, rot_z)``
+    degrees: frames, targets, ground-truth previous maps and fixations of the rotated panoramas (the first frames'
+    prior is not rotated: a deployed model knows nothing of the rotation). The interface ``engine.evaluate`` reads."""
+
+    def __init__(self, dataset, rot_y, rot_z):
+        self.dataset = dataset
+        self.angles = (float(rot_y), float(rot_z))
+        self.rotation = rotation_of(*self.angles)
+        self.videos = dataset.videos
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset.sample(index, self.rotation)
+
+    def frames_of(self, vid):
+        return self.dataset.frames_of(vid)
+
+    def previous_key(self, vid, fid):
+        return self.dataset.previous_key(vid, fid)
+
+    def frame(self, vid, fid):
+        return self.dataset.frame(vid, fid, self.rotation)
+
+    def target(self, vid, fid):
+        return self.dataset.target(vid, fid, self.rotation)
+
+    def previous_map(self, vid, fid):
+        return self.dataset.previous_map(vid, fid, self.rotation)
+
+    def fixations_of(self, vid, fid):
+        return self.dataset.fixations_of(vid, fid, self.rotation)

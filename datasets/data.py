@@ -36,6 +36,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sconv.functional.common import colatitudes, longitudes, pixel_solid_angle, positive_int
+from sconv.functional.rotate import rotate_equirect, rotate_points
 
 __all__ = [
     "gaze_heatmap",
@@ -668,14 +669,24 @@ class _VRVideoBase(Dataset):
         digest = key.hexdigest()
         return os.path.join(self.cache_dir, digest[:2], digest[2:] + ".npy")
 
-    def _saliency_map(self, vid, fid):
+    def _gaze_points(self, vid, fid, rotation=None):
+        """The frame's gaze points, float64 numpy ``[N, 2]``, rotated exactly by ``rotation`` ``[3, 3]`` if given."""
+        gaze = self._gaze[vid, fid]
+        return gaze if rotation is None else rotate_points(gaze, rotation).numpy()
+
+    def _saliency_map(self, vid, fid, rotation=None):
         """Ground-truth map of a frame on the original's scale, float32 tensor ``[1, H, W]``: the published
-        ``<frame>_gt.npy`` when it is used, else built from the gaze points (cached in ``cache_dir`` if given)."""
+        ``<frame>_gt.npy`` when it is used, else built from the gaze points (cached in ``cache_dir`` if given).
+
+        With ``rotation`` (a ``[3, 3]`` matrix, ``sconv.functional.rotate_equirect``'s convention) the map of the
+        rotated panorama: built from the rotated gaze points (not cached), or the published map rotated bilinearly on
+        the sphere."""
         published = self._published.get((vid, fid))
         if published is not None:
-            return self._published_map(published)
+            saliency = self._published_map(published)
+            return saliency if rotation is None else rotate_equirect(saliency[None], rotation.float())[0]
         shape = (self.frame_h, self.frame_w)
-        path = self._cache_path(vid, fid) if self.cache_dir is not None else None
+        path = self._cache_path(vid, fid) if self.cache_dir is not None and rotation is None else None
         if path is not None and os.path.isfile(path) and _inside(self.cache_dir, path):
             try:
                 cached = np.load(path, allow_pickle=False)
@@ -683,7 +694,7 @@ class _VRVideoBase(Dataset):
                     return torch.from_numpy(cached)[None]
             except (OSError, ValueError, EOFError):
                 pass  # unreadable or foreign cache file: recompute and replace it
-        heat = _gaze_heatmap64(self._gaze[vid, fid], self.frame_h, self.frame_w, self.gaussian_sigma)
+        heat = _gaze_heatmap64(self._gaze_points(vid, fid, rotation), self.frame_h, self.frame_w, self.gaussian_sigma)
         if not heat.max() > 0:
             raise ValueError(
                 f"gaussian_sigma={self.gaussian_sigma} is too small for a {self.frame_h}x{self.frame_w} grid: "
@@ -707,31 +718,39 @@ class _VRVideoBase(Dataset):
         the sphere integral of a ground-truth map (:func:`normalise_previous`)."""
         return normalise_previous(maps, self.map_mass)
 
-    def previous_map(self, vid, fid):
-        """The ground-truth map of the previous frame (``previous_key``) normalised, or the prior if there is none."""
+    def previous_map(self, vid, fid, rotation=None):
+        """The ground-truth map of the previous frame (``previous_key``) normalised, or the prior if there is none.
+        With ``rotation``, that map of the rotated panorama; the prior is never rotated (it is what a deployed model
+        gets, knowing nothing of the video)."""
         prev = self.previous_key(vid, fid)
         if prev is None:
             return self.prior.clone()
-        return self.normalise_previous(self._saliency_map(vid, prev))
+        return self.normalise_previous(self._saliency_map(vid, prev, rotation))
 
-    def _sample(self, vid, fid):
-        return self._load_frame(vid, fid), self.previous_map(vid, fid), self._saliency_map(vid, fid)
+    def _sample(self, vid, fid, rotation=None):
+        return (
+            self.frame(vid, fid, rotation),
+            self.previous_map(vid, fid, rotation),
+            self._saliency_map(vid, fid, rotation),
+        )
 
     def frames_of(self, vid):
         """The frame ids of video ``vid`` that are items, in order."""
         return list(self._frames[vid])
 
-    def frame(self, vid, fid):
-        """The frame ``[3, H, W]`` (after ``transform``)."""
-        return self._load_frame(vid, fid)
+    def frame(self, vid, fid, rotation=None):
+        """The frame ``[3, H, W]`` (after ``transform``), rotated bilinearly on the sphere by ``rotation`` if given."""
+        frame = self._load_frame(vid, fid)
+        return frame if rotation is None else rotate_equirect(frame[None], rotation.to(frame.dtype))[0]
 
-    def target(self, vid, fid):
-        """The ground-truth map ``[1, H, W]`` (original's scale)."""
-        return self._saliency_map(vid, fid)
+    def target(self, vid, fid, rotation=None):
+        """The ground-truth map ``[1, H, W]`` (original's scale), of the panorama rotated by ``rotation`` if given."""
+        return self._saliency_map(vid, fid, rotation)
 
-    def fixations_of(self, vid, fid):
-        """Gaze point counts of a frame, int64 numpy ``[H, W]`` (see :func:`fixation_map`)."""
-        return fixation_map(self._gaze[vid, fid], self.frame_h, self.frame_w)
+    def fixations_of(self, vid, fid, rotation=None):
+        """Gaze point counts of a frame, int64 numpy ``[H, W]`` (see :func:`fixation_map`), of the gaze points
+        rotated by ``rotation`` if given."""
+        return fixation_map(self._gaze_points(vid, fid, rotation), self.frame_h, self.frame_w)
 
 
 def _pool_factor(shape, size):
@@ -907,7 +926,12 @@ class VRVideo(_VRVideoBase):
         return len(self.items)
 
     def __getitem__(self, index):
-        return self._sample(*self.items[index])
+        return self.sample(index)
+
+    def sample(self, index, rotation=None):
+        """Item ``index``, of the panorama rotated by ``rotation`` ``[3, 3]`` if given (frame, previous map and target
+        alike; ``datasets.augment``)."""
+        return self._sample(*self.items[index], rotation)
 
     def fixations(self, index):
         """Gaze point counts of item ``index``, int64 numpy ``[H, W]`` (see :func:`fixation_map`)."""
@@ -981,7 +1005,11 @@ class VRVideoLSTM(_VRVideoBase):
         return len(self.items)
 
     def __getitem__(self, index):
-        frames, prev_maps, targets = zip(*(self._sample(vid, fid) for vid, fid in self.items[index]))
+        return self.sample(index)
+
+    def sample(self, index, rotation=None):
+        """Item ``index``, every frame of the sequence rotated by the same ``rotation`` ``[3, 3]`` if given."""
+        frames, prev_maps, targets = zip(*(self._sample(vid, fid, rotation) for vid, fid in self.items[index]))
         return torch.stack(frames), torch.stack(prev_maps), torch.stack(targets)
 
     def fixations(self, index):

@@ -12,12 +12,15 @@ import torch
 import torch.distributed as dist
 
 import ref
+from datasets.augment import FixedRotation
 from datasets.data import atomic_write_bytes
 from datasets.synthetic import ensure_synthetic
 
 __all__ = [
     "LATEST",
     "ARCH_OPTIONS",
+    "architecture_of",
+    "check_resume_options",
     "write_json",
     "rng_state",
     "set_rng_state",
@@ -30,8 +33,36 @@ __all__ = [
 LATEST = "checkpoint_latest.pt"
 # Options that define the network and its inputs: -test and -demo take them from the checkpoint.
 ARCH_OPTIONS = (
-    "frame_h", "frame_w", "target_scale", "prev_offset", "use_sconv", "use_spooling", "use_sconvlstm", "lstm_place"
+    "frame_h", "frame_w", "target_scale", "prev_offset", "use_sconv", "use_spooling", "use_sconvlstm", "lstm_place",
+    "conv_type", "kernel_basis", "upsample",
 )  # fmt: skip
+
+
+def architecture_of(saved_opts):
+    """The ``ARCH_OPTIONS`` a checkpoint's options define; checkpoints older than ``--conv-type``, ``--kernel-basis``
+    and ``--upsample`` get the values their model had (crown or planar convolutions from ``use_sconv``, free nodes,
+    nearest upsampling)."""
+    arch = {name: saved_opts[name] for name in ARCH_OPTIONS if name in saved_opts}
+    if "use_sconv" in arch:
+        arch.setdefault("conv_type", "sconv" if arch["use_sconv"] else "standard")
+    arch.setdefault("kernel_basis", None)
+    arch.setdefault("upsample", "nearest")
+    return arch
+
+
+def check_resume_options(checkpoint, opt):
+    """``-resume`` continues the checkpoint's network: an option of ``ARCH_OPTIONS`` that differs on the command line
+    stops with both values (the same command resumes)."""
+    differ = [
+        f"{name}: checkpoint {value!r}, command line {getattr(opt, name, None)!r}"
+        for name, value in architecture_of(checkpoint["opts"]).items()
+        if getattr(opt, name, None) != value
+    ]
+    if differ:
+        raise ValueError(
+            "-resume continues the checkpoint's network; these options differ (give the run's options): "
+            + "; ".join(differ)
+        )
 
 
 def write_json(path, obj):
@@ -91,7 +122,8 @@ def gt_cache_dir(opt):
 def load_datasets(opt, rank, world_size, dataset_class, **options):
     """The train and test splits of ``dataset_class`` (``VRVideo`` or ``VRVideoLSTM``, ``options`` passed on); the
     default synthetic set is generated first when absent (by rank 0). Skipped bad data (``--on-bad-data skip``) is
-    reported by rank 0."""
+    reported by rank 0. With ``--use-equirect-rotate`` and a ``--rot-y`` or ``--rot-z``, the test split is seen rotated
+    (``datasets.augment.FixedRotation``)."""
     if os.path.abspath(opt.data_dir) == os.path.abspath(ref.data_dir):
         if rank == 0:
             ensure_synthetic(opt.data_dir, **ref.synthetic)
@@ -122,6 +154,8 @@ def load_datasets(opt, rank, world_size, dataset_class, **options):
                 f"(first: {file}: {reason})"
             )
         splits.append(dataset)
+    if opt.use_equirect_rotate and (opt.rot_y or opt.rot_z):  # evaluation at the fixed rotation, as the original
+        splits[1] = FixedRotation(splits[1], opt.rot_y, opt.rot_z)
     return tuple(splits)
 
 

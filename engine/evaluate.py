@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 import ref
 from datasets.data import center_prior, normalise_previous, reference_mass
-from engine.common import ARCH_OPTIONS, LATEST, load_checkpoint, write_json
+from engine.common import LATEST, architecture_of, load_checkpoint, write_json
 from sconv import metrics
 
 __all__ = ["METRICS", "ORACLE_NOTE", "predict_video", "evaluate", "format_metrics", "load_trained", "run_test"]
@@ -158,9 +158,8 @@ def load_trained(opt, device, build_model):
     """The model of ``-loadModel`` (default: the experiment's latest checkpoint), with the checkpoint's settings."""
     path = opt.loadModel or os.path.join(opt.save_dir, LATEST)
     checkpoint = load_checkpoint(path, opt.model)
-    for name in ARCH_OPTIONS:
-        if name in checkpoint["opts"]:
-            setattr(opt, name, checkpoint["opts"][name])
+    for name, value in architecture_of(checkpoint["opts"]).items():
+        setattr(opt, name, value)
     model = build_model(opt)
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), path, checkpoint["epoch"]
@@ -185,6 +184,10 @@ def run_test(opt, device, build_model, make_test_set):
         "model": results["model"],
         "center_prior": results["center_prior"],
     }
+    angles = getattr(test_set, "angles", None)  # --use-equirect-rotate: the test videos rotated (FixedRotation)
+    if angles is not None:
+        report["rotation_degrees"] = {"rot_y": angles[0], "rot_z": angles[1]}
+        report["evaluation"] += f"; every test frame rotated by rot_y = {angles[0]:g}, rot_z = {angles[1]:g} degrees"
     if opt.oracle:
         report["oracle"] = {
             "note": ORACLE_NOTE,

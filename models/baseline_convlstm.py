@@ -8,13 +8,17 @@ bottleneck and its output is decoded with each frame's skips; ten times the para
 
 Every frame of the sequence is encoded (all ``B * T`` frames in one batch, so BatchNorm sees them together; the
 original looped over time with per-frame BatchNorm statistics). ``use_sconvlstm=False`` swaps the LSTM's crown
-convolutions for their planar twins (``planar_conv``).
+convolutions for their planar twins (``planar_conv``). ``conv_type='sphereconv'`` makes the LSTM's gates 3 x 3
+``SphereConv`` too, as the original's ``sconv/module/convlstm.py`` did for ``--conv-type sphereconv``; a crown
+``kernel_basis`` applies to the crown gates as well.
 """
 
 import math
 
 from models.baseline_unet import SphericalUNet, planar_conv
 from sconv.module.convlstm import SphericalConvLSTM
+from sconv.module.sconv import SphericalConv
+from sconv.module.sphereconv import SphereConv
 
 __all__ = ["SphericalConvLSTMNet"]
 
@@ -30,8 +34,9 @@ class SphericalConvLSTMNet(SphericalUNet):
     """Saliency of frame sequences: ``SphericalUNet`` with a spherical ConvLSTM at the bottleneck.
 
     Args:
-        input_size, use_sconv, use_spooling: as ``SphericalUNet``.
-        use_sconvlstm: crown convolutions in the ConvLSTM (True) or their planar twins (False).
+        input_size, use_sconv, use_spooling, conv_type, kernel_basis, upsample: as ``SphericalUNet``.
+        use_sconvlstm: crown convolutions in the ConvLSTM's gates (True) or their planar twins (False); with
+            ``conv_type='sphereconv'`` the gates are ``SphereConv`` and it must be left True (its default).
         lstm_place: ``'decoder'`` (the original's ``SconvLSTM``) or ``'bottleneck'`` (see the module docstring).
 
     Shape:
@@ -42,20 +47,55 @@ class SphericalConvLSTMNet(SphericalUNet):
     """
 
     def __init__(
-        self, input_size=(64, 128), use_sconv=True, use_spooling=True, use_sconvlstm=True, lstm_place="decoder"
+        self,
+        input_size=(64, 128),
+        use_sconv=True,
+        use_spooling=True,
+        use_sconvlstm=True,
+        lstm_place="decoder",
+        conv_type=None,
+        kernel_basis=None,
+        upsample="nearest",
     ):
-        super().__init__(input_size, use_sconv=use_sconv, use_spooling=use_spooling)
+        super().__init__(
+            input_size,
+            use_sconv=use_sconv,
+            use_spooling=use_spooling,
+            conv_type=conv_type,
+            kernel_basis=kernel_basis,
+            upsample=upsample,
+        )
         if lstm_place not in LSTM_PLACES:
             raise ValueError(f"lstm_place must be one of {LSTM_PLACES}, got {lstm_place!r}")
+        if self.conv_type == "sphereconv" and not use_sconvlstm:
+            raise ValueError(
+                "use_sconvlstm=False (planar gates) contradicts conv_type='sphereconv', whose ConvLSTM gates are "
+                "SphereConv; leave use_sconvlstm True"
+            )
         self.use_sconvlstm = bool(use_sconvlstm)
         self.lstm_place = lstm_place
         scale = LSTM_SCALE[lstm_place]
         grid = (self.input_size[0] // scale, self.input_size[1] // scale)
-        factory = None
-        if not self.use_sconvlstm:
+        if self.conv_type == "sphereconv":
+            self.lstm_conv_type = "sphereconv"
+        else:
+            self.lstm_conv_type = "sconv" if self.use_sconvlstm else "standard"
 
-            def factory(in_channels, out_channels):
+        def factory(in_channels, out_channels):
+            if self.lstm_conv_type == "sphereconv":
+                return SphereConv(in_channels, out_channels, kernel_size=3, bias=True)
+            if self.lstm_conv_type == "standard":
                 return planar_conv(in_channels, out_channels, LSTM_KERNEL_RAD, grid, bias=True)
+            return SphericalConv(
+                in_channels,
+                out_channels,
+                kernel_rad=LSTM_KERNEL_RAD,
+                kernel_size=LSTM_KERNEL_SIZE,
+                kernel_sr=None,
+                bias=True,
+                kernel_basis=kernel_basis,
+                grid_size=grid,
+            )
 
         self.lstm = SphericalConvLSTM(
             LSTM_HIDDEN[lstm_place],
@@ -95,4 +135,4 @@ class SphericalConvLSTMNet(SphericalUNet):
         return out[:, 0], state
 
     def extra_repr(self):
-        return f"{super().extra_repr()}, use_sconvlstm={self.use_sconvlstm}, lstm_place={self.lstm_place!r}"
+        return f"{super().extra_repr()}, lstm_conv_type={self.lstm_conv_type!r}, lstm_place={self.lstm_place!r}"
