@@ -11,8 +11,9 @@ from engine.common import LATEST
 __all__ = ["LOCK", "claim_experiment"]
 
 LOCK = ".lock"
-# What a training run writes into its folder (the test writes test_metrics.json): a run is there when one exists.
-RUN_FILES = (LATEST, "log.jsonl", "opts.json")
+# A run is in the folder when it has saved an epoch: a checkpoint or a log (opts.json alone is a run stopped before its
+# first epoch ended: nothing to lose, the next run rewrites it).
+RUN_FILES = (LATEST, "log.jsonl")
 PERIODIC = re.compile(r"checkpoint_epoch\d{4}\.pt")
 # atomic_write's temporary names (".<name>.<uuid hex>.tmp") for the files above: a killed run leaves them behind.
 TEMPORARY = re.compile(r"\.(checkpoint_latest\.pt|checkpoint_epoch\d{4}\.pt|log\.jsonl|opts\.json)\.[0-9a-f]{32}\.tmp")
@@ -29,7 +30,7 @@ def claim_experiment(opt, rank=0):
 
     - Lock: ``<save_dir>/.lock`` is held with ``flock`` (the kernel releases it when the process ends, a killed one
       too, so a lock left by a killed run is free) and names the holder's pid; a second run refuses.
-    - A folder that holds a run (checkpoint, log or options) is continued only with ``-resume``, replaced only with
+    - A folder that holds a run (a checkpoint or a log) is continued only with ``-resume``, replaced only with
       ``--overwrite`` (which deletes that run's checkpoints, log, options and test metrics first); otherwise refused.
     - Temporary files of checkpoints and logs left by killed runs (``.checkpoint_latest.pt.<hex>.tmp``, ...) are
       deleted: only those names, only in this folder, only under the lock (no other run is writing them).
@@ -61,7 +62,8 @@ def claim_experiment(opt, rank=0):
                     f"experiment folder {folder} already holds a run ({', '.join(previous)}): continue it with "
                     "-resume, give another -expID, or pass --overwrite to replace it"
                 )
-            replaced = previous + [n for n in ("test_metrics.json",) if os.path.isfile(os.path.join(folder, n))]
+            others = ("opts.json", "test_metrics.json")
+            replaced = previous + [n for n in others if os.path.isfile(os.path.join(folder, n))]
             for name in replaced:
                 os.remove(os.path.join(folder, name))
             print(f"--overwrite: deleted the previous run's {', '.join(previous)} in {folder}")
