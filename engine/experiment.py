@@ -64,6 +64,12 @@ def claim_experiment(opt, rank=0):
                 )
             others = ("opts.json", "test_metrics.json")
             replaced = previous + [n for n in others if os.path.isfile(os.path.join(folder, n))]
+            paths = {os.path.realpath(os.path.join(folder, name)) for name in replaced}
+            if opt.loadModel and os.path.realpath(opt.loadModel) in paths:
+                raise ValueError(
+                    f"--overwrite would delete -loadModel {opt.loadModel} (a file of the run it replaces): copy it "
+                    "elsewhere first or give another -expID"
+                )
             for name in replaced:
                 os.remove(os.path.join(folder, name))
             print(f"--overwrite: deleted the previous run's {', '.join(previous)} in {folder}")

@@ -111,6 +111,10 @@ def test_a_finished_run_is_continued_or_replaced_only_when_asked(dirs, good_run)
         run(dirs, "finished", "-resume")
     assert read(os.path.join(folder, LATEST)) == saved[LATEST]
 
+    with pytest.raises(ValueError, match=r"--overwrite would delete -loadModel .*checkpoint_epoch0001.pt"):
+        run(dirs, "finished", "--overwrite", "-loadModel", os.path.join(folder, "checkpoint_epoch0001.pt"))
+    assert {name: read(os.path.join(folder, name)) for name in saved} == saved
+
     # --overwrite: the previous run's files go first (its periodic checkpoint would otherwise sit beside the new run's).
     run(dirs, "finished", "-lr", "0.02", "--overwrite")
     assert checkpoint(dirs, "finished")["opts"]["lr"] == 0.02 and len(log_of(dirs, "finished")) == 1
