@@ -37,6 +37,32 @@ def _non_negative_int(value):
     return number
 
 
+def _checked(convert, accepted, valid):
+    """An argparse ``type``: ``convert(text)`` when ``valid`` of it, else an error that says what is ``accepted``."""
+
+    def parse(value):
+        try:
+            number = convert(value)
+        except ValueError:
+            number = None
+        if number is None or not valid(number):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {value!r}")
+        return number
+
+    return parse
+
+
+# Flags whose values break the run later (an infinite float32 update, a seed torch cannot take, a diverging momentum,
+# an evaluation of one frame: sAUC needs two) are refused here, with the accepted range.
+FLOAT32_MAX = 3.4028234663852886e38
+_learning_rate = _checked(
+    float, f"a positive number <= {FLOAT32_MAX:.4g} (float32's largest)", lambda x: 0 < x <= FLOAT32_MAX
+)
+_momentum = _checked(float, "a number in [0, 1)", lambda x: 0 <= x < 1)
+_seed = _checked(int, "an integer in [0, 2**32 - 1]", lambda x: 0 <= x < 2**32)
+_test_limit = _checked(int, "0 (all) or an integer >= 2 (sAUC needs 2 frames)", lambda x: x == 0 or x >= 2)
+
+
 def _positive_float(value):
     number = float(value)
     if not number > 0 or number == float("inf"):
@@ -108,13 +134,19 @@ def build_parser(model):
         "does not resume)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into <exp-dir>/<expID> although it holds a run: that run's checkpoints, log, options and test "
+        "metrics are deleted first (without it, such a folder is refused; -resume continues it)",
+    )
+    p.add_argument(
         "--oracle",
         action="store_true",
         help="-test also reports the teacher-forced score (ground-truth previous maps), labelled as an oracle",
     )
     p.add_argument("-loadModel", default=None, metavar="PATH", help="checkpoint to start from or evaluate")
 
-    p.add_argument("-lr", type=_positive_float, default=hyper["lr"], help="learning rate (SGD)")
+    p.add_argument("-lr", type=_learning_rate, default=hyper["lr"], help="learning rate (SGD)")
     p.add_argument("-epochs", type=_positive_int, default=hyper["epochs"], help="number of training epochs")
     p.add_argument(
         "--batch-size",
@@ -128,7 +160,7 @@ def build_parser(model):
         default=hyper["sequence_len"],
         help="frames per training sequence (ConvLSTM)",
     )
-    p.add_argument("--momentum", type=_non_negative_float, default=ref.momentum, help="SGD momentum")
+    p.add_argument("--momentum", type=_momentum, default=ref.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=_non_negative_float, default=ref.weight_decay, help="SGD weight decay")
     p.add_argument(
         "--target-scale",
@@ -143,7 +175,7 @@ def build_parser(model):
         help="at most this many optimiser steps per epoch (0: the whole epoch)",
     )
     p.add_argument(
-        "--limit", type=_non_negative_int, default=0, help="evaluate on at most this many test items (0: all)"
+        "--limit", type=_test_limit, default=0, help="evaluate on at most this many test items (0: all; else >= 2)"
     )
     p.add_argument(
         "--save-interval",
@@ -197,7 +229,7 @@ def build_parser(model):
         help="bad videos/frames in the dataset: stop with the list, or skip them (counted and reported)",
     )
     p.add_argument("--num-workers", type=_non_negative_int, default=ref.num_workers, help="data loading processes")
-    p.add_argument("--seed", type=int, default=ref.seed, help="seed of the initial weights and the data order")
+    p.add_argument("--seed", type=_seed, default=ref.seed, help="seed of the initial weights and the data order")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     p.add_argument(
@@ -339,6 +371,8 @@ def parse(argv=None, model="unet"):
         parser.error("give -test or -demo, not both")
     if opt.prev_offset % opt.frame_step:
         parser.error(f"--prev-offset {opt.prev_offset} must be a multiple of --frame-step {opt.frame_step}")
+    if opt.resume and opt.overwrite:
+        parser.error("give -resume (continue this experiment) or --overwrite (replace it), not both")
     if opt.resume and opt.loadModel:
         parser.error("give -resume (continue this experiment) or -loadModel (start from weights), not both")
     if os.sep in opt.expID or opt.expID in ("", ".", ".."):

@@ -34,6 +34,8 @@ from engine.common import (
     float32_precision,
     load_checkpoint,
     load_datasets,
+    load_model_state,
+    nonfinite_tensors,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -41,7 +43,8 @@ from engine.common import (
 )
 from engine.demo import run_demo
 from engine.distributed import capture_graphs, global_sum, setup_distributed, use_global_batch_norm
-from engine.evaluate import evaluate, format_metrics, run_test
+from engine.evaluate import evaluate, format_metrics, run_test, test_keys
+from engine.experiment import claim_experiment
 from models import SphericalConvLSTMNet
 from sconv.module.smse import SphereMSE
 
@@ -71,6 +74,8 @@ def train(opt, rank, world_size, device):
     train_set, test_set = load_datasets(opt, rank, world_size, VRVideoLSTM, sequence_len=opt.sequence_len)
     if len(train_set) == 0:
         raise ValueError(f"the training split of {opt.data_dir} has no items")
+    if opt.eval_interval:
+        test_keys(test_set, opt.limit)  # a test split that cannot be evaluated fails now, not after an epoch
     if opt.cuda_graph and (device.type != "cuda" or world_size > 1):
         raise ValueError(f"--cuda-graph needs one process on a CUDA device; this run has {world_size} on {device}")
 
@@ -85,9 +90,14 @@ def train(opt, rank, world_size, device):
     latest = os.path.join(opt.save_dir, LATEST)
     start_epoch, log = 0, []
     if opt.resume:
-        checkpoint = load_checkpoint(latest, opt.model)
+        checkpoint = load_checkpoint(latest, opt.model, keys=("model", "optimizer", "epoch", "opts", "rng"))
         check_resume_options(checkpoint, opt)
-        model.load_state_dict(checkpoint["model"])
+        if opt.epochs <= checkpoint["epoch"]:
+            raise ValueError(
+                f"-resume: {latest} is at epoch {checkpoint['epoch']}; -epochs {opt.epochs} leaves nothing to train "
+                f"(give -epochs above {checkpoint['epoch']})"
+            )
+        load_model_state(model, checkpoint, latest)
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = opt.lr  # the command line wins (same command: same value)
@@ -100,7 +110,7 @@ def train(opt, rank, world_size, device):
         if is_main:
             print(f"resuming {latest} after epoch {start_epoch}")
     elif opt.loadModel:
-        model.load_state_dict(load_checkpoint(opt.loadModel, opt.model)["model"])
+        load_model_state(model, load_checkpoint(opt.loadModel, opt.model), opt.loadModel)
 
     raw_model = model
     if world_size > 1:
@@ -181,6 +191,23 @@ def train(opt, rank, world_size, device):
             "processes": world_size,
             "device": str(device),
         }
+        # The loss guard above checks each update at the next step; the epoch's last update is checked here, on the
+        # weights about to be saved: finite tensors, and a finite loss of the last batch in eval mode (as -test runs).
+        diverged = nonfinite_tensors(raw_model, optimizer)
+        if not diverged:
+            model.eval()
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.bf16):
+                out, _ = raw_model(frames, previous_maps)
+            check = sequence_loss(criterion, out.float(), targets)
+            check = global_sum(torch.tensor([check.item() * len(frames)], dtype=torch.float64), world_size)
+            diverged = [] if math.isfinite(check.item()) else [f"the loss of the last batch ({check.item()})"]
+        if diverged:
+            raise SystemExit(
+                f"error: the weights after epoch {epoch + 1} have diverged ({', '.join(diverged[:3])}): not saved. "
+                f"The last good checkpoint is kept"
+                f"{': ' + latest if os.path.isfile(latest) else ' (none was written yet)'}. Lower -lr or check the "
+                "data."
+            )
         evaluate_now = opt.eval_interval and ((epoch + 1) % opt.eval_interval == 0 or epoch + 1 == opt.epochs)
         if is_main and evaluate_now:
             record["test"] = evaluate(raw_model, test_set, opt, device)["model"]  # deployed, not the oracle
@@ -227,7 +254,8 @@ def main(argv=None):
             if opt.demo and rank == 0:
                 return run_demo(opt, device, build_model)
             if not (opt.test or opt.demo):
-                train(opt, rank, world_size, device)
+                with claim_experiment(opt, rank):
+                    train(opt, rank, world_size, device)
             return None
     finally:
         if world_size > 1:

@@ -4,6 +4,7 @@ precision. Used by ``train_unet.py`` and ``train_lstm.py``."""
 import contextlib
 import json
 import os
+import pickle
 import random
 import warnings
 
@@ -25,6 +26,8 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "load_checkpoint",
+    "load_model_state",
+    "nonfinite_tensors",
     "load_datasets",
     "seed_everything",
     "float32_precision",
@@ -99,16 +102,48 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path, model_name):
-    """A checkpoint written by ``train`` (tensors and builtins: ``weights_only=True``), checked for ``model_name``."""
+def load_checkpoint(path, model_name, keys=("model", "epoch", "opts")):
+    """A checkpoint written by ``train`` (tensors and builtins: ``weights_only=True``), checked for ``model_name`` and
+    for the entries ``keys``. Unreadable files and missing entries raise errors that name the path."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or not {"model", "epoch", "opts"} <= checkpoint.keys():
-        raise ValueError(f"{path} is not a checkpoint of these scripts (no model/epoch/opts entries)")
-    if checkpoint["opts"].get("model") != model_name:
-        raise ValueError(f"{path} holds a {checkpoint['opts'].get('model')!r} model, this script trains {model_name!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, KeyError, pickle.UnpicklingError) as err:  # empty, truncated or not torch.save's
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({os.path.getsize(path)} bytes; empty, truncated or not written by "
+            f"torch.save): {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} is not a checkpoint of these scripts (a {type(checkpoint).__name__}, not a dict)")
+    missing = [key for key in keys if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of these scripts: no {', '.join(missing)} entries")
+    if not isinstance(checkpoint["opts"], dict) or checkpoint["opts"].get("model") != model_name:
+        model = checkpoint["opts"].get("model") if isinstance(checkpoint["opts"], dict) else None
+        raise ValueError(f"{path} holds a {model!r} model, this script trains {model_name!r}")
     return checkpoint
+
+
+def load_model_state(model, checkpoint, path):
+    """``model.load_state_dict(checkpoint["model"])``; a mismatch raises an error that names ``path``."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(f"the weights in {path} do not fit this model: {err}") from err
+
+
+def nonfinite_tensors(model, optimizer):
+    """Names of ``model``'s parameters and buffers and of ``optimizer``'s state tensors that hold a NaN or an
+    infinity (empty when all are finite): what a checkpoint of them would save."""
+    named = list(model.state_dict().items())
+    for index, state in enumerate(optimizer.state.values()):
+        named += [(f"optimizer state {index} {key}", value) for key, value in state.items()]
+    return [
+        name
+        for name, value in named
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
 
 
 def gt_cache_dir(opt):

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from datasets.data import atomic_write
 from engine.evaluate import load_trained, predict_video
 
-__all__ = ["read_demo_frames", "colorize", "overlay", "run_demo"]
+__all__ = ["read_demo_frames", "colorize", "overlay", "check_demo_outputs", "run_demo"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -83,13 +83,44 @@ def overlay(image, saliency, strength=0.6):
     return Image.fromarray(blended.round().astype(np.uint8))
 
 
+def check_demo_outputs(source, out_dir):
+    """Refuse an output folder that would mix the outputs with the inputs: the ``-demo`` folder itself, or one where an
+    output (``<name>.npy``, ``<name>.png``) would be written over the input file; and a folder of frames where two
+    images share a name (``a.jpg``, ``a.png``: one's outputs would replace the other's)."""
+    real_out = os.path.realpath(out_dir)
+    if os.path.isdir(source):
+        if real_out == os.path.realpath(source):
+            raise ValueError(
+                f"--demo-out {out_dir} is the -demo folder: the overlays (.png) would be mixed with, or written over, "
+                "its frames; give another folder"
+            )
+        stems = {}
+        for name in sorted(n for n in os.listdir(source) if n.lower().endswith(IMAGE_SUFFIXES)):
+            stem = os.path.splitext(name)[0]
+            if stem in stems:
+                raise ValueError(
+                    f"-demo {source}: {stems[stem]} and {name} would give the same outputs ({stem}.npy, {stem}.png); "
+                    "rename one"
+                )
+            stems[stem] = name
+    elif os.path.isfile(source):
+        stem = os.path.splitext(os.path.basename(source))[0]
+        for suffix in (".npy", ".png"):
+            output = os.path.join(real_out, stem + suffix)
+            if os.path.realpath(output) == os.path.realpath(source):
+                raise ValueError(
+                    f"--demo-out {out_dir}: the overlay {output} would be written over the input; give another folder"
+                )
+
+
 def run_demo(opt, device, build_model):
     """Saliency of each frame of ``-demo``: ``<name>.npy`` (``[H, W]`` float32 in [0, 1], the model's size) and
     ``<name>.png`` (overlay at the input's size). The frames are one video, run as the test runs one: the first
     ``prev_offset`` frames get the prior as previous map, each later one the prediction of the frame ``prev_offset``
     before it; the ConvLSTM carries its state."""
-    model, path, _ = load_trained(opt, device, build_model)
     out_dir = opt.demo_out or os.path.join(opt.save_dir, "demo")
+    check_demo_outputs(opt.demo, out_dir)
+    model, path, _ = load_trained(opt, device, build_model)
     os.makedirs(out_dir, exist_ok=True)
     images = {}
 

@@ -13,10 +13,19 @@ from tqdm import tqdm
 
 import ref
 from datasets.data import center_prior, normalise_previous, reference_mass
-from engine.common import LATEST, architecture_of, load_checkpoint, write_json
+from engine.common import LATEST, architecture_of, load_checkpoint, load_model_state, write_json
 from sconv import metrics
 
-__all__ = ["METRICS", "ORACLE_NOTE", "predict_video", "evaluate", "format_metrics", "load_trained", "run_test"]
+__all__ = [
+    "METRICS",
+    "ORACLE_NOTE",
+    "predict_video",
+    "test_keys",
+    "evaluate",
+    "format_metrics",
+    "load_trained",
+    "run_test",
+]
 
 METRICS = ("CC", "NSS", "KLD", "SIM", "AUC-J", "AUC-B", "sAUC")
 ORACLE_NOTE = (
@@ -79,6 +88,21 @@ def score(pred, gt, fixations, other_fixations, generator):
 
 
 @torch.no_grad()
+def test_keys(dataset, limit):
+    """The ``(video, frame)`` keys evaluated: the first ``limit`` (0: all) in video order; at least 2 (sAUC's
+    negatives are the other frames' fixations). Training calls it at startup, so a split that cannot be evaluated
+    fails before an epoch is spent."""
+    keys = [(vid, fid) for vid in dataset.videos for fid in dataset.frames_of(vid)]
+    if limit:
+        keys = keys[:limit]
+    if len(keys) < 2:
+        raise ValueError(
+            f"the test split of {dataset.root} has {len(keys)} frame(s) to evaluate (--limit {limit}); sAUC needs at "
+            "least 2 (--eval-interval 0 trains without evaluating)"
+        )
+    return keys
+
+
 def evaluate(model, dataset, opt, device, oracle=False, per_frame=False):
     """Mean sphere-weighted metrics over the test frames (the first ``--limit`` frames in video order).
 
@@ -89,13 +113,7 @@ def evaluate(model, dataset, opt, device, oracle=False, per_frame=False):
     frames when there is a single video). Deterministic: AUC-Borji draws from its own generator. With
     ``per_frame``, also ``"per_frame"``: row name -> ``{(video, frame): {metric: value}}``.
     """
-    keys = [(vid, fid) for vid in dataset.videos for fid in dataset.frames_of(vid)]
-    if opt.limit:
-        keys = keys[: opt.limit]
-    if not keys:
-        raise ValueError("the test split is empty: nothing to evaluate")
-    if len(keys) < 2:
-        raise ValueError(f"sAUC needs the fixations of at least 2 test frames; --limit {opt.limit} leaves 1")
+    keys = test_keys(dataset, opt.limit)
     fixations_of = {key: torch.from_numpy(dataset.fixations_of(*key)).double() for key in keys}
     per_video = {}
     for (vid, _), fixations in fixations_of.items():
@@ -161,7 +179,7 @@ def load_trained(opt, device, build_model):
     for name, value in architecture_of(checkpoint["opts"]).items():
         setattr(opt, name, value)
     model = build_model(opt)
-    model.load_state_dict(checkpoint["model"])
+    load_model_state(model, checkpoint, path)
     return model.to(device).eval(), path, checkpoint["epoch"]
 
 

@@ -31,7 +31,10 @@ frame=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1] + '/index.j
 for run in original lr0.03; do
   lr=$([ "$run" = original ] && echo 3e-1 || echo 3e-2)
   echo "== run $run: baseline_unet.sh, lr $lr, $EPOCHS epochs at ${H}x${W}"
-  bash tools/baselines/baseline_unet.sh "${common[@]}" -expID "$run" -lr "$lr" "$@" 2>&1 | grep -v "it/s]\|s/it]"
+  # --overwrite: a run of an earlier call in this OUTDIR is replaced (without it the training would refuse the folder
+  # and the old checkpoint would be scored below).
+  bash tools/baselines/baseline_unet.sh "${common[@]}" -expID "$run" -lr "$lr" --overwrite "$@" 2>&1 |
+    grep -v "it/s]\|s/it]"
   echo "${PIPESTATUS[0]}" > "$OUT/exp/$run/train_status" 2>/dev/null || true
   if [ -f "$OUT/exp/$run/checkpoint_latest.pt" ]; then
     "$PY" train_unet.py "${common[@]}" -expID "$run" -test --oracle
