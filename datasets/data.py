@@ -859,10 +859,10 @@ def decode_frame(path, height, width, decode="draft"):
 
     ``decode='exact'`` decodes the full image, then resizes it. ``decode='draft'`` lets a JPEG decode at reduced scale
     (libjpeg's DCT scaling by 1/2, 1/4 or 1/8, the smallest that keeps at least twice ``width x height``: PIL's
-    ``draft``), then resizes the region of the reduced image that covers the full one with the same filter: 2-10x
-    faster on large frames, within a few levels of the exact path (docs/data.md, "Decoding frames"). Other formats
-    (PNG, TIFF, 16-bit) decode exactly either way. Raises what PIL raises for an unreadable file, ValueError for a
-    mode that is not converted (see ``_rgb8``).
+    ``draft``), then resizes the region of the reduced image that covers the full one with the same filter: 2.5x
+    (1920 x 960) to 5x (3840 x 1920) faster, within 3 levels of the exact path (docs/data.md, "Decoding frames").
+    Other formats (PNG, TIFF, 16-bit) decode exactly either way. Raises what PIL raises for an unreadable file,
+    ValueError for a mode that is not converted (see ``_rgb8``).
     """
     if decode not in ("draft", "exact"):
         raise ValueError(f"decode must be 'draft' or 'exact', got {decode!r}")
@@ -900,8 +900,8 @@ _ARGS_DOC = """
         index_file: optional JSON ``{"train": [...], "test": [...]}`` of video ids that defines the split instead.
         on_bad_data: ``'raise'`` (default): a ValueError listing every problem found at construction; ``'skip'``:
             leave out the bad videos/frames with one warning that counts them (listed in ``skipped``).
-        frame_decode: ``'draft'`` (default): JPEG frames decoded at reduced scale then resized, within a few levels
-            of ``'exact'``, the full decode then resize (:func:`decode_frame`).
+        frame_decode: ``'draft'`` (default): JPEG frames decoded at reduced scale then resized, within 3 levels of
+            ``'exact'``, the full decode then resize (:func:`decode_frame`).
 
     Checked at construction (cheap, before any training): ``vinfo.pkl`` (restricted unpickler, structure, gaze
     points non-empty and inside [0, 1]), video folders listed but missing or present but unlisted, sampled frames
