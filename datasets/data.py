@@ -641,7 +641,7 @@ class _VRVideoBase(Dataset):
             raise RuntimeError(f"{path}: {_OUTSIDE}")
         try:
             cache = self._frame_cache_path(path) if self.cache_dir is not None else None
-            pixels = self._read_cache(cache, (self.frame_h, self.frame_w, 3), np.uint8) if cache else None
+            pixels = self._cached_frame(cache) if cache is not None else None
             decoded = pixels is None
             if decoded:
                 pixels = decode_frame(path, self.frame_h, self.frame_w, self.frame_decode)
@@ -654,18 +654,16 @@ class _VRVideoBase(Dataset):
         frame = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1).contiguous()
         return self.transform(frame) if self.transform is not None else frame
 
-    def _read_cache(self, path, shape, dtype):
-        """The array cached at ``path`` if it is a readable, finite ``.npy`` of this shape and dtype inside
-        ``cache_dir``, else None (then the caller recomputes it and replaces the file)."""
+    def _cached_frame(self, path):
+        """The frame cached at ``path`` if it is a readable uint8 ``.npy`` of the training size inside ``cache_dir``,
+        else None (then it is decoded again and the file replaced)."""
         if not (os.path.isfile(path) and _inside(self.cache_dir, path)):
             return None
         try:
             cached = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None  # unreadable or foreign cache file
-        if cached.shape == shape and cached.dtype == dtype and np.isfinite(cached).all():
-            return cached
-        return None
+        return cached if cached.shape == (self.frame_h, self.frame_w, 3) and cached.dtype == np.uint8 else None
 
     def _frame_cache_path(self, path):
         # The file's identity (resolved path, size, modification time) and the decoding are the key: a frame replaced
@@ -720,9 +718,13 @@ class _VRVideoBase(Dataset):
             return self._published_map(published)
         shape = (self.frame_h, self.frame_w)
         path = self._cache_path(vid, fid) if self.cache_dir is not None else None
-        cached = self._read_cache(path, shape, np.float32) if path is not None else None
-        if cached is not None:
-            return torch.from_numpy(cached)[None]
+        if path is not None and os.path.isfile(path) and _inside(self.cache_dir, path):
+            try:
+                cached = np.load(path, allow_pickle=False)
+                if cached.shape == shape and cached.dtype == np.float32 and np.isfinite(cached).all():
+                    return torch.from_numpy(cached)[None]
+            except (OSError, ValueError, EOFError):
+                pass  # unreadable or foreign cache file: recompute and replace it
         heat = _gaze_heatmap64(self._gaze[vid, fid], self.frame_h, self.frame_w, self.gaussian_sigma)
         if not heat.max() > 0:
             raise ValueError(
