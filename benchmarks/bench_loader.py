@@ -1,7 +1,7 @@
 """Benchmark: the frame loader on full-size JPEG frames against the U-Net's training step rate at 64 x 128.
 
 Writes a small synthetic dataset (``datasets.synthetic``: the same scenes, gaze points and published 128 x 256 maps)
-four times: with 128 x 64 frames ("already small", what the default synthetic set has), and with 1920 x 960 (and
+three times: with 128 x 64 frames ("already small", what the default synthetic set has), and with 1920 x 960 (and
 with ``--large`` 3840 x 1920) JPEG frames. The large frames are rendered at 960 x 480, upscaled (bicubic) and given
 film grain before the JPEG encoding (quality 90), so that they compress like camera frames (bits per pixel in the
 JSON; compare with ``du`` of a real dataset's frames). Then, for each frame size and each decoding path
@@ -18,7 +18,7 @@ the loader (end to end) from the small frames and from the full-size ones; the r
 the target of issue 24 (full-size within 10% of small).
 
 Usage (from the repository root):
-    python benchmarks/bench_loader.py --out results/loader --large --workers 14   # GPU machine (16 cores), ~60 s
+    python benchmarks/bench_loader.py --out results/loader --large --workers 14   # GPU machine (16 cores), 60-90 s
     python benchmarks/bench_loader.py --out /tmp/loader --quick                   # CPU smoke run, a few seconds
 
 Writes ``bench_loader.json`` into ``--out`` (created if missing; the datasets and caches go to ``--out/data``).
