@@ -49,6 +49,7 @@ __all__ = [
     "load_vinfo",
     "atomic_write",
     "atomic_write_bytes",
+    "decode_frame",
     "VRVideo",
     "VRVideoLSTM",
 ]
@@ -60,6 +61,13 @@ ORIGINAL_KERNEL_RAD = math.pi / 7
 
 # Version of the cached maps' formula: part of the cache key, so that a change of formula never reads old maps.
 _MAP_VERSION = 2
+
+# Version of the cached frames' decoding: part of their cache key.
+_FRAME_VERSION = 1
+
+# A JPEG frame is decoded at the smallest DCT scale (1/2, 1/4, 1/8 of its size) that keeps at least this many times
+# the training size in each direction, then resized exactly as a full decode is (docs/data.md, "Decoding frames").
+_DRAFT_MARGIN = 2
 
 # Largest [points, H, W] block evaluated at once by gaze_heatmap (float64: 32 MiB per temporary).
 _CHUNK_ELEMENTS = 1 << 22
@@ -480,6 +488,7 @@ class _VRVideoBase(Dataset):
         rnd_seed,
         index_file,
         on_bad_data,
+        frame_decode,
     ):
         self.root = os.fspath(root)
         self.frame_h = positive_int(frame_h, "frame_h")
@@ -500,6 +509,12 @@ class _VRVideoBase(Dataset):
             raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
         if on_bad_data not in ("raise", "skip"):
             raise ValueError(f"on_bad_data must be 'raise' or 'skip', got {on_bad_data!r}")
+        if frame_decode not in ("draft", "exact"):
+            raise ValueError(
+                f"frame_decode must be 'draft' (JPEGs decoded at reduced scale) or 'exact' (full decode), "
+                f"got {frame_decode!r}"
+            )
+        self.frame_decode = frame_decode
         self.transform = transform
         self.train = bool(train)
         self.gt_source = gt_source
@@ -626,12 +641,39 @@ class _VRVideoBase(Dataset):
         if not _inside(self.root, path):  # checked at construction too; a link may have been swapped since
             raise RuntimeError(f"{path}: {_OUTSIDE}")
         try:
-            with Image.open(path) as img:
-                img = _rgb8(img).resize((self.frame_w, self.frame_h), Image.Resampling.BILINEAR)
+            cache = self._frame_cache_path(path) if self.cache_dir is not None else None
+            pixels = self._cached_frame(cache) if cache is not None else None
+            decoded = pixels is None
+            if decoded:
+                pixels = decode_frame(path, self.frame_h, self.frame_w, self.frame_decode)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise RuntimeError(f"{path}: cannot decode the frame ({type(err).__name__}: {err})") from None
-        frame = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+        if decoded and cache is not None and _inside(self.cache_dir, os.path.dirname(cache)):
+            buffer = io.BytesIO()
+            np.save(buffer, pixels, allow_pickle=False)
+            atomic_write_bytes(cache, buffer.getvalue())
+        frame = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1).contiguous()
         return self.transform(frame) if self.transform is not None else frame
+
+    def _cached_frame(self, path):
+        """The frame cached at ``path`` if it is a readable uint8 ``.npy`` of the training size inside ``cache_dir``,
+        else None (then it is decoded again and the file replaced)."""
+        if not (os.path.isfile(path) and _inside(self.cache_dir, path)):
+            return None
+        try:
+            cached = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None  # unreadable or foreign cache file
+        return cached if cached.shape == (self.frame_h, self.frame_w, 3) and cached.dtype == np.uint8 else None
+
+    def _frame_cache_path(self, path):
+        # The file's identity (resolved path, size, modification time) and the decoding are the key: a frame replaced
+        # on disk, another size or the other decoding never reads a stale entry.
+        stat = os.stat(path)
+        identity = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+        key = repr((identity, self.frame_h, self.frame_w, self.frame_decode, _FRAME_VERSION))
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return os.path.join(self.cache_dir, "frames", digest[:2], digest[2:] + ".npy")
 
     def _unusable_map_reason(self, path):
         """None if the published map at ``path`` can be resampled to the training size (header only), else why not."""
@@ -833,10 +875,31 @@ def _rgb8(img):
     return Image.fromarray(np.rint(values * (255 / top)).astype(np.uint8)).convert("RGB")
 
 
+def decode_frame(path, height, width, decode="draft"):
+    """The image file at ``path`` as 8-bit RGB resized to ``width x height`` (PIL bilinear), uint8 numpy ``[H, W, 3]``.
+
+    ``decode='exact'`` decodes the full image, then resizes it. ``decode='draft'`` lets a JPEG decode at reduced scale
+    (libjpeg's DCT scaling by 1/2, 1/4 or 1/8, the smallest that keeps at least twice ``width x height``: PIL's
+    ``draft``), then resizes the region of the reduced image that covers the full one with the same filter: 2.5x
+    (1920 x 960) to 5x (3840 x 1920) faster, within 3 levels of the exact path (docs/data.md, "Decoding frames").
+    Other formats (PNG, TIFF, 16-bit) decode exactly either way. Raises what PIL raises for an unreadable file,
+    ValueError for a mode that is not converted (see ``_rgb8``).
+    """
+    if decode not in ("draft", "exact"):
+        raise ValueError(f"decode must be 'draft' or 'exact', got {decode!r}")
+    with Image.open(path) as img:
+        box = None
+        if decode == "draft":
+            drafted = img.draft("RGB", (_DRAFT_MARGIN * width, _DRAFT_MARGIN * height))  # None: not a JPEG
+            box = drafted[1] if drafted is not None else None
+        img = _rgb8(img).resize((width, height), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(img)
+
+
 _ARGS_DOC = """
     Args:
         root: dataset folder (``vinfo.pkl`` and one folder of ``<frame>.jpg`` per video).
-        frame_h, frame_w: size of the frames and maps; frames are resized with PIL (bilinear).
+        frame_h, frame_w: size of the frames and maps; frames are resized with PIL (bilinear, antialiased).
         video_train: number of training videos, a seeded random sample (``random.Random(rnd_seed)``) of the
             sorted video ids of ``vinfo.pkl``, as the original code did; the other videos are the test split.
             Ignored (may be None) when ``index_file`` is given.
@@ -850,13 +913,16 @@ _ARGS_DOC = """
         gt_source: ``'auto'`` (default): a frame's published ``<frame>_gt.npy`` is its ground truth when present
             (max-pooled to the training size, as the original), else the map is built from its gaze points;
             ``'gaze'``: always built from the gaze points.
-        cache_dir: folder where maps built from gaze points are cached (``<sha256 of the inputs>.npy``, written
-            atomically: any number of processes may build them at once), or None (compute them, write nothing).
+        cache_dir: folder where maps built from gaze points (``<sha256 of the inputs>.npy``) and frames decoded at
+            the training size (``frames/<sha256 of the file and the decoding>.npy``, uint8) are cached, written
+            atomically: any number of processes may build them at once; or None (compute them, write nothing).
             Never inside ``root``: nothing is ever written into the dataset, which may be read-only.
         rnd_seed: seed of the train/test split.
         index_file: optional JSON ``{"train": [...], "test": [...]}`` of video ids that defines the split instead.
         on_bad_data: ``'raise'`` (default): a ValueError listing every problem found at construction; ``'skip'``:
             leave out the bad videos/frames with one warning that counts them (listed in ``skipped``).
+        frame_decode: ``'draft'`` (default): JPEG frames decoded at reduced scale then resized, within 3 levels of
+            ``'exact'``, the full decode then resize (:func:`decode_frame`).
 
     Checked at construction (cheap, before any training): ``vinfo.pkl`` (restricted unpickler, structure, gaze
     points non-empty and inside [0, 1]), video folders listed but missing or present but unlisted, sampled frames
@@ -903,6 +969,7 @@ class VRVideo(_VRVideoBase):
         rnd_seed=367643,
         index_file=None,
         on_bad_data="raise",
+        frame_decode="draft",
     ):
         super().__init__(
             root,
@@ -919,6 +986,7 @@ class VRVideo(_VRVideoBase):
             rnd_seed,
             index_file,
             on_bad_data,
+            frame_decode,
         )
         self.items = [(vid, fid) for vid in self.videos for fid in self._frames[vid]]
 
@@ -973,6 +1041,7 @@ class VRVideoLSTM(_VRVideoBase):
         rnd_seed=367643,
         index_file=None,
         on_bad_data="raise",
+        frame_decode="draft",
     ):
         self.sequence_len = positive_int(sequence_len, "sequence_len")
         super().__init__(
@@ -990,6 +1059,7 @@ class VRVideoLSTM(_VRVideoBase):
             rnd_seed,
             index_file,
             on_bad_data,
+            frame_decode,
         )
         self.items = []
         for vid in self.videos:

@@ -438,8 +438,10 @@ def test_concurrent_cache_builders(root, tmp_path):
     assert [worker.exitcode for worker in workers] == [0] * 4
     vinfo = load_vinfo(os.path.join(root, "vinfo.pkl"))
     ds = VRVideo(root, 8, 16, 4)
-    files = [f for _, _, names in os.walk(cache) for f in names]
-    assert len(files) == len(ds) and not [f for f in files if not f.endswith(".npy")]
+    files = [os.path.relpath(os.path.join(d, f), cache) for d, _, names in os.walk(cache) for f in names]
+    maps = [f for f in files if not f.startswith("frames" + os.sep)]
+    assert len(maps) == len(ds) and len(files) == 2 * len(ds)  # one map and one decoded frame per item
+    assert not [f for f in files if not f.endswith(".npy")]
     for vid, fid in ds.items:
         cached = np.load(ds.__class__(root, 8, 16, 4, cache_dir=cache)._cache_path(vid, fid))
         np.testing.assert_allclose(cached, _original_scale(vinfo[vid][fid], 8, 16), rtol=1e-5, atol=1e-9)
