@@ -6,6 +6,7 @@ import pickle
 import random
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -482,7 +483,7 @@ from datasets.data import VRVideo, VRVideoLSTM
 root, cache = sys.argv[1], sys.argv[2]
 try:
     open(os.path.join(root, "probe"), "w")
-except PermissionError:
+except OSError:  # PermissionError, or EROFS on a read-only mount
     pass
 else:
     sys.exit("this process can write into the dataset: the check would prove nothing")
@@ -497,10 +498,19 @@ print("ok")
 """
 
 
+def _as_root_on_a_read_only_mount(root, command):
+    """``command`` in a private mount namespace where ``root`` is a read-only bind mount (root ignores file
+    permissions, not a read-only mount), or None where this machine does not allow it."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        return None
+    remount = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", remount, root, *command]
+
+
 def test_read_only_dataset(tmp_path):
-    # The dataset's files and folders lose their write permission, and the loaders run as an unprivileged user
-    # (root ignores permissions), so any write into the dataset would fail; the listing check catches one anyway.
-    import subprocess
+    # The dataset's files and folders lose their write permission and, run as root, the loaders see the dataset
+    # through a read-only mount (or run as an unprivileged user), so any write into the dataset would fail; the
+    # listing check catches one anyway.
     import sys
     import tempfile
 
@@ -518,9 +528,10 @@ def test_read_only_dataset(tmp_path):
         before = _files_under(root)
         command = [sys.executable, "-c", _READ_ONLY_CHECK, root, cache]
         if os.geteuid() == 0:
-            if shutil.which("setpriv") is None:
-                pytest.skip("running as root without setpriv: cannot drop the privilege that ignores permissions")
-            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+            mounted = _as_root_on_a_read_only_mount(root, command)
+            if mounted is None and shutil.which("setpriv") is None:
+                pytest.skip("running as root with neither a mount namespace nor setpriv: root ignores permissions")
+            command = mounted or ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=repo, HOME=base, OMP_NUM_THREADS="1")
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
