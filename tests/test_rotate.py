@@ -329,7 +329,7 @@ def test_against_pyequilib():
     so its (yaw, pitch, roll) with z_down=False is our rotation_matrix(yaw, -pitch, roll); its grid samples half a
     pixel off (its identity rotation shifts the image), so both libraries' outputs are taken through equilib's grid
     and the difference is first order in the pixel size; a wrong convention gives O(1)."""
-    import equilib  # test dependency: pyequilib (pip install -e .[test])
+    equilib = pytest.importorskip("equilib", reason="needs pyequilib (installed by the `test` extra)")
     from equilib.torch_utils import create_rotation_matrix
 
     yaw, pitch, roll = 0.7, 0.4, -0.3
