@@ -52,8 +52,9 @@ def common_args(dirs):
 
 
 def subprocess_env():
-    # Same thread count as this process: CPU results are then bit-identical between the two.
-    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=REPO)
+    # Same thread count as this process: CPU results are then bit-identical between the two. PYTHON: the shell
+    # scripts run this interpreter, not whichever python3 comes first on PATH.
+    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=REPO, PYTHON=sys.executable)
 
 
 def checkpoint(dirs, exp_id, name=LATEST):
