@@ -19,6 +19,7 @@ __all__ = [
     "check_input",
     "pair",
     "positive_int",
+    "choice",
     "autograd_inside_operator",
 ]
 
@@ -71,6 +72,13 @@ def pair(value, name):
     if min(value) < 1:
         raise ValueError(f"{name} must be positive, got {tuple(value)}")
     return int(value[0]), int(value[1])
+
+
+def choice(value, name, choices):
+    """``value`` if it is one of ``choices``; otherwise a ValueError naming ``name`` and the accepted values."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
 
 def check_input(input, name="input", min_size=2):

@@ -24,7 +24,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input, colatitudes, longitudes
+from sconv.functional.common import check_input, choice, colatitudes, longitudes
 from sconv.functional.spad import spherical_pad
 
 __all__ = [
@@ -201,8 +201,7 @@ def rotate_equirect(input, rotation, mode="bilinear"):
         ``[B, C, H, W]``: pixel ``p`` (its centre's direction) takes the input at direction ``R^T p``.
     """
     check_input(input, min_size=1)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    choice(mode, "mode", _MODES)
     _check_rotation(rotation, input.shape[0])
     b, c, h, w = input.shape
     dtype = _geometry_dtype(input.dtype)

@@ -17,7 +17,7 @@ import functools
 
 import torch
 
-from sconv.functional.common import autograd_inside_operator, check_input, colatitudes, quadrature_weight
+from sconv.functional.common import autograd_inside_operator, check_input, choice, colatitudes, quadrature_weight
 
 __all__ = ["spherical_pool", "pool_window_widths"]
 
@@ -89,8 +89,7 @@ def spherical_pool(input, mode="max"):
         columns ``2j - n_i/2 + 1 .. 2j + n_i/2`` mod ``W`` (``n_i`` from :func:`pool_window_widths`).
     """
     check_input(input)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    choice(mode, "mode", _MODES)
     b, c, h, w = input.shape
     if h % 2 or w % 2:
         raise ValueError(f"input must have even H and W for spherical pooling, got H={h}, W={w}")
