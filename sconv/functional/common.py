@@ -20,6 +20,7 @@ __all__ = [
     "pair",
     "positive_int",
     "choice",
+    "static_size",
     "autograd_inside_operator",
 ]
 
@@ -79,6 +80,12 @@ def choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def static_size(size):
+    """``size`` as a plain int. Under torch.compile a dynamic size reaches an operator as a symbol; ``range`` needs a
+    concrete value, so this specialises the graph on it (for the geometry tables cached per size)."""
+    return len(range(size))
 
 
 def check_input(input, name="input", min_size=2):

@@ -24,7 +24,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input, choice, colatitudes, longitudes
+from sconv.functional.common import check_input, choice, colatitudes, longitudes, static_size
 from sconv.functional.spad import spherical_pad
 
 __all__ = [
@@ -206,7 +206,7 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     b, c, h, w = input.shape
     dtype = _geometry_dtype(input.dtype)
     # R^T p for every output direction p (rows of the cached [H W, 3] table): p^T R.
-    pixel_dirs = _pixel_directions(_static_size(h), _static_size(w), dtype, input.device)
+    pixel_dirs = _pixel_directions(static_size(h), static_size(w), dtype, input.device)
     source_theta, source_phi = angles_of(pixel_dirs @ rotation.to(device=input.device, dtype=dtype))
     row = source_theta * (h / math.pi) - 0.5
     col = source_phi * (w / (2 * math.pi)) - 0.5
@@ -220,12 +220,6 @@ def _cached_pixel_directions(h, w, dtype, device):
     theta = colatitudes(h, dtype=torch.float64, device=device)
     phi = longitudes(w, dtype=torch.float64, device=device)
     return directions(theta[:, None], phi[None, :]).reshape(h * w, 3).to(dtype)
-
-
-def _static_size(size):
-    """``size`` as a plain int: under torch.compile a dynamic size is a symbol, and the cached table needs a
-    constant (specialising the graph on the size; see ``spool._static_size``)."""
-    return len(range(size))
 
 
 @torch.compiler.assume_constant_result

@@ -14,8 +14,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input, choice
-from sconv.functional.rotate import _MODES, _static_size, apply_plan, sample_plan
+from sconv.functional.common import check_input, choice, static_size
+from sconv.functional.rotate import _MODES, apply_plan, sample_plan
 from sconv.functional.spad import spherical_pad
 
 __all__ = ["spherical_upsample"]
@@ -56,5 +56,5 @@ def spherical_upsample(input, mode="bilinear"):
         # planar bilinear x2 (align_corners=False puts output i' at input i'/2 - 1/4), drop the padding's 2 pixels.
         padded = F.interpolate(spherical_pad(input, 1), scale_factor=2, mode="bilinear", align_corners=False)
         return padded[..., 2:-2, 2:-2]
-    index, weight = _upsample_plan(_static_size(h), _static_size(w), input.device)
+    index, weight = _upsample_plan(static_size(h), static_size(w), input.device)
     return apply_plan(input, index, weight).view(b, c, 2 * h, 2 * w)
