@@ -149,6 +149,7 @@ def sample_plan(row, col, h, w, mode="bilinear"):
     Returns ``(index, weight)``: flat pixel indices ``[..., 4, N]`` and their weights (the dtype of ``row``), or
     ``index [..., N]`` and ``None`` for ``'nearest'``.
     """
+    choice(mode, "mode", _MODES)
     if mode == "nearest":
         cell_row = torch.floor(row + 0.5).long().clamp_(0, h - 1)
         return cell_row * w + torch.remainder(torch.floor(col + 0.5).long(), w), None
@@ -178,10 +179,10 @@ def apply_plan(input, index, weight):
     flat_index = index.flatten()[None, None, :] if shared else index.flatten(1)[:, None, :]
     point_shape = index.shape[-1:] if weight is None else index.shape[-2:]  # [N] or [4, N]
     values = flat.gather(2, flat_index.expand(b, c, -1)).view(b, c, *point_shape)
-    if weight is not None and not shared:
-        weight = weight[:, None]
     if weight is None:
         return values
+    if not shared:
+        weight = weight[:, None]
     return (values * weight.to(input.dtype)).sum(dim=-2)
 
 
