@@ -73,6 +73,12 @@ def test_sphere_conv_module_and_bad_input():
         sphere_conv(torch.randn(1, 2, 8, 16), torch.randn(4, 3, 3, 3))
     with pytest.raises(ValueError, match="stride"):
         sphere_conv(torch.randn(1, 3, 8, 16), torch.randn(4, 3, 3, 3), stride=3)
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
+        sphere_conv(torch.randn(1, 3, 8, 16), [[1.0]])
+    with pytest.raises(TypeError, match="weight has dtype torch.float32 but input has torch.float64"):
+        sphere_conv(torch.randn(1, 3, 8, 16, dtype=torch.float64), torch.randn(4, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"bias must have shape \[O\]=\[4\]"):
+        sphere_conv(torch.randn(1, 3, 8, 16), torch.randn(4, 3, 3, 3), torch.randn(5))
 
 
 def test_resolved_basis_is_what_the_equator_sees():

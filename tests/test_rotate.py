@@ -204,6 +204,8 @@ def test_bad_arguments():
         rotate_equirect(x, torch.eye(3).expand(2, 3, 3))
     with pytest.raises(ValueError, match="mode"):
         rotate_equirect(x, torch.eye(3), mode="bicubic")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        sample_plan(torch.zeros(3), torch.zeros(3), 4, 8, mode="bicubic")
     with pytest.raises(ValueError, match="yaw must be finite"):
         rotation_matrix(float("nan"))
     with pytest.raises(ValueError, match="points must have shape"):

@@ -17,8 +17,11 @@ __all__ = [
     "pixel_solid_angle",
     "quadrature_weight",
     "check_input",
+    "check_parameter",
     "pair",
     "positive_int",
+    "choice",
+    "static_size",
     "autograd_inside_operator",
 ]
 
@@ -73,6 +76,19 @@ def pair(value, name):
     return int(value[0]), int(value[1])
 
 
+def choice(value, name, choices):
+    """``value`` if it is one of ``choices``; otherwise a ValueError naming ``name`` and the accepted values."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def static_size(size):
+    """``size`` as a plain int. Under torch.compile a dynamic size reaches an operator as a symbol; ``range`` needs a
+    concrete value, so this specialises the graph on it (for the geometry tables cached per size)."""
+    return len(range(size))
+
+
 def check_input(input, name="input", min_size=2):
     """Check that ``input`` is a floating ``[B, C, H, W]`` tensor with ``H, W >= min_size``."""
     if not isinstance(input, torch.Tensor):
@@ -86,6 +102,22 @@ def check_input(input, name="input", min_size=2):
     h, w = input.shape[-2:]
     if h < min_size or w < min_size:
         raise ValueError(f"{name} must have H, W >= {min_size}, got H={h}, W={w}")
+
+
+def check_parameter(tensor, name, input, kind="a torch.Tensor"):
+    """``tensor`` (weight or bias) must be a dense floating tensor on the input's device, of the input's dtype unless
+    autocast is on for that device (then the operands are cast to the autocast dtype, as ``nn.Conv2d``'s are)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be {kind}, got {type(tensor).__name__}")
+    if not tensor.is_floating_point() or tensor.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense floating-point tensor, got {tensor.dtype} ({tensor.layout})")
+    if tensor.device != input.device:
+        raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}: put both on one device")
+    if tensor.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
+        raise TypeError(
+            f"{name} has dtype {tensor.dtype} but input has {input.dtype}: give both the same floating dtype "
+            "(mixed dtypes are accepted only under torch.autocast)"
+        )
 
 
 @contextlib.contextmanager

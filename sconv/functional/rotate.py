@@ -24,7 +24,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input, colatitudes, longitudes
+from sconv.functional.common import check_input, choice, colatitudes, longitudes, static_size
 from sconv.functional.spad import spherical_pad
 
 __all__ = [
@@ -149,6 +149,7 @@ def sample_plan(row, col, h, w, mode="bilinear"):
     Returns ``(index, weight)``: flat pixel indices ``[..., 4, N]`` and their weights (the dtype of ``row``), or
     ``index [..., N]`` and ``None`` for ``'nearest'``.
     """
+    choice(mode, "mode", _MODES)
     if mode == "nearest":
         cell_row = torch.floor(row + 0.5).long().clamp_(0, h - 1)
         return cell_row * w + torch.remainder(torch.floor(col + 0.5).long(), w), None
@@ -178,10 +179,10 @@ def apply_plan(input, index, weight):
     flat_index = index.flatten()[None, None, :] if shared else index.flatten(1)[:, None, :]
     point_shape = index.shape[-1:] if weight is None else index.shape[-2:]  # [N] or [4, N]
     values = flat.gather(2, flat_index.expand(b, c, -1)).view(b, c, *point_shape)
-    if weight is not None and not shared:
-        weight = weight[:, None]
     if weight is None:
         return values
+    if not shared:
+        weight = weight[:, None]
     return (values * weight.to(input.dtype)).sum(dim=-2)
 
 
@@ -201,13 +202,12 @@ def rotate_equirect(input, rotation, mode="bilinear"):
         ``[B, C, H, W]``: pixel ``p`` (its centre's direction) takes the input at direction ``R^T p``.
     """
     check_input(input, min_size=1)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    choice(mode, "mode", _MODES)
     _check_rotation(rotation, input.shape[0])
     b, c, h, w = input.shape
     dtype = _geometry_dtype(input.dtype)
     # R^T p for every output direction p (rows of the cached [H W, 3] table): p^T R.
-    pixel_dirs = _pixel_directions(_static_size(h), _static_size(w), dtype, input.device)
+    pixel_dirs = _pixel_directions(static_size(h), static_size(w), dtype, input.device)
     source_theta, source_phi = angles_of(pixel_dirs @ rotation.to(device=input.device, dtype=dtype))
     row = source_theta * (h / math.pi) - 0.5
     col = source_phi * (w / (2 * math.pi)) - 0.5
@@ -221,12 +221,6 @@ def _cached_pixel_directions(h, w, dtype, device):
     theta = colatitudes(h, dtype=torch.float64, device=device)
     phi = longitudes(w, dtype=torch.float64, device=device)
     return directions(theta[:, None], phi[None, :]).reshape(h * w, 3).to(dtype)
-
-
-def _static_size(size):
-    """``size`` as a plain int: under torch.compile a dynamic size is a symbol, and the cached table needs a
-    constant (specialising the graph on the size; see ``spool._static_size``)."""
-    return len(range(size))
 
 
 @torch.compiler.assume_constant_result

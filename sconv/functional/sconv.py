@@ -22,7 +22,7 @@ import numbers
 
 import torch
 
-from sconv.functional.common import autograd_inside_operator, check_input, pair
+from sconv.functional.common import autograd_inside_operator, check_input, check_parameter, pair
 from sconv.functional.conv_cost import choose_path
 from sconv.functional.conv_gather import gather_conv
 from sconv.functional.conv_layout import triton_available
@@ -59,22 +59,6 @@ def check_kernel_rad(kernel_rad):
     return min(kernel_rad, math.pi)
 
 
-def _check_parameter(tensor, name, input, kind="a torch.Tensor"):
-    """``tensor`` (weight or bias) must be a dense floating tensor on the input's device, of the input's dtype unless
-    autocast is on for that device (then the operands are cast to the autocast dtype, as ``nn.Conv2d``'s are)."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be {kind}, got {type(tensor).__name__}")
-    if not tensor.is_floating_point() or tensor.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense floating-point tensor, got {tensor.dtype} ({tensor.layout})")
-    if tensor.device != input.device:
-        raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}: put both on one device")
-    if tensor.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
-        raise TypeError(
-            f"{name} has dtype {tensor.dtype} but input has {input.dtype}: give both the same floating dtype "
-            "(mixed dtypes are accepted only under torch.autocast)"
-        )
-
-
 def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_mode="sphere", kernel_rad=math.pi / 3):
     """Spherical crown convolution of an equirectangular panorama.
 
@@ -94,7 +78,7 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
         ``nn.Conv2d``), else the input's.
     """
     check_input(input)
-    _check_parameter(weight, "weight", input)
+    check_parameter(weight, "weight", input)
     if weight.dim() != 4:
         raise ValueError(f"weight must have shape [C_out, C_in, kh, kw] (4 dimensions), got {tuple(weight.shape)}")
     batch, channels, height, width = input.shape
@@ -106,7 +90,7 @@ def spherical_conv(input, weight, bias=None, stride=1, padding="valid", padding_
     if kh < 1 or kw < 1:
         raise ValueError(f"weight's kernel_size (kh, kw) must be at least (1, 1), got {(kh, kw)}")
     if bias is not None:
-        _check_parameter(bias, "bias", input, "a torch.Tensor or None")
+        check_parameter(bias, "bias", input, "a torch.Tensor or None")
         if bias.shape != (out_channels,):
             raise ValueError(f"bias must have shape [C_out]=[{out_channels}], got {tuple(bias.shape)}")
     stride = pair(stride, "stride")

@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input, colatitudes, longitudes, pair
+from sconv.functional.common import check_input, check_parameter, colatitudes, longitudes, pair
 
 __all__ = ["sphere_conv", "sphere_sampling_points", "sphere_sampling_grid"]
 
@@ -82,11 +82,16 @@ def sphere_conv(input, weight, bias=None, stride=1):
         ``[B, O, H / s_h, W / s_w]``.
     """
     check_input(input, "input")
+    check_parameter(weight, "weight", input)
     if weight.dim() != 4 or weight.shape[1] != input.shape[1] or weight.shape[2] != weight.shape[3]:
         raise ValueError(f"weight must have shape [O, {input.shape[1]}, k, k], got {tuple(weight.shape)}")
     k = weight.shape[2]
     if k % 2 == 0:
         raise ValueError(f"weight's kernel size must be odd, got {k}")
+    if bias is not None:
+        check_parameter(bias, "bias", input, "a torch.Tensor or None")
+        if bias.shape != weight.shape[:1]:
+            raise ValueError(f"bias must have shape [O]=[{weight.shape[0]}], got {tuple(bias.shape)}")
     s_h, s_w = pair(stride, "stride")
     batch, _, height, width = input.shape
     if height % s_h or width % s_w:

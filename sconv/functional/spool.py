@@ -17,7 +17,14 @@ import functools
 
 import torch
 
-from sconv.functional.common import autograd_inside_operator, check_input, colatitudes, quadrature_weight
+from sconv.functional.common import (
+    autograd_inside_operator,
+    check_input,
+    choice,
+    colatitudes,
+    quadrature_weight,
+    static_size,
+)
 
 __all__ = ["spherical_pool", "pool_window_widths"]
 
@@ -64,12 +71,6 @@ def _cached_pool_geometry(h, w, device):
     return tuple(groups), row_order
 
 
-def _static_size(size):
-    """``size`` as a plain int. Under torch.compile a dynamic size would reach here as a symbol; ``range`` needs a
-    concrete value, so this specialises the graph on it (the pooling plan is a constant of the sizes anyway)."""
-    return len(range(size))
-
-
 # torch.compile sees through lru_cache; marking the lookup constant makes it run eagerly (cached) while tracing
 # and bakes the plan into the graph.
 @torch.compiler.assume_constant_result
@@ -89,8 +90,7 @@ def spherical_pool(input, mode="max"):
         columns ``2j - n_i/2 + 1 .. 2j + n_i/2`` mod ``W`` (``n_i`` from :func:`pool_window_widths`).
     """
     check_input(input)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    choice(mode, "mode", _MODES)
     b, c, h, w = input.shape
     if h % 2 or w % 2:
         raise ValueError(f"input must have even H and W for spherical pooling, got H={h}, W={w}")
@@ -102,7 +102,7 @@ def spherical_pool(input, mode="max"):
 def _spherical_pool(input, mode):
     """``spherical_pool`` on checked arguments."""
     b, c, h, w = input.shape
-    groups, row_order = _pool_geometry(_static_size(h), _static_size(w), input.device)
+    groups, row_order = _pool_geometry(static_size(h), static_size(w), input.device)
     flat = input.reshape(b, c, h * w)
     if mode == "max" and input.requires_grad and torch.is_grad_enabled():
         return _max_pool_by_winner(flat, groups, row_order, h, w)

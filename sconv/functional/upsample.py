@@ -14,13 +14,11 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from sconv.functional.common import check_input
-from sconv.functional.rotate import _static_size, apply_plan, sample_plan
+from sconv.functional.common import check_input, choice, static_size
+from sconv.functional.rotate import _MODES, apply_plan, sample_plan
 from sconv.functional.spad import spherical_pad
 
 __all__ = ["spherical_upsample"]
-
-_MODES = ("bilinear", "nearest")
 
 
 @functools.lru_cache(maxsize=32)
@@ -49,8 +47,7 @@ def spherical_upsample(input, mode="bilinear"):
         accuracy.
     """
     check_input(input, min_size=1)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    choice(mode, "mode", _MODES)
     b, c, h, w = input.shape
     if mode == "nearest":
         return F.interpolate(input, scale_factor=2, mode="nearest")
@@ -59,5 +56,5 @@ def spherical_upsample(input, mode="bilinear"):
         # planar bilinear x2 (align_corners=False puts output i' at input i'/2 - 1/4), drop the padding's 2 pixels.
         padded = F.interpolate(spherical_pad(input, 1), scale_factor=2, mode="bilinear", align_corners=False)
         return padded[..., 2:-2, 2:-2]
-    index, weight = _upsample_plan(_static_size(h), _static_size(w), input.device)
+    index, weight = _upsample_plan(static_size(h), static_size(w), input.device)
     return apply_plan(input, index, weight).view(b, c, 2 * h, 2 * w)

@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from sconv.functional.common import choice
 from sconv.functional.rotate import _MODES, _check_rotation, rotate_equirect
 
 __all__ = ["EquirectRotate"]
@@ -21,12 +22,10 @@ class EquirectRotate(nn.Module):
 
     def __init__(self, rotation=None, mode="bilinear"):
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        self.mode = choice(mode, "mode", _MODES)
         if rotation is not None:
             _check_rotation(rotation)
             rotation = rotation.detach().clone()
-        self.mode = mode
         self.register_buffer("rotation", rotation)
 
     def forward(self, input, rotation=None):

@@ -6,7 +6,7 @@ import numbers
 import torch
 from torch import nn
 
-from sconv.functional.common import pair, positive_int
+from sconv.functional.common import choice, pair, positive_int
 from sconv.functional.crown import equator_kernel_basis, smooth_kernel_basis
 from sconv.functional.sconv import check_kernel_rad, check_padding_mode, spherical_conv
 
@@ -87,9 +87,7 @@ class SphericalConv(nn.Module):
         self.stride = pair(stride, "stride")
         self.padding = padding
         self.padding_mode = check_padding_mode(padding_mode)
-        if kernel_basis not in KERNEL_BASES:
-            raise ValueError(f"kernel_basis must be one of {KERNEL_BASES}, got {kernel_basis!r}")
-        self.kernel_basis = kernel_basis
+        self.kernel_basis = choice(kernel_basis, "kernel_basis", KERNEL_BASES)
         self.grid_size = None if grid_size is None else pair(grid_size, "grid_size")
         if kernel_basis is None:
             self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *kernel_size))
@@ -111,11 +109,8 @@ class SphericalConv(nn.Module):
         if self.kernel_basis is None:
             nn.init.uniform_(self.weight, -bound, bound)
         else:  # the node values' mean variance is the paper's: B has orthonormal columns
-            nn.init.uniform_(
-                self.weight_coef,
-                -bound * math.sqrt(nodes / self.basis.shape[1]),
-                bound * math.sqrt(nodes / self.basis.shape[1]),
-            )
+            coef_bound = bound * math.sqrt(nodes / self.basis.shape[1])
+            nn.init.uniform_(self.weight_coef, -coef_bound, coef_bound)
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 

@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from sconv.functional.common import choice
 from sconv.functional.spool import _MODES, spherical_pool
 
 __all__ = ["SphericalPooling"]
@@ -20,9 +21,7 @@ class SphericalPooling(nn.Module):
 
     def __init__(self, mode="max"):
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        self.mode = mode
+        self.mode = choice(mode, "mode", _MODES)
 
     def forward(self, input):
         return spherical_pool(input, self.mode)
