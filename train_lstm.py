@@ -30,15 +30,13 @@ from datasets.augment import EpochSampler, RandomlyRotated
 from datasets.data import VRVideoLSTM, atomic_write, atomic_write_bytes
 from engine.common import (
     LATEST,
-    check_resume_options,
     float32_precision,
-    load_checkpoint,
     load_datasets,
-    load_model_state,
     nonfinite_tensors,
     rng_state,
     seed_everything,
-    set_rng_state,
+    start_state,
+    tensorboard_writer,
     write_json,
 )
 from engine.demo import run_demo
@@ -88,29 +86,7 @@ def train(opt, rank, world_size, device):
     # pixels, about 4 pi times smaller for the same error.
     criterion = SphereMSE(opt.frame_h, opt.frame_w) if opt.use_smse else nn.MSELoss()
     latest = os.path.join(opt.save_dir, LATEST)
-    start_epoch, log = 0, []
-    if opt.resume:
-        checkpoint = load_checkpoint(latest, opt.model, keys=("model", "optimizer", "epoch", "opts", "rng"))
-        check_resume_options(checkpoint, opt)
-        if opt.epochs <= checkpoint["epoch"]:
-            raise ValueError(
-                f"-resume: {latest} is at epoch {checkpoint['epoch']}; -epochs {opt.epochs} leaves nothing to train "
-                f"(give -epochs above {checkpoint['epoch']})"
-            )
-        load_model_state(model, checkpoint, latest)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = opt.lr  # the command line wins (same command: same value)
-        set_rng_state(checkpoint["rng"])
-        start_epoch = checkpoint["epoch"]
-        log_path = os.path.join(opt.save_dir, "log.jsonl")
-        if os.path.isfile(log_path):
-            with open(log_path) as f:
-                log = [record for record in map(json.loads, f) if record["epoch"] <= start_epoch]
-        if is_main:
-            print(f"resuming {latest} after epoch {start_epoch}")
-    elif opt.loadModel:
-        load_model_state(model, load_checkpoint(opt.loadModel, opt.model), opt.loadModel)
+    start_epoch, log = start_state(opt, model, optimizer, latest, is_main)
 
     raw_model = model
     if world_size > 1:
@@ -126,14 +102,7 @@ def train(opt, rank, world_size, device):
         pin_memory=device.type == "cuda",
         persistent_workers=opt.num_workers > 0,  # started once, not at every epoch
     )
-    writer = None
-    if is_main and opt.use_tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(os.path.join(opt.save_dir, "tensorboard"))
-        except ImportError:
-            print("warning: --use_tensorboard needs the tensorboard package (pip install tensorboard); not used")
+    writer = tensorboard_writer(opt) if is_main else None
     if is_main:
         os.makedirs(opt.save_dir, exist_ok=True)
         write_json(os.path.join(opt.save_dir, "opts.json"), vars(opt))

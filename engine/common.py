@@ -133,6 +133,49 @@ def load_model_state(model, checkpoint, path):
         raise ValueError(f"the weights in {path} do not fit this model: {err}") from err
 
 
+def start_state(opt, model, optimizer, latest, is_main):
+    """The epoch a run starts after and its log so far: ``(0, [])`` for a new run (with ``-loadModel``'s weights in
+    ``model`` when given); with ``-resume``, ``model``, ``optimizer`` and the random states are restored from
+    ``latest`` (the learning rate stays the command line's) and the log is ``log.jsonl`` up to its epoch."""
+    if not opt.resume:
+        if opt.loadModel:
+            load_model_state(model, load_checkpoint(opt.loadModel, opt.model), opt.loadModel)
+        return 0, []
+    checkpoint = load_checkpoint(latest, opt.model, keys=("model", "optimizer", "epoch", "opts", "rng"))
+    check_resume_options(checkpoint, opt)
+    if opt.epochs <= checkpoint["epoch"]:
+        raise ValueError(
+            f"-resume: {latest} is at epoch {checkpoint['epoch']}; -epochs {opt.epochs} leaves nothing to train "
+            f"(give -epochs above {checkpoint['epoch']})"
+        )
+    load_model_state(model, checkpoint, latest)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = opt.lr  # the command line wins (same command: same value)
+    set_rng_state(checkpoint["rng"])
+    start_epoch, log = checkpoint["epoch"], []
+    log_path = os.path.join(opt.save_dir, "log.jsonl")
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            log = [record for record in map(json.loads, f) if record["epoch"] <= start_epoch]
+    if is_main:
+        print(f"resuming {latest} after epoch {start_epoch}")
+    return start_epoch, log
+
+
+def tensorboard_writer(opt):
+    """A ``SummaryWriter`` into ``<save_dir>/tensorboard`` with ``--use_tensorboard`` (None without it, or with a
+    warning when the tensorboard package is missing)."""
+    if not opt.use_tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("warning: --use_tensorboard needs the tensorboard package (pip install tensorboard); not used")
+        return None
+    return SummaryWriter(os.path.join(opt.save_dir, "tensorboard"))
+
+
 def nonfinite_tensors(model, optimizer):
     """Names of ``model``'s parameters and buffers and of ``optimizer``'s state tensors that hold a NaN or an
     infinity (empty when all are finite): what a checkpoint of them would save."""
