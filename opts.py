@@ -219,8 +219,8 @@ def build_parser(model):
         "--gt-cache",
         default="",
         metavar="DIR",
-        help="cache of the maps built from gaze points (default <exp-dir>/<expID>/gt_cache; 'none': no cache); never "
-        "inside the dataset, which may be read-only",
+        help="cache of the maps built from gaze points and of the frames decoded at the training size (default "
+        "<exp-dir>/<expID>/gt_cache; 'none': no cache); never inside the dataset, which may be read-only",
     )
     p.add_argument(
         "--on-bad-data",

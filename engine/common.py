@@ -190,7 +190,7 @@ def nonfinite_tensors(model, optimizer):
 
 
 def gt_cache_dir(opt):
-    """Where maps built from gaze points are cached: ``--gt-cache`` (``none``: nowhere), by default
+    """Where maps built from gaze points and decoded frames are cached: ``--gt-cache`` (``none``: nowhere), by default
     ``<exp-dir>/<expID>/gt_cache``; never inside the dataset."""
     if opt.gt_cache == "none":
         return None
