@@ -87,7 +87,6 @@ def score(pred, gt, fixations, other_fixations, generator):
     }
 
 
-@torch.no_grad()
 def test_keys(dataset, limit):
     """The ``(video, frame)`` keys evaluated: the first ``limit`` (0: all) in video order; at least 2 (sAUC's
     negatives are the other frames' fixations). Training calls it at startup, so a split that cannot be evaluated
@@ -190,11 +189,10 @@ def run_test(opt, device, build_model, make_test_set):
     model, path, epoch = load_trained(opt, device, build_model)
     test_set = make_test_set()
     results = evaluate(model, test_set, opt, device, oracle=opt.oracle)
-    frames = sum(len(test_set.frames_of(vid)) for vid in test_set.videos)
     report = {
         "checkpoint": os.path.abspath(path),
         "epoch": epoch,
-        "test_frames": min(frames, opt.limit) if opt.limit else frames,
+        "test_frames": len(test_keys(test_set, opt.limit)),
         "device": str(device),
         "metrics": "sphere-weighted",
         "evaluation": "deployed: each test video in frame order; previous map = the model's own prediction of the "
