@@ -22,14 +22,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import opts
-from datasets.augment import EpochSampler, RandomlyRotated
 from datasets.data import VRVideoLSTM, atomic_write, atomic_write_bytes
 from engine.common import (
     LATEST,
+    check_run,
+    check_splits,
     float32_precision,
     load_datasets,
     nonfinite_tensors,
@@ -37,11 +37,12 @@ from engine.common import (
     seed_everything,
     start_state,
     tensorboard_writer,
+    training_loader,
     write_json,
 )
 from engine.demo import run_demo
 from engine.distributed import capture_graphs, global_sum, setup_distributed, use_global_batch_norm
-from engine.evaluate import evaluate, format_metrics, run_test, test_keys
+from engine.evaluate import evaluate, format_metrics, run_test
 from engine.experiment import claim_experiment
 from models import SphericalConvLSTMNet
 from sconv.module.smse import SphereMSE
@@ -67,15 +68,9 @@ def sequence_loss(criterion, out, targets):
 
 def train(opt, rank, world_size, device):
     is_main = rank == 0
-    if opt.batch_size % world_size:
-        raise ValueError(f"--batch-size {opt.batch_size} must be divisible by the number of processes ({world_size})")
+    check_run(opt, world_size, device)
     train_set, test_set = load_datasets(opt, rank, world_size, VRVideoLSTM, sequence_len=opt.sequence_len)
-    if len(train_set) == 0:
-        raise ValueError(f"the training split of {opt.data_dir} has no items")
-    if opt.eval_interval:
-        test_keys(test_set, opt.limit)  # a test split that cannot be evaluated fails now, not after an epoch
-    if opt.cuda_graph and (device.type != "cuda" or world_size > 1):
-        raise ValueError(f"--cuda-graph needs one process on a CUDA device; this run has {world_size} on {device}")
+    check_splits(opt, train_set, test_set)
 
     model = build_model(opt)
     if world_size > 1:
@@ -91,17 +86,7 @@ def train(opt, rank, world_size, device):
     raw_model = model
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=opt.seed)
-    if opt.use_equirect_rotate:  # one rotation per sequence, drawn from (seed, epoch, item): see datasets/augment.py
-        train_set, sampler = RandomlyRotated(train_set, opt.seed), EpochSampler(sampler)
-    loader = DataLoader(
-        train_set,
-        batch_size=opt.batch_size // world_size,
-        sampler=sampler,
-        num_workers=opt.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=opt.num_workers > 0,  # started once, not at every epoch
-    )
+    loader, sampler = training_loader(opt, train_set, rank, world_size, device)
     writer = tensorboard_writer(opt) if is_main else None
     if is_main:
         os.makedirs(opt.save_dir, exist_ok=True)
