@@ -23,20 +23,6 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
 
 
-def _positive_int(value):
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
-def _non_negative_int(value):
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return number
-
-
 def _checked(convert, accepted, valid):
     """An argparse ``type``: ``convert(text)`` when ``valid`` of it, else an error that says what is ``accepted``."""
 
@@ -52,6 +38,11 @@ def _checked(convert, accepted, valid):
     return parse
 
 
+_positive_int = _checked(int, "a positive integer", lambda x: x >= 1)
+_non_negative_int = _checked(int, "an integer >= 0", lambda x: x >= 0)
+_positive_float = _checked(float, "a positive finite number", lambda x: 0 < x < float("inf"))
+_non_negative_float = _checked(float, "a finite number >= 0", lambda x: 0 <= x < float("inf"))
+
 # Flags whose values break the run later (an infinite float32 update, a seed torch cannot take, a diverging momentum,
 # an evaluation of one frame: sAUC needs two) are refused here, with the accepted range.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -61,20 +52,6 @@ _learning_rate = _checked(
 _momentum = _checked(float, "a number in [0, 1)", lambda x: 0 <= x < 1)
 _seed = _checked(int, "an integer in [0, 2**32 - 1]", lambda x: 0 <= x < 2**32)
 _test_limit = _checked(int, "0 (all) or an integer >= 2 (sAUC needs 2 frames)", lambda x: x == 0 or x >= 2)
-
-
-def _positive_float(value):
-    number = float(value)
-    if not number > 0 or number == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value!r}")
-    return number
-
-
-def _non_negative_float(value):
-    number = float(value)
-    if not 0 <= number < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
-    return number
 
 
 class _Rejected(argparse.Action):
@@ -219,8 +196,8 @@ def build_parser(model):
         "--gt-cache",
         default="",
         metavar="DIR",
-        help="cache of the maps built from gaze points (default <exp-dir>/<expID>/gt_cache; 'none': no cache); never "
-        "inside the dataset, which may be read-only",
+        help="cache of the maps built from gaze points and of the frames decoded at the training size (default "
+        "<exp-dir>/<expID>/gt_cache; 'none': no cache); never inside the dataset, which may be read-only",
     )
     p.add_argument(
         "--on-bad-data",

@@ -22,28 +22,27 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import opts
-from datasets.augment import EpochSampler, RandomlyRotated
 from datasets.data import VRVideo, atomic_write, atomic_write_bytes
 from engine.common import (
     LATEST,
-    check_resume_options,
+    check_run,
+    check_splits,
     float32_precision,
-    load_checkpoint,
     load_datasets,
-    load_model_state,
     nonfinite_tensors,
     rng_state,
     seed_everything,
-    set_rng_state,
+    start_state,
+    tensorboard_writer,
+    training_loader,
     write_json,
 )
 from engine.demo import run_demo
 from engine.distributed import capture_graphs, global_sum, setup_distributed, use_global_batch_norm
-from engine.evaluate import evaluate, format_metrics, run_test, test_keys
+from engine.evaluate import evaluate, format_metrics, run_test
 from engine.experiment import claim_experiment
 from models import SphericalUNet
 from sconv.module.smse import SphereMSE
@@ -61,15 +60,9 @@ def build_model(opt):
 
 def train(opt, rank, world_size, device):
     is_main = rank == 0
-    if opt.batch_size % world_size:
-        raise ValueError(f"--batch-size {opt.batch_size} must be divisible by the number of processes ({world_size})")
+    check_run(opt, world_size, device)
     train_set, test_set = load_datasets(opt, rank, world_size, VRVideo)
-    if len(train_set) == 0:
-        raise ValueError(f"the training split of {opt.data_dir} has no items")
-    if opt.eval_interval:
-        test_keys(test_set, opt.limit)  # a test split that cannot be evaluated fails now, not after an epoch
-    if opt.cuda_graph and (device.type != "cuda" or world_size > 1):
-        raise ValueError(f"--cuda-graph needs one process on a CUDA device; this run has {world_size} on {device}")
+    check_splits(opt, train_set, test_set)
 
     model = build_model(opt)
     if world_size > 1:
@@ -80,52 +73,13 @@ def train(opt, rank, world_size, device):
     # pixels, about 4 pi times smaller for the same error.
     criterion = SphereMSE(opt.frame_h, opt.frame_w) if opt.use_smse else nn.MSELoss()
     latest = os.path.join(opt.save_dir, LATEST)
-    start_epoch, log = 0, []
-    if opt.resume:
-        checkpoint = load_checkpoint(latest, opt.model, keys=("model", "optimizer", "epoch", "opts", "rng"))
-        check_resume_options(checkpoint, opt)
-        if opt.epochs <= checkpoint["epoch"]:
-            raise ValueError(
-                f"-resume: {latest} is at epoch {checkpoint['epoch']}; -epochs {opt.epochs} leaves nothing to train "
-                f"(give -epochs above {checkpoint['epoch']})"
-            )
-        load_model_state(model, checkpoint, latest)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = opt.lr  # the command line wins (same command: same value)
-        set_rng_state(checkpoint["rng"])
-        start_epoch = checkpoint["epoch"]
-        log_path = os.path.join(opt.save_dir, "log.jsonl")
-        if os.path.isfile(log_path):
-            with open(log_path) as f:
-                log = [record for record in map(json.loads, f) if record["epoch"] <= start_epoch]
-        if is_main:
-            print(f"resuming {latest} after epoch {start_epoch}")
-    elif opt.loadModel:
-        load_model_state(model, load_checkpoint(opt.loadModel, opt.model), opt.loadModel)
+    start_epoch, log = start_state(opt, model, optimizer, latest, is_main)
 
     raw_model = model
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=opt.seed)
-    if opt.use_equirect_rotate:  # one rotation per sample, drawn from (seed, epoch, item): see datasets/augment.py
-        train_set, sampler = RandomlyRotated(train_set, opt.seed), EpochSampler(sampler)
-    loader = DataLoader(
-        train_set,
-        batch_size=opt.batch_size // world_size,
-        sampler=sampler,
-        num_workers=opt.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=opt.num_workers > 0,  # started once, not at every epoch
-    )
-    writer = None
-    if is_main and opt.use_tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(os.path.join(opt.save_dir, "tensorboard"))
-        except ImportError:
-            print("warning: --use_tensorboard needs the tensorboard package (pip install tensorboard); not used")
+    loader, sampler = training_loader(opt, train_set, rank, world_size, device)
+    writer = tensorboard_writer(opt) if is_main else None
     if is_main:
         os.makedirs(opt.save_dir, exist_ok=True)
         write_json(os.path.join(opt.save_dir, "opts.json"), vars(opt))

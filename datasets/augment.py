@@ -176,7 +176,7 @@ class FixedRotation:
         self.dataset = dataset
         self.angles = (float(rot_y), float(rot_z))
         self.rotation = rotation_of(*self.angles)
-        self.videos = dataset.videos
+        self.root, self.videos = dataset.root, dataset.videos
 
     def __len__(self):
         return len(self.dataset)

@@ -19,7 +19,6 @@ and so is a file whose shared references would expand past a budget of objects o
 
 import functools
 import hashlib
-import io
 import json
 import math
 import numbers
@@ -49,6 +48,7 @@ __all__ = [
     "load_vinfo",
     "atomic_write",
     "atomic_write_bytes",
+    "atomic_save_npy",
     "decode_frame",
     "VRVideo",
     "VRVideoLSTM",
@@ -99,6 +99,11 @@ def atomic_write(path, write):
 def atomic_write_bytes(path, data):
     """``atomic_write`` of a bytes object."""
     atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_save_npy(path, array):
+    """``atomic_write`` of ``array`` as a ``.npy`` file (``np.save`` without pickles)."""
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def _check_size(height, width):
@@ -649,9 +654,7 @@ class _VRVideoBase(Dataset):
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise RuntimeError(f"{path}: cannot decode the frame ({type(err).__name__}: {err})") from None
         if decoded and cache is not None and _inside(self.cache_dir, os.path.dirname(cache)):
-            buffer = io.BytesIO()
-            np.save(buffer, pixels, allow_pickle=False)
-            atomic_write_bytes(cache, buffer.getvalue())
+            atomic_save_npy(cache, pixels)
         frame = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1).contiguous()
         return self.transform(frame) if self.transform is not None else frame
 
@@ -745,9 +748,7 @@ class _VRVideoBase(Dataset):
         saliency = (heat * map_scale(*shape)).numpy().astype(np.float32)
         # os.replace swaps a symlink at ``path`` itself, so only the folder has to be inside the cache folder.
         if path is not None and _inside(self.cache_dir, os.path.dirname(path)):
-            buffer = io.BytesIO()
-            np.save(buffer, saliency, allow_pickle=False)
-            atomic_write_bytes(path, buffer.getvalue())  # concurrent builders: each replaces it whole, same content
+            atomic_save_npy(path, saliency)  # concurrent builders: each replaces it whole, same content
         return torch.from_numpy(saliency)[None]
 
     def previous_key(self, vid, fid):

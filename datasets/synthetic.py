@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.data import atomic_write_bytes, saliency_map
+from datasets.data import atomic_save_npy, atomic_write_bytes, saliency_map
 from sconv.functional.common import colatitudes, longitudes
 
 __all__ = [
@@ -235,9 +235,7 @@ def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, te
                 gaze[fid] = [(float(x), float(y)) for x, y in sample_gaze(rng, scene, t, viewers)]
                 if gt_factor:
                     published = saliency_map(gaze[fid], gt_factor * height, gt_factor * width)[None]
-                    buffer = io.BytesIO()
-                    np.save(buffer, published, allow_pickle=False)
-                    atomic_write_bytes(os.path.join(out, vid, fid + "_gt.npy"), buffer.getvalue())
+                    atomic_save_npy(os.path.join(out, vid, fid + "_gt.npy"), published)
                 progress.update()
             vinfo[vid] = gaze
 

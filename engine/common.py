@@ -11,9 +11,10 @@ import warnings
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
 
 import ref
-from datasets.augment import FixedRotation
+from datasets.augment import EpochSampler, FixedRotation, RandomlyRotated
 from datasets.data import atomic_write_bytes
 from datasets.synthetic import ensure_synthetic
 
@@ -28,7 +29,13 @@ __all__ = [
     "load_checkpoint",
     "load_model_state",
     "nonfinite_tensors",
+    "start_state",
+    "tensorboard_writer",
     "load_datasets",
+    "test_keys",
+    "check_run",
+    "check_splits",
+    "training_loader",
     "seed_everything",
     "float32_precision",
 ]
@@ -133,6 +140,49 @@ def load_model_state(model, checkpoint, path):
         raise ValueError(f"the weights in {path} do not fit this model: {err}") from err
 
 
+def start_state(opt, model, optimizer, latest, is_main):
+    """The epoch a run starts after and its log so far: ``(0, [])`` for a new run (with ``-loadModel``'s weights in
+    ``model`` when given); with ``-resume``, ``model``, ``optimizer`` and the random states are restored from
+    ``latest`` (the learning rate stays the command line's) and the log is ``log.jsonl`` up to its epoch."""
+    if not opt.resume:
+        if opt.loadModel:
+            load_model_state(model, load_checkpoint(opt.loadModel, opt.model), opt.loadModel)
+        return 0, []
+    checkpoint = load_checkpoint(latest, opt.model, keys=("model", "optimizer", "epoch", "opts", "rng"))
+    check_resume_options(checkpoint, opt)
+    if opt.epochs <= checkpoint["epoch"]:
+        raise ValueError(
+            f"-resume: {latest} is at epoch {checkpoint['epoch']}; -epochs {opt.epochs} leaves nothing to train "
+            f"(give -epochs above {checkpoint['epoch']})"
+        )
+    load_model_state(model, checkpoint, latest)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = opt.lr  # the command line wins (same command: same value)
+    set_rng_state(checkpoint["rng"])
+    start_epoch, log = checkpoint["epoch"], []
+    log_path = os.path.join(opt.save_dir, "log.jsonl")
+    if os.path.isfile(log_path):
+        with open(log_path) as f:
+            log = [record for record in map(json.loads, f) if record["epoch"] <= start_epoch]
+    if is_main:
+        print(f"resuming {latest} after epoch {start_epoch}")
+    return start_epoch, log
+
+
+def tensorboard_writer(opt):
+    """A ``SummaryWriter`` into ``<save_dir>/tensorboard`` with ``--use_tensorboard`` (None without it, or with a
+    warning when the tensorboard package is missing)."""
+    if not opt.use_tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("warning: --use_tensorboard needs the tensorboard package (pip install tensorboard); not used")
+        return None
+    return SummaryWriter(os.path.join(opt.save_dir, "tensorboard"))
+
+
 def nonfinite_tensors(model, optimizer):
     """Names of ``model``'s parameters and buffers and of ``optimizer``'s state tensors that hold a NaN or an
     infinity (empty when all are finite): what a checkpoint of them would save."""
@@ -147,7 +197,7 @@ def nonfinite_tensors(model, optimizer):
 
 
 def gt_cache_dir(opt):
-    """Where maps built from gaze points are cached: ``--gt-cache`` (``none``: nowhere), by default
+    """Where maps built from gaze points and decoded frames are cached: ``--gt-cache`` (``none``: nowhere), by default
     ``<exp-dir>/<expID>/gt_cache``; never inside the dataset."""
     if opt.gt_cache == "none":
         return None
@@ -192,6 +242,57 @@ def load_datasets(opt, rank, world_size, dataset_class, **options):
     if opt.use_equirect_rotate and (opt.rot_y or opt.rot_z):  # evaluation at the fixed rotation, as the original
         splits[1] = FixedRotation(splits[1], opt.rot_y, opt.rot_z)
     return tuple(splits)
+
+
+def test_keys(dataset, limit):
+    """The ``(video, frame)`` keys evaluated: the first ``limit`` (0: all) in video order; at least 2 (sAUC's
+    negatives are the other frames' fixations). Training calls it at startup, so a split that cannot be evaluated
+    fails before an epoch is spent."""
+    keys = [(vid, fid) for vid in dataset.videos for fid in dataset.frames_of(vid)]
+    if limit:
+        keys = keys[:limit]
+    if len(keys) < 2:
+        raise ValueError(
+            f"the test split of {dataset.root} has {len(keys)} frame(s) to evaluate (--limit {limit}); sAUC needs at "
+            "least 2 (--eval-interval 0 trains without evaluating)"
+        )
+    return keys
+
+
+def check_run(opt, world_size, device):
+    """What a training run checks before it loads the data: the batch splits over the processes, ``--cuda-graph``
+    has one process on a GPU."""
+    if opt.batch_size % world_size:
+        raise ValueError(f"--batch-size {opt.batch_size} must be divisible by the number of processes ({world_size})")
+    if opt.cuda_graph and (device.type != "cuda" or world_size > 1):
+        raise ValueError(f"--cuda-graph needs one process on a CUDA device; this run has {world_size} on {device}")
+
+
+def check_splits(opt, train_set, test_set):
+    """The training split has items; with ``--eval-interval`` the test split can be evaluated: a split that cannot
+    fails now, not after an epoch."""
+    if len(train_set) == 0:
+        raise ValueError(f"the training split of {opt.data_dir} has no items")
+    if opt.eval_interval:
+        test_keys(test_set, opt.limit)
+
+
+def training_loader(opt, train_set, rank, world_size, device):
+    """``(loader, sampler)`` of this process's share of ``train_set`` (``sampler.set_epoch`` reshuffles); with
+    ``--use-equirect-rotate`` each item (each sequence) is rotated by one draw from (seed, epoch, item): see
+    ``datasets/augment.py``."""
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=opt.seed)
+    if opt.use_equirect_rotate:
+        train_set, sampler = RandomlyRotated(train_set, opt.seed), EpochSampler(sampler)
+    loader = DataLoader(
+        train_set,
+        batch_size=opt.batch_size // world_size,
+        sampler=sampler,
+        num_workers=opt.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=opt.num_workers > 0,  # started once, not at every epoch
+    )
+    return loader, sampler
 
 
 def seed_everything(seed):

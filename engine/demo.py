@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.data import atomic_write
+from datasets.data import atomic_save_npy, atomic_write
 from engine.evaluate import load_trained, predict_video
 
 __all__ = ["read_demo_frames", "colorize", "overlay", "check_demo_outputs", "run_demo"]
@@ -138,7 +138,7 @@ def run_demo(opt, device, build_model):
         name, image = images.pop(index)
         low, high = prediction.min(), prediction.max()
         array = ((prediction[0] - low) / (high - low).clamp(min=torch.finfo(torch.float32).tiny)).numpy()
-        atomic_write(os.path.join(out_dir, name + ".npy"), lambda f, a=array: np.save(f, a, allow_pickle=False))
+        atomic_save_npy(os.path.join(out_dir, name + ".npy"), array)
         picture = overlay(image, array)
         atomic_write(os.path.join(out_dir, name + ".png"), lambda f, p=picture: p.save(f, format="PNG"))
         written.append(name)

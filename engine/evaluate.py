@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 import ref
 from datasets.data import center_prior, normalise_previous, reference_mass
-from engine.common import LATEST, architecture_of, load_checkpoint, load_model_state, write_json
+from engine.common import LATEST, architecture_of, load_checkpoint, load_model_state, test_keys, write_json
 from sconv import metrics
 
 __all__ = [
@@ -85,22 +85,6 @@ def score(pred, gt, fixations, other_fixations, generator):
         "AUC-B": metrics.auc_borji(pred, fixations, generator=generator),
         "sAUC": metrics.sauc(pred, fixations, other_fixations),
     }
-
-
-@torch.no_grad()
-def test_keys(dataset, limit):
-    """The ``(video, frame)`` keys evaluated: the first ``limit`` (0: all) in video order; at least 2 (sAUC's
-    negatives are the other frames' fixations). Training calls it at startup, so a split that cannot be evaluated
-    fails before an epoch is spent."""
-    keys = [(vid, fid) for vid in dataset.videos for fid in dataset.frames_of(vid)]
-    if limit:
-        keys = keys[:limit]
-    if len(keys) < 2:
-        raise ValueError(
-            f"the test split of {dataset.root} has {len(keys)} frame(s) to evaluate (--limit {limit}); sAUC needs at "
-            "least 2 (--eval-interval 0 trains without evaluating)"
-        )
-    return keys
 
 
 def evaluate(model, dataset, opt, device, oracle=False, per_frame=False):
@@ -190,11 +174,10 @@ def run_test(opt, device, build_model, make_test_set):
     model, path, epoch = load_trained(opt, device, build_model)
     test_set = make_test_set()
     results = evaluate(model, test_set, opt, device, oracle=opt.oracle)
-    frames = sum(len(test_set.frames_of(vid)) for vid in test_set.videos)
     report = {
         "checkpoint": os.path.abspath(path),
         "epoch": epoch,
-        "test_frames": min(frames, opt.limit) if opt.limit else frames,
+        "test_frames": len(test_keys(test_set, opt.limit)),
         "device": str(device),
         "metrics": "sphere-weighted",
         "evaluation": "deployed: each test video in frame order; previous map = the model's own prediction of the "

@@ -18,6 +18,7 @@ from datasets.data import VRVideo, VRVideoLSTM, normalise_previous, reference_ma
 from datasets.synthetic import ensure_synthetic
 from engine.common import LATEST, architecture_of, load_datasets
 from engine.evaluate import evaluate, load_trained
+from engine.evaluate import test_keys as evaluated_keys  # not named test_*: pytest would collect it
 from models import SphericalUNet
 from sconv.functional.rotate import rotate_equirect, rotate_points
 from sconv.module.sconv import SphericalConv
@@ -268,6 +269,8 @@ def test_evaluation_at_a_fixed_rotation(dirs):
         opt = opts.parse(args_of(dirs) + flags + ["--limit", "4"])
         test_set = load_datasets(opt, 0, 1, VRVideo)[1]
         assert isinstance(test_set, FixedRotation) == (angles != (0, 0))
+        with pytest.raises(ValueError, match=r"the test split of .* has 1 frame\(s\) to evaluate"):
+            evaluated_keys(test_set, 1)  # the startup check names the dataset, rotated or not
         scores[angles] = evaluate(model, test_set, opt, torch.device("cpu"))
     for row in ("model", "center_prior"):
         for metric in ("CC", "NSS", "KLD", "SIM", "AUC-J", "sAUC"):

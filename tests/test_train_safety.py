@@ -232,6 +232,14 @@ def test_out_of_range_values_are_refused_by_the_parser(capsys):
         (["--seed", "-1"], "argument --seed: expected an integer in [0, 2**32 - 1]"),
         (["--momentum", "5"], "argument --momentum: expected a number in [0, 1), got '5'"),
         (["--limit", "1"], "argument --limit: expected 0 (all) or an integer >= 2 (sAUC needs 2 frames), got '1'"),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
+        (["--batch-size", "1.5"], "argument --batch-size: expected a positive integer, got '1.5'"),
+        (["--max-steps", "-1"], "argument --max-steps: expected an integer >= 0, got '-1'"),
+        (["--max-steps", "x"], "argument --max-steps: expected an integer >= 0, got 'x'"),
+        (["--target-scale", "inf"], "argument --target-scale: expected a positive finite number, got 'inf'"),
+        (["--target-scale", "nan"], "argument --target-scale: expected a positive finite number, got 'nan'"),
+        (["--weight-decay", "nan"], "argument --weight-decay: expected a finite number >= 0, got 'nan'"),
+        (["--weight-decay=-1e-5"], "argument --weight-decay: expected a finite number >= 0, got '-1e-5'"),
         (["-resume", "--overwrite"], "give -resume (continue this experiment) or --overwrite (replace it), not both"),
     ):
         with pytest.raises(SystemExit):

@@ -7,7 +7,11 @@ PIL drawing of the same two panels).
 import argparse
 import json
 import os
-import tempfile
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets.data import atomic_write  # noqa: E402
 
 
 def main(argv=None):
@@ -43,11 +47,7 @@ def main(argv=None):
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda f: fig.savefig(f, dpi=110, format="png"))
     print(f"wrote {args.out}")
 
 
@@ -84,11 +84,7 @@ def draw_with_pil(records, tested, out, title):
             for x, y in xy:
                 draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colours[name])
             draw.text((left + 300, 45 + 12 * row), name, fill=colours[name])
-    folder = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
-    image.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: image.save(f, format="PNG"))
 
 
 if __name__ == "__main__":
