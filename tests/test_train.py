@@ -24,32 +24,15 @@ import ref
 import train_lstm
 import train_unet
 from datasets.data import VRVideo, atomic_write, center_prior, reference_mass
-from datasets.synthetic import ensure_synthetic
 from engine import demo, distributed
 from engine.common import LATEST, load_datasets
 from engine.evaluate import METRICS, evaluate
 from models import SphericalUNet
 from sconv import metrics
 from sconv.module.smse import SphereMSE
+from tests.conftest import H, W, common_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-H, W = 16, 32
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    data = ensure_synthetic(tmp_path_factory.mktemp("data") / "tiny", videos=3, frames=6, height=H, width=W, seed=0)
-    return data, str(tmp_path_factory.mktemp("exp"))
-
-
-def common_args(dirs):
-    data, exp = dirs
-    return [
-        "--data-dir", str(data), "--exp-dir", exp, "--frame-h", str(H), "--frame-w", str(W), "--prev-offset", "2",
-        "--batch-size", "2", "--num-workers", "0", "--max-steps", "2", "--eval-interval", "0", "-lr", "0.01",
-        "--device", "cpu",  # exact equalities (resume, 1 vs 2 gloo processes) are CPU claims, on a GPU machine too
-    ]  # fmt: skip
-
 
 def subprocess_env():
     # Same thread count as this process: CPU results are then bit-identical between the two. PYTHON: the shell

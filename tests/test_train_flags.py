@@ -15,7 +15,6 @@ import train_lstm
 import train_unet
 from datasets.augment import EpochSampler, FixedRotation, RandomlyRotated, rotation_of
 from datasets.data import VRVideo, VRVideoLSTM, normalise_previous, reference_mass, saliency_map
-from datasets.synthetic import ensure_synthetic
 from engine.common import LATEST, architecture_of, load_datasets
 from engine.evaluate import evaluate, load_trained
 from engine.evaluate import test_keys as evaluated_keys  # not named test_*: pytest would collect it
@@ -23,23 +22,7 @@ from models import SphericalUNet
 from sconv.functional.rotate import rotate_equirect, rotate_points
 from sconv.module.sconv import SphericalConv
 from sconv.module.sphereconv import SphereConv
-
-H, W = 16, 32
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    data = ensure_synthetic(tmp_path_factory.mktemp("data") / "tiny", videos=3, frames=6, height=H, width=W, seed=0)
-    return data, str(tmp_path_factory.mktemp("exp"))
-
-
-def args_of(dirs):
-    data, exp = dirs
-    return [
-        "--data-dir", str(data), "--exp-dir", exp, "--frame-h", str(H), "--frame-w", str(W), "--prev-offset", "2",
-        "--batch-size", "2", "--num-workers", "0", "--max-steps", "2", "--eval-interval", "0", "-lr", "0.01",
-        "--device", "cpu",
-    ]  # fmt: skip
+from tests.conftest import H, W, common_args
 
 
 def test_conv_type_and_its_older_spelling(capsys):
@@ -115,7 +98,7 @@ def test_options_build_the_models_they_name():
 
 
 def test_checkpoint_records_the_network_and_test_rebuilds_it(dirs):
-    args = args_of(dirs) + ["-expID", "smooth"]
+    args = common_args(dirs) + ["-expID", "smooth"]
     train_unet.main(args + ["-epochs", "1", "--max-steps", "1", "--kernel-basis", "smooth", "--upsample", "spherical"])
     saved = torch.load(os.path.join(dirs[1], "smooth", LATEST), weights_only=True)
     assert (saved["opts"]["conv_type"], saved["opts"]["kernel_basis"], saved["opts"]["upsample"]) == (
@@ -266,7 +249,7 @@ def test_evaluation_at_a_fixed_rotation(dirs):
     scores = {}
     for angles in ((0, 0), (0, 90), (60, 0)):
         flags = ["--use-equirect-rotate", "--rot-y", str(angles[0]), "--rot-z", str(angles[1])]
-        opt = opts.parse(args_of(dirs) + flags + ["--limit", "4"])
+        opt = opts.parse(common_args(dirs) + flags + ["--limit", "4"])
         test_set = load_datasets(opt, 0, 1, VRVideo)[1]
         assert isinstance(test_set, FixedRotation) == (angles != (0, 0))
         with pytest.raises(ValueError, match=r"the test split of .* has 1 frame\(s\) to evaluate"):
@@ -282,7 +265,7 @@ def test_evaluation_at_a_fixed_rotation(dirs):
 
 def test_rotation_augmented_training_is_reproducible(dirs):
     # Two epochs (the draws change with the epoch), in this process and with a DataLoader worker: the same weights.
-    args = args_of(dirs) + ["-epochs", "2", "--max-steps", "1", "--use-equirect-rotate"]
+    args = common_args(dirs) + ["-epochs", "2", "--max-steps", "1", "--use-equirect-rotate"]
 
     def weights(exp_id, *flags, main=train_unet.main):
         main(args + ["-expID", exp_id, *flags])
@@ -294,7 +277,7 @@ def test_rotation_augmented_training_is_reproducible(dirs):
 
 
 def test_rotation_augmented_convlstm_with_sphereconv_trains(dirs):
-    args = args_of(dirs) + ["-expID", "rot_lstm", "-epochs", "1", "--max-steps", "1", "--use-equirect-rotate"]
+    args = common_args(dirs) + ["-expID", "rot_lstm", "-epochs", "1", "--max-steps", "1", "--use-equirect-rotate"]
     train_lstm.main(args + ["--sequence-len", "2", "--batch-size", "1", "--conv-type", "sphereconv"])
     saved = torch.load(os.path.join(dirs[1], "rot_lstm", LATEST), weights_only=True)
     assert saved["opts"]["conv_type"] == "sphereconv" and saved["opts"]["use_equirect_rotate"]

@@ -16,16 +16,10 @@ from PIL import Image
 
 import opts
 import train_unet
-from datasets.synthetic import ensure_synthetic
 from engine.common import LATEST, nonfinite_tensors
 from engine.experiment import LOCK
-from tests.test_train import REPO, H, W, checkpoint, common_args, log_of, subprocess_env
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    data = ensure_synthetic(tmp_path_factory.mktemp("data") / "tiny", videos=3, frames=6, height=H, width=W, seed=0)
-    return data, str(tmp_path_factory.mktemp("exp"))
+from tests.conftest import common_args
+from tests.test_train import REPO, checkpoint, log_of, subprocess_env
 
 
 def run(dirs, exp_id, *extra):
