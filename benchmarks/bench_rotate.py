@@ -27,6 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.data import atomic_write_bytes  # noqa: E402
+from sconv.functional import rotate as rotate_module  # noqa: E402
 from sconv.functional import rotate_equirect, rotation_matrix, spherical_upsample  # noqa: E402
 
 
@@ -58,7 +59,10 @@ def cases(quick):
     batch = 2 if quick else 8
     unet_hw = (8, 16) if quick else (64, 128)
 
-    def rotate_case(b, c, hw, mode, backward=False, batched_rotation=False, rotation_on_cpu=False):
+    def rotate_case(b, c, hw, mode, backward=False, batched_rotation=False, rotation_on_cpu=False, path=None):
+        """``path``: None (``rotate_equirect``'s own choice), ``'pytorch'`` or ``'triton'`` (that path alone, no
+        rotation check); the Triton cases run on CUDA only."""
+
         def make(device):
             gen = torch.Generator(device="cpu").manual_seed(0)
             x = torch.rand(b, c, *hw, generator=gen).to(device).requires_grad_(backward)
@@ -67,6 +71,10 @@ def cases(quick):
             else:
                 r = rotation_matrix(37.0, 58.0, -21.0)
             r = r.float() if rotation_on_cpu else r.float().to(device)
+            if path == "pytorch":
+                return lambda: rotate_module._rotate_pytorch(x, r, mode)
+            if path == "triton":
+                return None if device.type != "cuda" else lambda: rotate_module._rotate_triton(x, r, mode)
             if not backward:
                 return lambda: rotate_equirect(x, r, mode)
             grad = torch.ones(b, c, *hw, device=device)
@@ -91,7 +99,10 @@ def cases(quick):
             f"rotate bilinear 1x3x{h}x{w}, rotation on the CPU",
             rotate_case(1, 3, frame_hw, "bilinear", rotation_on_cpu=True),
         ),
+        (f"rotate bilinear 1x3x{h}x{w}, PyTorch path", rotate_case(1, 3, frame_hw, "bilinear", path="pytorch")),
+        (f"rotate bilinear 1x3x{h}x{w}, Triton kernel", rotate_case(1, 3, frame_hw, "bilinear", path="triton")),
         (f"rotate nearest 1x3x{h}x{w}", rotate_case(1, 3, frame_hw, "nearest")),
+        (f"rotate nearest 1x3x{h}x{w}, PyTorch path", rotate_case(1, 3, frame_hw, "nearest", path="pytorch")),
         (
             f"rotate bilinear {batch}x3x{h}x{w}, one rotation per item",
             rotate_case(batch, 3, frame_hw, "bilinear", batched_rotation=True),
@@ -105,6 +116,25 @@ def cases(quick):
             label = "spherical_upsample bilinear" if spherical else "F.interpolate nearest"
             out.append((f"{label} fwd+bwd 8x{c}x{size[0]}x{size[1]}", upsample_case(8, c, size, spherical)))
     return out
+
+
+def block_sweep(quick, device, reps):
+    """The Triton kernel on the 1920 x 960 frame at each ``ROTATE_BLOCK`` (pixels per program): the launch rule's
+    measurement."""
+    hw = (96, 192) if quick else (960, 1920)
+    x = torch.rand(1, 3, *hw, device=device)
+    r = rotation_matrix(37.0, 58.0, -21.0).float()
+    shipped, rows = rotate_module.ROTATE_BLOCK, []
+    try:
+        for block in (128, 256, 512, 1024):
+            rotate_module.ROTATE_BLOCK = block
+            median, best = time_ms(lambda: rotate_module._rotate_triton(x, r, "bilinear"), device, reps, 10)
+            name = f"rotate kernel BLOCK={block} 1x3x{hw[0]}x{hw[1]}"
+            rows.append(dict(case=name, device=device.type, median_ms=median, min_ms=best, reps=reps))
+            print(f"{device.type:4s}  {name:60s}  median {median:9.3f} ms  (min {best:.3f})", flush=True)
+    finally:
+        rotate_module.ROTATE_BLOCK = shipped
+    return rows
 
 
 def main():
@@ -123,9 +153,14 @@ def main():
     for device in devices:
         reps, warmup = (args.reps, 10) if device.type == "cuda" else (args.cpu_reps, 1)
         for name, make in cases(args.quick):
-            median, best = time_ms(make(device), device, reps, warmup)
+            fn = make(device)
+            if fn is None:
+                continue
+            median, best = time_ms(fn, device, reps, warmup)
             results.append(dict(case=name, device=device.type, median_ms=median, min_ms=best, reps=reps))
             print(f"{device.type:4s}  {name:60s}  median {median:9.3f} ms  (min {best:.3f})", flush=True)
+        if device.type == "cuda":
+            results += block_sweep(args.quick, device, reps)
 
     report = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

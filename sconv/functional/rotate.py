@@ -14,18 +14,24 @@ Sampling (see :func:`sample_plan`): bilinear on the sphere. Columns wrap around 
 row 0 or below row ``H - 1`` crosses the pole, where row ``-1 - k`` is row ``k`` half a turn away in longitude
 (the rule of :func:`sconv.functional.spad.spherical_pad`), interpolated in longitude like any row, so any ``W``
 (odd too) works. For even ``W`` bilinear runs as one ``grid_sample`` on the panorama padded by one pixel with
-``spherical_pad``; otherwise (odd ``W``, ``'nearest'``) as a gather plan.
+``spherical_pad``; otherwise (odd ``W``, ``'nearest'``) as a gather plan. On CUDA, where no gradient is needed,
+one Triton kernel (``sconv/functional/kernels/rotate.py``) does it all in a single pass: :func:`_rotate_triton`.
 """
 
 import functools
 import math
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sconv.functional.common import check_input, choice, colatitudes, longitudes, static_size
+from sconv.functional.conv_layout import triton, triton_available
 from sconv.functional.spad import spherical_pad
+
+if triton is not None:
+    from sconv.functional.kernels.rotate import rotate_equirect_kernel
 
 __all__ = [
     "rotate_equirect",
@@ -204,6 +210,13 @@ def rotate_equirect(input, rotation, mode="bilinear"):
     check_input(input, min_size=1)
     choice(mode, "mode", _MODES)
     _check_rotation(rotation, input.shape[0])
+    if _triton_path(input):
+        return _rotate_triton(input, rotation, mode)
+    return _rotate_pytorch(input, rotation, mode)
+
+
+def _rotate_pytorch(input, rotation, mode):
+    """:func:`rotate_equirect` in PyTorch ops (any device and dtype; differentiable in ``input``)."""
     b, c, h, w = input.shape
     dtype = _geometry_dtype(input.dtype)
     # R^T p for every output direction p (rows of the cached [H W, 3] table): p^T R.
@@ -243,6 +256,43 @@ def _grid_sample_on_sphere(input, row, col):
     grid = torch.stack([(col + 1) * (2 / (w + 1)) - 1, (row + 1) * (2 / (h + 1)) - 1], dim=-1).to(compute.dtype)
     out = F.grid_sample(padded, grid.expand(b, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=True)
     return out.to(input.dtype)
+
+
+def _triton_path(input):
+    """The single-pass Triton kernel serves CUDA float32/16-bit inputs that need no gradient (it has no backward:
+    training through a rotation takes the PyTorch path), outside ``torch.compile`` graphs."""
+    needs_grad = torch.is_grad_enabled() and input.requires_grad
+    return triton_available(input.device, input.dtype) and not needs_grad and not torch.compiler.is_compiling()
+
+
+# Launch rule: 256 output pixels per program, every channel of one batch item (the kernel is bound by its loads and
+# stores: see benchmarks/results_h100_rotate.json).
+ROTATE_BLOCK = 256
+
+
+@functools.lru_cache(maxsize=1)
+def atan_coefficients():
+    """``(c3, c5, c7, c9, c11)`` with ``atan(u) ~ u + c3 u^3 + ... + c11 u^11`` on ``|u| <= tan(pi / 8)``: a float64
+    least-squares fit on Chebyshev nodes (max error 1.7e-10, far below float32's resolution)."""
+    k = np.arange(2000)
+    u = math.tan(math.pi / 8) * np.cos(np.pi * (k + 0.5) / k.size)
+    powers = np.stack([u**p for p in (3, 5, 7, 9, 11)], axis=1)
+    return tuple(float(c) for c in np.linalg.lstsq(powers, np.arctan(u) - u, rcond=None)[0])
+
+
+def _rotate_triton(input, rotation, mode):
+    """:func:`rotate_equirect` as one Triton kernel: direction, rotation, angles and sampling per output pixel, in
+    float32. No autograd."""
+    b, c, h, w = input.shape
+    x = input.contiguous()
+    out = torch.empty_like(x)
+    rot = rotation.to(device=x.device, dtype=torch.float32).contiguous()
+    grid = (triton.cdiv(h * w, ROTATE_BLOCK), b)
+    rotate_equirect_kernel[grid](
+        x, out, rot, 9 if rot.dim() == 3 else 0, c, h, w, *atan_coefficients(),
+        BLOCK=ROTATE_BLOCK, NEAREST=mode == "nearest",
+    )  # fmt: skip
+    return out
 
 
 def rotate_points(points, rotation):
