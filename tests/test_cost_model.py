@@ -2,7 +2,9 @@
 (``benchmarks/refit_cost_model.py``'s check, on the CPU from the JSON)."""
 
 import importlib.util
+import json
 import os
+import sys
 
 import pytest
 
@@ -43,3 +45,39 @@ def test_check_fails_for_weights_that_pick_slow_paths(refit, rows):
     weights = {family: dict(conv_cost.COSTS["cuda"][family], triton=40.0) for family in ("float32", "16bit")}
     _, failures = refit.check(rows, weights)
     assert {row["name"].split()[0] for row, _, _ in failures} >= {"conv1", "conv2"}
+
+
+def test_regression_check_flags_ratios_that_grew_past_the_tolerance(tmp_path, capsys):
+    """benchmarks/check_regression.py on hand-made reports: +12% fails, +5% and faster pass, a NaN ratio fails, a
+    case in one report only is listed, not failed; the shipped reference reads."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import check_regression
+
+    def report(conv1, conv2, unet_time, graphed=None):
+        layers = [dict(name="conv1 64x128", dtype="fp32", ratio_vs_conv2d=conv1),
+                  dict(name="conv2 64x128", dtype="bf16", ratio_vs_conv2d=conv2)]  # fmt: skip
+        if graphed is not None:
+            layers[0]["graph_ratio_vs_conv2d"] = graphed
+        unet = [dict(height=64, width=128, dtype="fp32", time_ratio=unet_time, memory_ratio=1.1)]
+        return dict(environment=dict(device="test"), layers=layers, unet=unet)
+
+    reference = tmp_path / "ref.json"
+    reference.write_text(json.dumps(report(1.0, 2.0, 1.3, graphed=1.2)))
+    cases = [
+        (report(1.05, 1.0, 1.3, graphed=1.2), 0),  # +5%, faster, same
+        (report(1.12, 2.0, 1.3, graphed=1.2), 1),  # +12% on conv1 eager
+        (report(1.0, 2.0, 1.3 * 1.11, graphed=1.2), 1),  # U-Net time +11%
+        (report(1.0, float("nan"), 1.3, graphed=1.2), 1),  # NaN ratio
+        (report(1.0, 2.0, 1.3), 0),  # graphed ratio not run: listed only
+    ]
+    for index, (new, expected) in enumerate(cases):
+        path = tmp_path / f"new{index}.json"
+        path.write_text(json.dumps(new))
+        assert check_regression.main([str(path), "--reference", str(reference)]) == expected, index
+    assert "only in reference" in capsys.readouterr().out
+    rows = check_regression.compare(report(1.0, 2.0, 1.3), report(1.09, 2.0, 1.3), tolerance=0.10)
+    assert [row[-1] for row in rows] == ["ok"] * 4
+    with pytest.raises(ValueError, match="tolerance"):
+        check_regression.compare({}, {}, tolerance=-1)
+    shipped = check_regression.ratios(check_regression.load(check_regression.DEFAULT_REFERENCE, "reference"))
+    assert len(shipped) >= 40 and all(isinstance(v, float) for v in shipped.values())
