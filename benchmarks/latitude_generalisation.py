@@ -290,6 +290,37 @@ def summarise(runs):
     return out
 
 
+SETTING_KEYS = ("steps", "batch", "lr", "n_test", "bf16")
+
+
+def merge_results(results, names):
+    """One result from several runs of the same setting (e.g. a budget-cut run and the run of its missing seeds):
+    the runs of all, the summary recomputed. Refused where a (size, model, seed) appears twice or a size was trained
+    with other steps, batch, learning rate, test set size or precision."""
+    merged = {"merged_from": [], "runs": [], "bands_deg": TEST_BANDS, "train_band_deg": TRAIN_BAND}
+    settings, seen = {}, set()
+    for result, name in zip(results, names):
+        if not isinstance(result, dict) or not isinstance(result.get("runs"), list):
+            raise ValueError(f"--merge: {name} is not a latitude.json (no 'runs' list)")
+        config = result.get("config", {})
+        provenance = {key: result.get(key) for key in ("device", "torch", "started_utc", "elapsed_s", "skipped")}
+        merged["merged_from"].append(provenance | {"file": name})
+        for run in result["runs"]:
+            key = (tuple(run["size"]), run["model"], run["seed"])
+            if key in seen:
+                raise ValueError(f"--merge: {run['model']} {run['size']} seed {run['seed']} appears twice")
+            seen.add(key)
+            setting = (run["steps"], run["batch"]) + tuple(config.get(k) for k in SETTING_KEYS[2:])
+            if settings.setdefault(key[0], setting) != setting:
+                raise ValueError(
+                    f"--merge: size {run['size']} was trained with different settings "
+                    f"({dict(zip(SETTING_KEYS, settings[key[0]]))} and {dict(zip(SETTING_KEYS, setting))})"
+                )
+            merged["runs"].append(run)
+    merged["summary"] = summarise(merged["runs"])
+    return merged
+
+
 def plot(result, path):
     """CC against latitude band, one panel per size, mean with a bar of +-1 std per model (PIL; no matplotlib)."""
     from PIL import Image, ImageDraw
@@ -372,7 +403,8 @@ def main(argv=None):
     parser.add_argument(
         "--models", nargs="+", choices=list(MODELS), default=["paper", "planar", "resolved", "sphereconv"]
     )
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None, help="these seeds instead (a run's rest)")
     parser.add_argument("--steps", type=int, nargs="+", default=[600], help="training steps, one value or one per size")
     parser.add_argument("--batch", type=int, nargs="+", default=[32], help="batch size, one value or one per size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, the same for every model")
@@ -388,7 +420,12 @@ def main(argv=None):
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--plot-only", default=None, help="redraw the plot of this latitude.json and exit")
+    parser.add_argument(
+        "--merge", nargs="+", default=None, help="latitude.json files of one setting: one JSON and plot in --out, exit"
+    )
     args = parser.parse_args(argv)
+    if args.seed_list is not None and (min(args.seed_list) < 0 or len(set(args.seed_list)) < len(args.seed_list)):
+        parser.error("--seed-list takes distinct seeds >= 0")
     for name in ("seeds", "steps", "batch", "n_test"):
         if min(getattr(args, name) if isinstance(getattr(args, name), list) else [getattr(args, name)]) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -398,6 +435,18 @@ def main(argv=None):
     if args.plot_only:
         with open(args.plot_only) as f:
             plot(json.load(f), os.path.join(args.out, "latitude.png"))
+        return
+    if args.merge:
+        results = []
+        for path in args.merge:
+            with open(path) as f:
+                results.append(json.load(f))
+        try:
+            merged = merge_results(results, args.merge)
+        except ValueError as error:
+            parser.error(str(error))
+        atomic_write_bytes(os.path.join(args.out, "latitude.json"), json.dumps(merged, indent=1).encode())
+        plot(merged, os.path.join(args.out, "latitude.png"))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -423,7 +472,7 @@ def main(argv=None):
         budget = None if args.budget_min is None else 60 * args.budget_min[min(k, len(args.budget_min) - 1)]
         size_begin, last_duration = time.perf_counter(), {}
         test = test_set(size, args.n_test, bitmaps, device)
-        for seed in range(args.seeds):
+        for seed in range(args.seeds) if args.seed_list is None else args.seed_list:
             for name in args.models:
                 # Start no run that would end past this size's budget, judged by the model's previous run.
                 if budget is not None and time.perf_counter() - size_begin + last_duration.get(name, 0) > budget:

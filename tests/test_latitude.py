@@ -198,6 +198,26 @@ def test_benchmark_runs(tmp_path):
     assert all(len(m["cc_mean"]) == len(bench.TEST_BANDS) == len(m["cc_std"]) for m in summary.values())
     assert (tmp_path / "latitude.png").stat().st_size > 0
 
+    # The rest of a cut run: seed 2 alone, then merged with the first run; the summary is over all three seeds.
+    rest, merged = tmp_path / "rest", tmp_path / "merged"
+    bench.main(
+        ["--out", str(rest), "--sizes", "16x32", "--models", "planar", "--seed-list", "2", "--steps", "1"]
+        + ["--batch", "2", "--n-test", "1", "--device", "cpu"]
+    )
+    files = [str(tmp_path / "latitude.json"), str(rest / "latitude.json")]
+    bench.main(["--out", str(merged), "--merge", *files])
+    joined = json.loads((merged / "latitude.json").read_text())
+    planar = joined["summary"]["16x32"]["planar"]
+    assert planar["seeds"] == [0, 1, 2]
+    ccs = torch.tensor([r["cc"] for r in joined["runs"] if r["model"] == "planar"], dtype=torch.float64)
+    torch.testing.assert_close(torch.tensor(planar["cc_mean"], dtype=torch.float64), ccs.mean(0))
+    with pytest.raises(SystemExit):  # the same run twice
+        bench.main(["--out", str(merged), "--merge", files[0], files[0]])
+    with pytest.raises(SystemExit):  # another setting (steps) for the same size
+        bench.main(["--out", str(tmp_path / "other"), "--sizes", "16x32", "--models", "planar", "--seed-list", "3"]
+                   + ["--steps", "2", "--batch", "2", "--n-test", "1", "--device", "cpu"])  # fmt: skip
+        bench.main(["--out", str(merged), "--merge", files[0], str(tmp_path / "other" / "latitude.json")])
+
 
 def test_scene_targets_follow_the_object():
     """A square drawn at latitude 60 is, along its centre's row, wider on the panorama than at the equator by about
