@@ -123,7 +123,7 @@ def build_parser(model):
     )
     p.add_argument("-loadModel", default=None, metavar="PATH", help="checkpoint to start from or evaluate")
 
-    p.add_argument("-lr", type=_learning_rate, default=hyper["lr"], help="learning rate (SGD)")
+    p.add_argument("-lr", type=_learning_rate, default=hyper["lr"], help="learning rate")
     p.add_argument("-epochs", type=_positive_int, default=hyper["epochs"], help="number of training epochs")
     p.add_argument(
         "--batch-size",
@@ -137,8 +137,15 @@ def build_parser(model):
         default=hyper["sequence_len"],
         help="frames per training sequence (ConvLSTM)",
     )
+    p.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        help="sgd (the original's, with --momentum) or adam (betas 0.9, 0.999): networks whose convolutions sum their "
+        "taps (--conv-type sphereconv, standard) diverge under SGD at the crown network's rates (docs/training.md)",
+    )
     p.add_argument("--momentum", type=_momentum, default=ref.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=_non_negative_float, default=ref.weight_decay, help="SGD weight decay")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=ref.weight_decay, help="weight decay")
     p.add_argument(
         "--target-scale",
         type=_positive_float,

@@ -32,6 +32,7 @@ from engine.common import (
     check_splits,
     float32_precision,
     load_datasets,
+    make_optimizer,
     nonfinite_tensors,
     rng_state,
     seed_everything,
@@ -68,7 +69,7 @@ def train(opt, rank, world_size, device):
     if world_size > 1:
         use_global_batch_norm(model)  # before the optimizer is made: it must hold these modules' parameters
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    optimizer = make_optimizer(opt, model)
     # SphereMSE: sum of A_i (out - target)^2 per item; nn.MSELoss (the ablation --use-smse 0) is the mean over
     # pixels, about 4 pi times smaller for the same error.
     criterion = SphereMSE(opt.frame_h, opt.frame_w) if opt.use_smse else nn.MSELoss()

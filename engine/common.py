@@ -140,6 +140,13 @@ def load_model_state(model, checkpoint, path):
         raise ValueError(f"the weights in {path} do not fit this model: {err}") from err
 
 
+def make_optimizer(opt, model):
+    """``--optimizer``: SGD with ``--momentum`` (the original's) or Adam; ``-lr`` and ``--weight-decay`` for both."""
+    if opt.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+
+
 def start_state(opt, model, optimizer, latest, is_main):
     """The epoch a run starts after and its log so far: ``(0, [])`` for a new run (with ``-loadModel``'s weights in
     ``model`` when given); with ``-resume``, ``model``, ``optimizer`` and the random states are restored from
@@ -150,6 +157,12 @@ def start_state(opt, model, optimizer, latest, is_main):
         return 0, []
     checkpoint = load_checkpoint(latest, opt.model, keys=("model", "optimizer", "epoch", "opts", "rng"))
     check_resume_options(checkpoint, opt)
+    saved_optimizer = checkpoint["opts"].get("optimizer", "sgd")  # runs before --optimizer used SGD
+    if saved_optimizer != opt.optimizer:
+        raise ValueError(
+            f"-resume: {latest} was trained with --optimizer {saved_optimizer}, the command line says "
+            f"{opt.optimizer} (give the run's --optimizer)"
+        )
     if opt.epochs <= checkpoint["epoch"]:
         raise ValueError(
             f"-resume: {latest} is at epoch {checkpoint['epoch']}; -epochs {opt.epochs} leaves nothing to train "

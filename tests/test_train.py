@@ -474,8 +474,10 @@ def test_errors_name_what_is_wrong(dirs, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "script, entry", [("baseline_unet.sh", "train_unet.py"), ("baseline_convlstm.sh", "train_lstm.py")]
-)
+    "script, entry",
+    [("baseline_unet.sh", "train_unet.py"), ("baseline_convlstm.sh", "train_lstm.py"),
+     ("baseline_unet_sphereconv.sh", "train_unet.py")],
+)  # fmt: skip
 @pytest.mark.parametrize("gpus", [0, 1, 2])
 def test_baseline_scripts_launch(tmp_path, script, entry, gpus):
     # A stand-in for python records the command: torchrun with one process per GPU when there are several.
@@ -486,7 +488,9 @@ def test_baseline_scripts_launch(tmp_path, script, entry, gpus):
     env = dict(os.environ, PYTHON=str(fake_python), GPUS=str(gpus), LOG=str(log))
     subprocess.run(["bash", os.path.join(REPO, "tools", "baselines", script), "-expID", "mine"], env=env, check=True)
     command = log.read_text().split()
-    if entry == "train_unet.py":
+    if script == "baseline_unet_sphereconv.sh":  # the recommended configuration (docs/latitude.md)
+        original = ["--conv-type", "sphereconv", "--optimizer", "adam", "--batch-size", "32", "-lr", "1e-3"]
+    elif entry == "train_unet.py":
         original = ["--batch-size", "32", "-lr", "3e-1"]
     else:
         original = ["--batch-size", "24", "-lr", "3e-3", "--sequence-len", "6"]

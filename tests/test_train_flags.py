@@ -118,6 +118,27 @@ def test_checkpoint_records_the_network_and_test_rebuilds_it(dirs):
         train_unet.main(args + ["-epochs", "2", "--max-steps", "1", "-resume", "--kernel-basis", "smooth"])
 
 
+def test_optimizer_flag_trains_with_adam_and_resume_keeps_it(dirs):
+    """--optimizer adam: the checkpoint holds Adam's state (step count and moments for every parameter), -resume
+    continues it, and -resume with another --optimizer is refused, naming both."""
+    assert opts.parse([]).optimizer == "sgd"
+    sgd = common_args(dirs) + ["-expID", "adam", "-lr", "1e-3", "--max-steps", "1"]
+    args = sgd + ["--optimizer", "adam"]
+    train_unet.main(args + ["-epochs", "1"])
+    saved = torch.load(os.path.join(dirs[1], "adam", LATEST), weights_only=True)
+    assert saved["opts"]["optimizer"] == "adam"
+    state = saved["optimizer"]["state"]
+    assert len(state) == len(saved["optimizer"]["param_groups"][0]["params"])
+    assert all({"step", "exp_avg", "exp_avg_sq"} <= s.keys() and float(s["step"]) == 1 for s in state.values())
+    train_unet.main(args + ["-epochs", "2", "-resume"])
+    resumed = torch.load(os.path.join(dirs[1], "adam", LATEST), weights_only=True)
+    assert resumed["epoch"] == 2 and all(float(s["step"]) == 2 for s in resumed["optimizer"]["state"].values())
+    with pytest.raises(ValueError, match="--optimizer adam, the command line says sgd"):
+        train_unet.main(sgd + ["-epochs", "3", "-resume"])
+    with pytest.raises(SystemExit):
+        opts.parse(["--optimizer", "rmsprop", "-expID", "x"])
+
+
 def test_checkpoints_from_before_the_flags_rebuild_their_network():
     assert architecture_of({"use_sconv": False, "frame_h": 16}) == {
         "use_sconv": False,

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The recommended configuration (docs/latitude.md): the Spherical U-Net with SphereNet-style 3 x 3 convolutions
+# (--conv-type sphereconv), trained with Adam at lr 1e-3, the setting of the latitude benchmark (its convolutions sum
+# their taps: under the original's SGD it diverges even at lr 1e-3, docs/training.md). Otherwise as baseline_unet.sh:
+# batch 32, 200 epochs, a checkpoint every 10 epochs. Extra arguments are passed on (later ones win).
+# GPUs: those torch sees (CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists); more than one -> torchrun with
+# one process per GPU (--batch-size is the global batch); none -> CPU.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+args=(-expID baseline_unet_sphereconv --conv-type sphereconv --optimizer adam --batch-size 32 -lr 1e-3 -epochs 200
+  --save-interval 10 "$@")
+if [ "$gpus" -gt 1 ]; then
+  exec "$PY" -m torch.distributed.run --standalone --nproc_per_node "$gpus" train_unet.py "${args[@]}"
+fi
+exec "$PY" train_unet.py "${args[@]}"
