@@ -88,6 +88,26 @@ def test_kernel_in_the_interpreter_matches_the_float64_reference():
     assert done.stdout.strip().splitlines()[-1] == "ok"
 
 
+@pytest.mark.parametrize("dtype, nearest", [("fp32", False), ("bf16", False), ("fp32", True)])
+def test_kernel_compiles_for_the_h100(dtype, nearest):
+    """The kernel compiled by Triton for an H100 (sm_90) on this machine, no GPU needed: the interpreter runs Python
+    that the compiler may refuse (a global that is not a constexpr, say)."""
+    triton = pytest.importorskip("triton", reason="the `test` extra installs triton where a wheel exists")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("Triton's interpreter compiles nothing")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from sconv.functional.kernels.rotate import rotate_equirect_kernel
+
+    types = dict(x_ptr=f"*{dtype}", out_ptr=f"*{dtype}", rot_ptr="*fp32", c3="fp32", c5="fp32", c7="fp32",
+                 c9="fp32", c11="fp32", BLOCK="constexpr", NEAREST="constexpr")  # fmt: skip
+    signature = {name: types.get(name, "i32") for name in rotate_equirect_kernel.arg_names}
+    source = ASTSource(fn=rotate_equirect_kernel, signature=signature, constexprs=dict(BLOCK=256, NEAREST=nearest))
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+    assert "ld.global" in compiled.asm["ptx"] and "st.global" in compiled.asm["ptx"]
+
+
 def test_kernel_path_choice():
     """The kernel serves CUDA float32/16-bit inputs that need no gradient; everything else the PyTorch path."""
     x = torch.rand(1, 1, 4, 8)

@@ -9,7 +9,7 @@ triton: import it only where triton is installed.
 import triton
 import triton.language as tl
 
-PI = 3.141592653589793
+PI = tl.constexpr(3.141592653589793)
 
 
 @triton.jit
