@@ -257,6 +257,10 @@ def main(argv=None):
             print(f"{name} draft vs exact: {entry['draft_vs_exact']}")
 
     if device.type == "cuda":
+        # As train_unet.py by default (--tf32 1): float32 products and convolutions on TF32 tensor cores.
+        result["config"]["tf32"] = True
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
         step = model_step(device)
         workers = max(args.workers)
         model = {"gpu_only_fps": gpu_step_rate(step, args.batch, device, args.seconds), "workers": workers}
