@@ -658,6 +658,12 @@ class _VRVideoBase(Dataset):
         frame = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1).contiguous()
         return self.transform(frame) if self.transform is not None else frame
 
+    def frame_cached(self, vid, fid):
+        """Whether frame ``(vid, fid)`` is in the frame cache (``cache_dir``), readable, at this size and decoding."""
+        if self.cache_dir is None:
+            return False
+        return self._cached_frame(self._frame_cache_path(self._jpg_path(vid, fid))) is not None
+
     def _cached_frame(self, path):
         """The frame cached at ``path`` if it is a readable uint8 ``.npy`` of the training size inside ``cache_dir``,
         else None (then it is decoded again and the file replaced)."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,30 @@ def test_bench_loader_quick(tmp_path):
         assert set(size[key]) == {"exact", "draft", "cached"}
         assert all(np.isfinite(v) and v > 0 for v in size[key].values())
     assert all(np.isfinite(v["0"]) and v["0"] > 0 for v in size["loader_fps"].values())
+
+
+def test_build_frame_cache_fills_the_cache_that_training_reads(tmp_path):
+    """tools/build_frame_cache.py with the training flags: every frame of both splits cached (and equal to a fresh
+    decode), a second run decodes nothing, the dataset folder is left as it was, --gt-cache none is refused."""
+    import opts
+    from datasets.synthetic import ensure_synthetic
+    from engine.common import load_datasets
+    from tools import build_frame_cache
+
+    data = Path(ensure_synthetic(tmp_path / "data", videos=3, frames=6, height=16, width=32, seed=0))
+    before = sorted((p.relative_to(data), p.stat().st_mtime_ns) for p in data.rglob("*"))
+    argv = ["--data-dir", str(data), "--exp-dir", str(tmp_path / "exp"), "-expID", "run", "--frame-h", "16",
+            "--frame-w", "32", "--num-workers", "0"]  # fmt: skip
+    decoded, reused = build_frame_cache.main(argv)
+    splits = load_datasets(opts.parse(argv), 0, 1, VRVideo)
+    frames = [key for split in splits for key in dict.fromkeys(split.items)]
+    assert (decoded, reused) == (len(frames), 0) and len(frames) == 18
+    uncached = VRVideo(str(data), 16, 32, 2, train=True, index_file=str(data / "index.json"))
+    for split in splits:
+        for vid, fid in dict.fromkeys(split.items):
+            assert split.frame_cached(vid, fid)
+            torch.testing.assert_close(split.frame(vid, fid), uncached.frame(vid, fid), rtol=0, atol=0)
+    assert build_frame_cache.main(argv) == (0, len(frames))
+    assert sorted((p.relative_to(data), p.stat().st_mtime_ns) for p in data.rglob("*")) == before
+    with pytest.raises(SystemExit, match="--gt-cache none"):
+        build_frame_cache.main(argv + ["--gt-cache", "none"])
