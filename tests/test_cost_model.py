@@ -81,3 +81,23 @@ def test_regression_check_flags_ratios_that_grew_past_the_tolerance(tmp_path, ca
         check_regression.compare({}, {}, tolerance=-1)
     shipped = check_regression.ratios(check_regression.load(check_regression.DEFAULT_REFERENCE, "reference"))
     assert len(shipped) >= 40 and all(isinstance(v, float) for v in shipped.values())
+
+
+def test_roofline_counts_by_hand():
+    """benchmarks/roofline.py: a row's FLOP and byte counts written out, the bound the larger of the two times, and
+    an unknown device refused."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import roofline
+
+    row = dict(name="c", dtype="bf16", path="gather", batch=2, c_in=3, c_out=5, height=4, width=8, crown_pixels=10.0,
+               planar_k=3, ours_graph_ms=1.0, conv2d_graph_ms=0.5)  # fmt: skip
+    peaks = dict(bf16=1e9, fp32=1e9, bandwidth=1e6)
+    flop, flop_conv2d, traffic, bound, bound_conv2d = roofline.row_bounds(row, peaks)
+    assert flop == 6 * 2 * 4 * 8 * 3 * 5 * 10 and flop_conv2d == 6 * 2 * 4 * 8 * 3 * 5 * 9
+    assert traffic == 2 * (2 * 4 * 8) * (3 * 3 + 3 * 5)
+    assert bound == pytest.approx(max(flop / 1e9, traffic / 1e6)) and bound == pytest.approx(traffic / 1e6)
+    report = dict(environment=dict(device="NVIDIA H100 80GB HBM3"), layers=[row])
+    lines = roofline.table(report).splitlines()
+    assert len(lines) == 3 and lines[2].split("|")[3].strip() == "gather"
+    with pytest.raises(ValueError, match="no peak rates"):
+        roofline.table(dict(environment=dict(device="a toaster"), layers=[row]))
