@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The recommended configuration (docs/latitude.md): the Spherical U-Net with SphereNet-style 3 x 3 convolutions
-# (--conv-type sphereconv), trained with Adam at lr 1e-3, the setting of the latitude benchmark (its convolutions sum
-# their taps: under the original's SGD it diverges even at lr 1e-3, docs/training.md). Otherwise as baseline_unet.sh:
-# batch 32, 200 epochs, a checkpoint every 10 epochs. Extra arguments are passed on (later ones win).
+# The configuration recommended for latitude generalisation (docs/latitude.md): the Spherical U-Net with
+# SphereNet-style 3 x 3 convolutions (--conv-type sphereconv), trained with Adam at lr 1e-3, the setting of the
+# latitude benchmark (its convolutions sum their taps: under the original's SGD it diverges even at lr 1e-3,
+# docs/training.md). On the synthetic saliency set it fitted far worse than the paper's network in a CPU check (same
+# doc): compare both on your data. Otherwise as baseline_unet.sh: batch 32, 200 epochs, a checkpoint every 10
+# epochs. Extra arguments are passed on (later ones win).
 # GPUs: those torch sees (CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists); more than one -> torchrun with
 # one process per GPU (--batch-size is the global batch); none -> CPU.
 set -euo pipefail
