@@ -4,7 +4,6 @@ and on a GPU against the float64 reference and the PyTorch path), CPU autocast, 
 import math
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -17,6 +16,7 @@ from sconv.functional.conv_plans import triton_plan
 from sconv.functional.crown import RIM_TOLERANCE, crown_taps, kernel_coordinates
 from sconv.functional.sconv import spherical_conv
 from tests import reference
+from tests.triton_tools import ptx_for_h100, run_in_interpreter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (B, C_in, C_out, H, W, stride, r, kernel_size, padding_mode): strides, odd W, every padding mode, r = pi,
@@ -112,14 +112,8 @@ def test_triton_plan_encodes_the_taps():
 
 INTERPRETER_SCRIPT = """
 import math, sys, torch
-import triton.runtime.interpreter as interpreter
-# Triton 3.6's interpreter calls int() on one-element arrays, which NumPy >= 2.3 refuses: take the element.
-_patch = getattr(interpreter, "_patch_lang_tensor", None)
-def _patch_index(tensor, scope):
-    _patch(tensor, scope)
-    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-if _patch is not None:
-    interpreter._patch_lang_tensor = _patch_index
+from tests.triton_tools import patch_interpreter
+patch_interpreter()
 from sconv.functional import conv_gather, conv_sparse
 from sconv.functional import sconv as S
 from sconv.functional.conv_gather import crown_gather
@@ -207,12 +201,7 @@ def test_triton_kernels_in_the_interpreter_match_float64(section):
     """The Triton kernels, run by Triton's CPU interpreter, against the float64 PyTorch path, case by case: y, dx,
     dweight and dbias of the gather kernels ("gather") and of the sparse formulations' CUDA version with csr_rows
     alone ("sparse"), and the layout kernels alone ("layout")."""
-    pytest.importorskip("triton", reason="the `test` extra installs triton where a wheel exists for the platform")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", INTERPRETER_SCRIPT, section], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "ok"
+    run_in_interpreter(INTERPRETER_SCRIPT, section)
 
 
 @pytest.mark.parametrize("path", ["gather", "mix_first", "project_first"])
@@ -244,26 +233,6 @@ def test_benchmark_tap_count_and_kernel_size():
     assert [nearest_odd_square(t) for t in (1, 4.9, 5.1, 9, 16.9, 17.1, 98.5)] == [1, 1, 3, 3, 3, 5, 9]
 
 
-def _ptx_for_h100(kernel, pointers, multiples_of_16, constexprs, num_warps):
-    """``kernel`` compiled by Triton for an H100 (sm_90) on this machine, no GPU needed, specialised as a launch on
-    16-byte aligned tensors (``pointers``: name -> Triton pointer type) whose integer arguments named in
-    ``multiples_of_16`` are multiples of 16; its PTX."""
-    triton = pytest.importorskip("triton")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("Triton's interpreter compiles nothing")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    signature, attrs = {}, {}
-    for index, name in enumerate(kernel.arg_names):
-        signature[name] = "constexpr" if name in constexprs else pointers.get(name, "i32")
-        if name in pointers or name in multiples_of_16:
-            attrs[(index,)] = [["tt.divisibility", 16]]
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
-    return compiled.asm["ptx"]
-
-
 def test_weight_gradient_kernel_loads_16bit_tiles_as_vectors():
     """A performance property no numerical test sees: with C_in a multiple of 16, the bf16 weight-gradient kernel's
     input tile goes through the cp.async pipeline in 16-byte copies. Its k blocks start at multiples of 16 only if
@@ -276,7 +245,8 @@ def test_weight_gradient_kernel_loads_16bit_tiles_as_vectors():
                     tap_base="*i32")  # fmt: skip
     constexprs = dict(stride_w=1, BLOCK_O=64, BLOCK_N=128, BLOCK_J=64, CHANNELS_16=True, X_NCHW=False,
                       PRECISION="tf32")  # fmt: skip
-    ptx = _ptx_for_h100(gather_kernels.grad_kernel_kernel, pointers, {"n_in", "n_out", "out_h", "out_w"}, constexprs, 4)
+    aligned = set(pointers) | {"n_in", "n_out", "out_h", "out_w"}
+    ptx = ptx_for_h100(gather_kernels.grad_kernel_kernel, pointers, aligned, constexprs, 4)
     assert "wgmma" in ptx  # compiled for Hopper's tensor cores: the PTX is the one the H100 runs
     assert not re.search(r"ld\.global(\.\w+)*\.[bu]16\b", ptx), "scalar 16-bit global loads"
     assert re.search(r"cp\.async\.cg\.shared\.global[^;]*, 0x10[,;]", ptx), "no 16-byte cp.async copies"

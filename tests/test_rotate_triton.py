@@ -2,30 +2,19 @@
 the slow float64 NumPy reference of tests/test_rotate.py, its atan2 against torch.atan2 in float64, and on CUDA
 against the float64 PyTorch path."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from sconv.functional import rotate as rotate_module
 from sconv.functional import rotate_equirect, rotation_matrix
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.triton_tools import ptx_for_h100, run_in_interpreter
 
 INTERPRETER_SCRIPT = """
 import math, sys, torch
 import numpy as np
 import triton, triton.language as tl
-import triton.runtime.interpreter as interpreter
-# Triton 3.6's interpreter calls int() on one-element arrays, which NumPy >= 2.3 refuses: take the element.
-_patch = getattr(interpreter, "_patch_lang_tensor", None)
-def _patch_index(tensor, scope):
-    _patch(tensor, scope)
-    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-if _patch is not None:
-    interpreter._patch_lang_tensor = _patch_index
+from tests.triton_tools import patch_interpreter
+patch_interpreter()
 from sconv.functional import rotate as R
 from sconv.functional.kernels.rotate import atan2
 from tests.test_rotate import axis_matrices, reference_rotate
@@ -90,32 +79,20 @@ sys.exit(1 if failures else 0)
 def test_kernel_in_the_interpreter_matches_the_float64_reference():
     """The kernel, run by Triton's CPU interpreter: bilinear and nearest, even and odd widths, rotations that bring
     pixels near the poles, float32 and bfloat16, one rotation per batch item; and its atan2 in every octant."""
-    pytest.importorskip("triton", reason="the `test` extra installs triton where a wheel exists for the platform")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", INTERPRETER_SCRIPT], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "ok"
+    run_in_interpreter(INTERPRETER_SCRIPT, timeout=300)
 
 
 @pytest.mark.parametrize("dtype, nearest", [("fp32", False), ("bf16", False), ("fp32", True)])
 def test_kernel_compiles_for_the_h100(dtype, nearest):
     """The kernel compiled by Triton for an H100 (sm_90) on this machine, no GPU needed: the interpreter runs Python
     that the compiler may refuse (a global that is not a constexpr, say)."""
-    triton = pytest.importorskip("triton", reason="the `test` extra installs triton where a wheel exists")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("Triton's interpreter compiles nothing")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    pytest.importorskip("triton", reason="the `test` extra installs triton where a wheel exists")
     from sconv.functional.kernels.rotate import rotate_equirect_kernel
 
     types = dict(x_ptr=f"*{dtype}", out_ptr=f"*{dtype}", rot_ptr="*fp32", c3="fp32", c5="fp32", c7="fp32",
-                 c9="fp32", c11="fp32", BLOCK="constexpr", NEAREST="constexpr")  # fmt: skip
-    signature = {name: types.get(name, "i32") for name in rotate_equirect_kernel.arg_names}
-    source = ASTSource(fn=rotate_equirect_kernel, signature=signature, constexprs=dict(BLOCK=256, NEAREST=nearest))
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-    assert "ld.global" in compiled.asm["ptx"] and "st.global" in compiled.asm["ptx"]
+                 c9="fp32", c11="fp32")  # fmt: skip
+    ptx = ptx_for_h100(rotate_equirect_kernel, types, (), dict(BLOCK=256, NEAREST=nearest), 4)
+    assert "ld.global" in ptx and "st.global" in ptx
 
 
 def test_kernel_path_choice():
