@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.data import VRVideo, atomic_write_bytes, decode_frame  # noqa: E402
 from datasets.synthetic import generate, random_objects, render_frame, sphere_grid, textured_background  # noqa: E402
+from engine.common import float32_precision  # noqa: E402
 
 FRAME_H, FRAME_W = 64, 128
 PATHS = ("exact", "draft", "cached")
@@ -154,6 +155,25 @@ def model_step(device):
     return step
 
 
+def model_rates(roots, args, device):
+    """The U-Net's training steps per second alone (``gpu_only_fps``) and fed by the loader at ``max(--workers)``
+    from each frame size and path (``end_to_end_fps/<size>/<path>``), and each end-to-end rate over the small
+    frames' one (``ratio_to_small``)."""
+    step = model_step(device)
+    workers = max(args.workers)
+    model = {"gpu_only_fps": gpu_step_rate(step, args.batch, device, args.seconds), "workers": workers}
+    cases = [("small", "exact")] + [(name, path) for name in roots if name != "small" for path in PATHS]
+    for name, path in cases:
+        ds = dataset(roots[name][0], path, os.path.join(args.out, "data", f"cache_{name}"))
+        fps = loader_rate(ds, workers, args.batch, args.seconds, device, step)
+        model[f"end_to_end_fps/{name}/{path}"] = fps
+        print(f"end to end {name} {path}: {fps:.0f} frames/s")
+    small = model["end_to_end_fps/small/exact"]
+    ends = {key.split("/", 1)[1]: fps for key, fps in model.items() if key.startswith("end_to_end")}
+    model["ratio_to_small"] = {case: fps / small for case, fps in ends.items()}
+    return model
+
+
 def gpu_step_rate(step, batch, device, seconds):
     """Frames per second of ``step`` on one batch already on the GPU (the model alone)."""
     sample = (
@@ -257,23 +277,10 @@ def main(argv=None):
             print(f"{name} draft vs exact: {entry['draft_vs_exact']}")
 
     if device.type == "cuda":
-        # As train_unet.py by default (--tf32 1): float32 products and convolutions on TF32 tensor cores.
         result["config"]["tf32"] = True
-        torch.set_float32_matmul_precision("high")
-        torch.backends.cudnn.allow_tf32 = True
-        step = model_step(device)
-        workers = max(args.workers)
-        model = {"gpu_only_fps": gpu_step_rate(step, args.batch, device, args.seconds), "workers": workers}
-        cases = [("small", "exact")] + [(name, path) for name in roots if name != "small" for path in PATHS]
-        for name, path in cases:
-            ds = dataset(roots[name][0], path, os.path.join(args.out, "data", f"cache_{name}"))
-            fps = loader_rate(ds, workers, args.batch, args.seconds, device, step)
-            model[f"end_to_end_fps/{name}/{path}"] = fps
-            print(f"end to end {name} {path}: {fps:.0f} frames/s")
-        small = model["end_to_end_fps/small/exact"]
-        ends = {key.split("/", 1)[1]: fps for key, fps in model.items() if key.startswith("end_to_end")}
-        model["ratio_to_small"] = {case: fps / small for case, fps in ends.items()}
-        result["model"] = model
+        with float32_precision(device, tf32=True):  # as train_unet.py by default (--tf32 1)
+            result["model"] = model_rates(roots, args, device)
+        model = result["model"]
         print(f"model alone: {model['gpu_only_fps']:.0f} frames/s; end to end / small: {model['ratio_to_small']}")
 
     result["total_s"] = round(time.perf_counter() - started, 2)
