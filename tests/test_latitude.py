@@ -213,9 +213,9 @@ def test_benchmark_runs(tmp_path):
     torch.testing.assert_close(torch.tensor(planar["cc_mean"], dtype=torch.float64), ccs.mean(0))
     with pytest.raises(SystemExit):  # the same run twice
         bench.main(["--out", str(merged), "--merge", files[0], files[0]])
+    bench.main(["--out", str(tmp_path / "other"), "--sizes", "16x32", "--models", "planar", "--seed-list", "3"]
+               + ["--steps", "2", "--batch", "2", "--n-test", "1", "--device", "cpu"])  # fmt: skip
     with pytest.raises(SystemExit):  # another setting (steps) for the same size
-        bench.main(["--out", str(tmp_path / "other"), "--sizes", "16x32", "--models", "planar", "--seed-list", "3"]
-                   + ["--steps", "2", "--batch", "2", "--n-test", "1", "--device", "cpu"])  # fmt: skip
         bench.main(["--out", str(merged), "--merge", files[0], str(tmp_path / "other" / "latitude.json")])
 
 
