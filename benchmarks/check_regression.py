@@ -75,10 +75,11 @@ def main(argv=None):
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="reference bench JSON (results_h100.json)")
     parser.add_argument("--tolerance", type=float, default=0.10, help="largest allowed growth of a ratio (0.10)")
     args = parser.parse_args(argv)
-    if not args.tolerance >= 0:
-        parser.error("--tolerance must be >= 0")
     reference, new = load(args.reference, "--reference"), load(args.new, "new")
-    rows = compare(reference, new, args.tolerance)
+    try:
+        rows = compare(reference, new, args.tolerance)
+    except ValueError as error:
+        parser.error(f"--{error}")
     env_ref, env_new = reference.get("environment", {}), new.get("environment", {})
     print(f"reference: {env_ref.get('device')} torch {env_ref.get('torch')} {env_ref.get('date')}")
     print(f"new:       {env_new.get('device')} torch {env_new.get('torch')} {env_new.get('date')}")
