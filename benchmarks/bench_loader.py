@@ -51,6 +51,17 @@ PATHS = ("exact", "draft", "cached")
 RENDER_H, RENDER_W = 480, 960  # size the large frames are rendered at before upscaling
 
 
+def full_size_jpeg(render, height, width, grain, rng):
+    """The JPEG bytes (quality 90) of the PIL image ``render`` upscaled (bicubic) to ``width x height`` with film
+    grain of std ``grain`` levels drawn from ``rng``: compresses like a camera frame."""
+    pixels = np.asarray(render.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+    pixels += rng.normal(0, grain, size=(height, width, 1)).astype(np.float32)  # luminance grain
+    pixels += rng.normal(0, grain / 2, size=(height, width, 3)).astype(np.float32)  # colour grain
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def write_datasets(folder, frames, sizes, seed, grain):
     """The small dataset and one copy per full size (same vinfo, maps, scenes); ``{name: (root, bits per pixel)}``."""
     small = generate(os.path.join(folder, "small"), 1, frames, FRAME_H, FRAME_W, seed, gt_factor=2)
@@ -68,13 +79,9 @@ def write_datasets(folder, frames, sizes, seed, grain):
         shutil.copytree(small, root)
         total = 0
         for t, render in enumerate(renders):
-            pixels = np.asarray(render.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
-            pixels += grain_rng.normal(0, grain, size=(height, width, 1)).astype(np.float32)  # luminance grain
-            pixels += grain_rng.normal(0, grain / 2, size=(height, width, 3)).astype(np.float32)  # colour grain
-            buffer = io.BytesIO()
-            Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-            atomic_write_bytes(os.path.join(root, "video_000", f"{t:04d}.jpg"), buffer.getvalue())
-            total += len(buffer.getvalue())
+            jpeg = full_size_jpeg(render, height, width, grain, grain_rng)
+            atomic_write_bytes(os.path.join(root, "video_000", f"{t:04d}.jpg"), jpeg)
+            total += len(jpeg)
         roots[name] = (root, 8 * total / (frames * height * width))
     return roots
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,22 @@ def test_build_frame_cache_fills_the_cache_that_training_reads(tmp_path):
     assert sorted((p.relative_to(data), p.stat().st_mtime_ns) for p in data.rglob("*")) == before
     with pytest.raises(SystemExit, match="--gt-cache none"):
         build_frame_cache.main(argv + ["--gt-cache", "none"])
+
+
+def test_bench_train_frames_full_size_copy_shows_the_same_scenes(tmp_path):
+    from benchmarks import bench_train_frames as bench
+
+    small = generate(str(tmp_path / "small"), 2, 2, 32, 64, 5, gt_factor=0)
+    full = str(tmp_path / "full")
+    shutil.copytree(small, full)
+    written = bench.write_full_size_video(full, 1, 2, 5, 2, 4.0, (120, 240))
+    assert written == sum(os.path.getsize(os.path.join(full, "video_001", f"{t:04d}.jpg")) for t in range(2))
+    with Image.open(os.path.join(full, "video_001", "0001.jpg")) as image:
+        assert image.size == (bench.FULL_W, bench.FULL_H)
+
+    def levels(root, video, frame):
+        return decode_frame(os.path.join(root, video, frame), 32, 64, "exact").astype(np.float64)
+
+    same = np.abs(levels(full, "video_001", "0001.jpg") - levels(small, "video_001", "0001.jpg")).mean()
+    other = np.abs(levels(full, "video_001", "0001.jpg") - levels(small, "video_000", "0001.jpg")).mean()
+    assert same < 12 and other > 3 * same
