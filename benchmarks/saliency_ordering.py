@@ -5,7 +5,7 @@ planar twin; ``sphereconv``: SphereNet-style) on the synthetic set (``ref.synthe
 with one optimiser setting for all (Adam, ``--lr``, ``--target-scale``: docs/latitude.md, "The saliency task"), for
 each seed, and scores each as deployed (its own previous maps, sphere-weighted metrics) on the test videos every
 ``--eval-interval`` epochs. Runs ``--parallel`` trainings at once (several fit one GPU). Writes
-``saliency_ordering.json`` (every run's log) and ``saliency_ordering.md`` (CC at each evaluation, mean ± std over
+``saliency_ordering.json`` (every run's log) and ``saliency_ordering.md`` (CC at each evaluation, mean ± sample std over
 seeds) into ``--out``.
 
 Usage (from the repository root):
@@ -87,7 +87,7 @@ def run_all(args, data_dir):
 
 
 def markdown(args, logs):
-    """CC (mean ± std over seeds) of each conv type at each evaluated epoch, and the final training loss."""
+    """CC (mean ± sample std over seeds) of each conv type at each evaluated epoch, and the final training loss."""
     epochs = sorted({r["epoch"] for log in logs.values() for r in log if "test" in r})
     lines = ["| conv type | " + " | ".join(f"CC after epoch {e}" for e in epochs) + " | training loss at the end |"]
     lines.append("|---" * (len(epochs) + 2) + "|")
@@ -96,7 +96,8 @@ def markdown(args, logs):
         cells = []
         for epoch in epochs:
             values = np.array([next(r["test"]["CC"] for r in log if r["epoch"] == epoch) for log in runs])
-            cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0  # sample std, as the latitude benchmark
+            cells.append(f"{values.mean():.3f} ± {spread:.3f}")
         losses = [log[-1]["train_loss"] for log in runs]
         lines.append(f"| {conv_type} | " + " | ".join(cells) + f" | {min(losses):.2e}-{max(losses):.2e} |")
     return "\n".join(lines) + "\n"

@@ -29,8 +29,8 @@ def test_table_gives_mean_and_std_over_seeds_per_evaluated_epoch():
         first = np.array([cc[conv_type, s][0] for s in args.seeds])
         last = np.array([cc[conv_type, s][1] for s in args.seeds])
         cells = [
-            f"{first.mean():.3f} ± {first.std():.3f}",
-            f"{last.mean():.3f} ± {last.std():.3f}",
+            f"{first.mean():.3f} ± {first.std(ddof=1):.3f}",
+            f"{last.mean():.3f} ± {last.std(ddof=1):.3f}",
             "1.00e+00-2.00e+00",
         ]
         assert line == f"| {conv_type} | " + " | ".join(cells) + " |"
