@@ -156,20 +156,25 @@ def forward_step(layer, x, device, dtype):
         return layer(x)
 
 
-def disco_layer(case, device):
-    """torch-harmonics' DISCO convolution for ``case``, or ``(None, reason)`` when it cannot be imported."""
+def disco_layer(case, device, **options):
+    """torch-harmonics' DISCO convolution for ``case`` (``options`` to its constructor, e.g. 0.9's ``fused``) and a
+    label, or ``(None, reason)`` when it cannot be imported."""
     try:
         import torch_harmonics
         from torch_harmonics import DiscreteContinuousConvS2
-        from torch_harmonics import convolution as th_convolution
     except ImportError as error:
         return None, f"torch_harmonics not importable ({error})"
     shape = (case["height"], case["width"])
     layer = DiscreteContinuousConvS2(
         case["c_in"], case["c_out"], shape, shape, DISCO_KERNEL_SHAPE, basis_type="piecewise linear",
-        theta_cutoff=case["kernel_rad"], bias=False,
+        theta_cutoff=case["kernel_rad"], bias=False, **options,
     )  # fmt: skip
-    kind = "CUDA extension" if getattr(th_convolution, "_cuda_extension_available", False) else "torch fallback"
+    if hasattr(layer, "optimized_kernel"):  # 0.9.x: the layer says whether it runs compiled kernels
+        kind = "compiled kernels" if layer.optimized_kernel else "torch fallback"
+    else:  # 0.8.x: its convolution module says whether the CUDA extension loaded
+        from torch_harmonics import convolution
+
+        kind = "CUDA extension" if getattr(convolution, "_cuda_extension_available", False) else "torch fallback"
     return layer.to(device), f"torch_harmonics {torch_harmonics.__version__}, {kind}"
 
 
