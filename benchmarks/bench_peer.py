@@ -133,6 +133,18 @@ def as_float(value):
     return float(value) if value not in (None, "", "None") else None
 
 
+def compare_with_reference(row, reference, arch):
+    """Set ``row``'s reference figures (``reference_results.csv``, GPU ``arch``) and, once it holds our timings, the
+    speed-ups (reference ms / ours)."""
+    ref = reference_row(reference, row["name"], arch)
+    ref_fwd, ref_bwd = (as_float(ref["fwd_ms"]), as_float(ref["bwd_ms"])) if ref else (None, None)
+    row.update(ref_arch=arch if ref else None, ref_fwd_ms=ref_fwd, ref_bwd_ms=ref_bwd)
+    if ref_fwd is not None and row.get("fwd_ms"):
+        row["fwd_speedup_vs_ref"] = ref_fwd / row["fwd_ms"]
+        row["bwd_speedup_vs_ref"] = ref_bwd / row["bwd_ms"] if ref_bwd and row.get("bwd_ms") else None
+    return row
+
+
 def import_th_suite():
     """torch-harmonics' own benchmark modules (``bench``: runner; ``disco``: its DISCO configurations)."""
     sys.path.insert(0, os.path.join(TH_SRC, "benchmarks"))
@@ -165,13 +177,12 @@ def run_published(args, th_bench, th_disco, reference, arch, device, record, dea
     for cfg in published_configs(th_disco, args.quick):
         if args.filter not in cfg["name"]:
             continue
-        ref = reference_row(reference, cfg["name"], arch)
-        ref_fwd, ref_bwd = (as_float(ref["fwd_ms"]), as_float(ref["bwd_ms"])) if ref else (None, None)
         row = dict(name=cfg["name"], dtype=str(cfg["dtype"]).replace("torch.", ""), fused=cfg["fused"],
                    batch=cfg["batch"], c_in=cfg["in_ch"], c_out=cfg["out_ch"], groups=cfg.get("groups", 1),
                    grid_in=[cfg["nlat_in"], cfg["nlon_in"]], grid_out=[cfg["nlat_out"], cfg["nlon_out"]],
-                   theta_cutoff=cfg["theta_cutoff"], ref_arch=arch if ref else None, ref_fwd_ms=ref_fwd,
-                   ref_bwd_ms=ref_bwd)  # fmt: skip
+                   theta_cutoff=cfg["theta_cutoff"])  # fmt: skip
+        compare_with_reference(row, reference, arch)
+        ref_fwd, ref_bwd = row["ref_fwd_ms"], row["ref_bwd_ms"]
         if time.perf_counter() > deadline:
             row["skipped"] = "time budget (--budget-s) spent"
             rows.append(row)
@@ -217,9 +228,7 @@ def run_published(args, th_bench, th_disco, reference, arch, device, record, dea
             fwd_bwd_ms=result.fwd_ms + result.bwd_ms, setup_s=round(state["setup_s"], 2),
             path=disco_path(state["conv"], state["x"], half),
         )  # fmt: skip
-        if ref_fwd is not None:
-            row["fwd_speedup_vs_ref"] = ref_fwd / result.fwd_ms
-            row["bwd_speedup_vs_ref"] = ref_bwd / result.bwd_ms if ref_bwd and result.bwd_ms else None
+        compare_with_reference(row, reference, arch)
         if args.profile and device.type == "cuda":
 
             def step(state=state):
@@ -365,7 +374,23 @@ def main():
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the profiled step that lists the CUDA kernels each DISCO row launched")  # fmt: skip
     parser.add_argument("--out", default=None, help="folder for peer.json and peer.md")
+    parser.add_argument("--retable", default=None, metavar="PEER_JSON",
+                        help="no run: an earlier peer.json against --reference-arch's rows")  # fmt: skip
     args = parser.parse_args()
+    if args.retable:
+        with open(args.retable) as handle:
+            results = json.load(handle)
+        arch = args.reference_arch or DEFAULT_REFERENCE_ARCH
+        reference = load_reference(args.reference_csv)
+        for row in results.get("published", []):
+            compare_with_reference(row, reference, arch)
+        results["reference"].update(arch=arch, date=REFERENCE_DATES.get(arch))
+        table = tables(results)
+        print(table)
+        if args.out:
+            bench_sconv.write_atomic(os.path.join(args.out, "peer.json"), json.dumps(results, indent=1))
+            bench_sconv.write_atomic(os.path.join(args.out, "peer.md"), table + "\n")
+        return
     if args.quick:
         args.device, args.warmup, args.iters = "cpu", 1, 2
     device = torch.device(args.device)
