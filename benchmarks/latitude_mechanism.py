@@ -40,6 +40,7 @@ from sconv.functional.crown import (  # noqa: E402
     row_interpolation_matrix,
     smooth_kernel_basis,
 )
+from sconv.functional.sphereconv import longitude_prefilter  # noqa: E402
 from sconv.module.sconv import SphericalConv  # noqa: E402
 from sconv.module.sphereconv import SphereConv  # noqa: E402
 
@@ -152,18 +153,24 @@ def layers_for(size):
         "smooth": crown(kernel_basis="smooth"),
         "nodes3x6": crown(nodes=(3, 6)),
         "sphereconv": lambda: SphereConv(3, 16, 3),
+        "sphereconv_aa": lambda: SphereConv(3, 16, 3, antialias=True),
         "planar": lambda: LongitudeCircularConv2d(3, 16, k, bias=False),
+        # the instrument's ceilings: the pattern itself (no layer), and the pattern through the prefilter alone
+        "identity": lambda: torch.nn.Identity(),
+        "identity_aa": lambda: longitude_prefilter,
     }
 
 
 @torch.no_grad()
-def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3):
+def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3, layers=None):
     """Correlation of each untrained layer's response in the pattern's tangent frame with its response at the equator,
     per latitude (mean over channels and ``inits`` initialisations)."""
     lon, half_width = math.pi, math.radians(half_width_deg)
     patterns = {lat: tangent_pattern(size, math.radians(lat), lon, half_width) for lat in latitudes}
     out = {}
     for name, factory in layers_for(size).items():
+        if layers is not None and name not in layers:
+            continue
         values = {lat: [] for lat in latitudes}
         for seed in range(inits):
             torch.manual_seed(seed)
@@ -213,6 +220,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for mechanism.json")
     parser.add_argument("--sizes", type=parse_size, nargs="+", default=[(32, 64), (64, 128), (128, 256)])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--layers", nargs="+", default=None, help="meridian: only these layers (default: all)")
+    parser.add_argument("--no-coverage", action="store_true", help="skip the coverage measurement")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {
@@ -224,8 +233,9 @@ def main(argv=None):
     }
     for size in args.sizes:
         key = f"{size[0]}x{size[1]}"
-        result["coverage"][key] = layer_coverage(size)
-        result["meridian"][key] = meridian(size)
+        if not args.no_coverage:
+            result["coverage"][key] = layer_coverage(size)
+        result["meridian"][key] = meridian(size, layers=args.layers)
     atomic_write_bytes(os.path.join(args.out, "mechanism.json"), json.dumps(result, indent=1).encode())
     print(markdown(result))
 

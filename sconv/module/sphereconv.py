@@ -20,12 +20,14 @@ class SphereConv(nn.Module):
         kernel_size: odd int (the original supports only 3).
         stride: int or ``(s_h, s_w)`` dividing the input size.
         bias: add a learnable bias.
+        antialias: low-pass each input row along longitude to the equator's angular resolution before sampling
+            (``sconv.functional.sphereconv.longitude_prefilter``; issue 22). Off by default.
 
     Shape:
         input ``[B, in_channels, H, W]`` -> output ``[B, out_channels, H / s_h, W / s_w]``.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, bias=False):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, bias=False, antialias=False):
         super().__init__()
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
@@ -33,6 +35,7 @@ class SphereConv(nn.Module):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.stride = pair(stride, "stride")
+        self.antialias = bool(antialias)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(self.weight.new_empty(out_channels)) if bias else None
         self.reset_parameters()
@@ -45,10 +48,10 @@ class SphereConv(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        return sphere_conv(input, self.weight, self.bias, self.stride)
+        return sphere_conv(input, self.weight, self.bias, self.stride, antialias=self.antialias)
 
     def extra_repr(self):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}" + (", antialias=True" if self.antialias else "")
         )
