@@ -136,14 +136,6 @@ def read_back(output, lat, lon, half_width, points=24):
     return F.grid_sample(padded, grid.expand(len(output), -1, -1, -1), "bilinear", "border", align_corners=False)
 
 
-def d4_symmetric(layer):
-    """``layer`` (a ``SphereConv``) with its 3 x 3 kernels averaged over the square's 8 rotations and reflections."""
-    w = layer.weight.data
-    turned = [torch.rot90(w, q, (2, 3)) for q in range(4)]
-    layer.weight.data = sum(turned + [t.flip(3) for t in turned]) / 8
-    return layer
-
-
 class CarriedFrameSphereConv(SphereConv):
     """Diagnostic (not a layer for networks): ``SphereConv`` whose taps at every pixel are laid out in the frame of
     the pole ``(-cos(lon) sin(lat), -sin(lon) sin(lat), cos(lat))``, where the rotation carrying the equator to
@@ -183,7 +175,7 @@ class CarriedFrameSphereConv(SphereConv):
         if self.antialias:
             input = longitude_prefilter(input)
         sampled = F.grid_sample(F.pad(input, (1, 1, 0, 0), mode="circular"), grid, "bilinear", "border", False)
-        return F.conv2d(sampled, self.weight, self.bias, stride=k)
+        return F.conv2d(sampled, self.kernel(), self.bias, stride=k)
 
 
 def layers_for(size):
@@ -206,8 +198,8 @@ def layers_for(size):
         "sphereconv_aa": lambda: SphereConv(3, 16, 3, antialias=True),
         # diagnostics: kernels symmetric under the square's turns (less sensitive to the frame turning), and the
         # taps carried with the pattern (only the pixel sampling differs), each without and with the prefilter
-        "sphereconv_d4": lambda: d4_symmetric(SphereConv(3, 16, 3)),
-        "sphereconv_d4_aa": lambda: d4_symmetric(SphereConv(3, 16, 3, antialias=True)),
+        "sphereconv_d4": lambda: SphereConv(3, 16, 3, symmetric=True),
+        "sphereconv_d4_aa": lambda: SphereConv(3, 16, 3, antialias=True, symmetric=True),
         "sphereconv_carried": lambda: CarriedFrameSphereConv(3, 16, 3),
         "sphereconv_carried_aa": lambda: CarriedFrameSphereConv(3, 16, 3, antialias=True),
         "planar": lambda: LongitudeCircularConv2d(3, 16, k, bias=False),

@@ -113,6 +113,29 @@ def test_sphere_conv_antialias_is_the_sampling_of_the_prefiltered_input(stride):
         SphericalUNet((16, 32), antialias=True)
 
 
+def test_sphere_conv_symmetric_kernel():
+    """``symmetric=True`` applies the kernel averaged by hand over the square's 8 symmetries: for 3 x 3, the centre, the
+    mean of the 4 edge values and the mean of the 4 corner values; the gradient reaches every weight."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 8, 16, generator=g, dtype=torch.float64)
+    layer = SphereConv(3, 4, symmetric=True).double()
+    w = layer.weight.detach()
+    edge = (w[..., 0, 1] + w[..., 1, 0] + w[..., 1, 2] + w[..., 2, 1]) / 4
+    corner = (w[..., 0, 0] + w[..., 0, 2] + w[..., 2, 0] + w[..., 2, 2]) / 4
+    outer, middle = torch.stack([corner, edge, corner], -1), torch.stack([edge, w[..., 1, 1], edge], -1)
+    kernel = torch.stack([outer, middle, outer], -2)
+    expected = torch.from_numpy(sphere_conv_reference(x.numpy(), kernel.numpy(), 1))
+    out = layer(x)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    out.pow(2).sum().backward()
+    assert bool((layer.weight.grad != 0).all()) and "symmetric=True" in repr(layer)
+    five = SphereConv(2, 3, kernel_size=5, symmetric=True).kernel()  # 5 x 5: the turns alone are not enough
+    for image in (five.flip(-1), five.transpose(-1, -2), torch.rot90(five, 1, (2, 3))):
+        torch.testing.assert_close(image, five)
+    with pytest.raises(ValueError, match="symmetric applies to conv_type='sphereconv' only"):
+        SphericalUNet((16, 32), conv_type="standard", symmetric=True)
+
+
 def test_sphere_conv_module_and_bad_input():
     layer = SphereConv(3, 5, bias=True)
     assert layer(torch.randn(2, 3, 8, 16)).shape == (2, 5, 8, 16)
@@ -200,6 +223,7 @@ def test_circular_planar_twin_is_longitude_equivariant():
     [
         (dict(conv_type="sphereconv"), SphereConv),
         (dict(conv_type="sphereconv", antialias=True), SphereConv),
+        (dict(conv_type="sphereconv", symmetric=True), SphereConv),
         (dict(conv_type="standard", planar_padding="circular"), LongitudeCircularConv2d),
         (dict(kernel_size=(3, 6), kernel_basis="smooth"), SphericalConv),
     ],
