@@ -43,6 +43,8 @@ MODELS = {
     "nodes3x6": dict(kernel_size=(3, 6)),  # every crown layer with (3, 6) nodes
     "maxpool": dict(use_spooling=False),  # paper's, nn.MaxPool2d instead of spherical pooling
     "sphereconv": dict(conv_type="sphereconv"),  # 3 x 3 SphereNet-style convolutions
+    "sphereconv_aa": dict(conv_type="sphereconv", antialias=True),  # sphereconv, input rows low-passed (issue 22)
+    "sphereconv_d4": dict(conv_type="sphereconv", symmetric=True),  # sphereconv, D4-symmetric kernels (issue 22)
     "paper_up": dict(upsample="spherical"),  # paper's, bilinear upsampling on the sphere in the decoder
     "smooth_up": dict(kernel_basis="smooth", upsample="spherical"),  # smooth kernels + spherical upsampling
 }

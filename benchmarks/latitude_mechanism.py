@@ -33,13 +33,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.latitude_generalisation import gnomonic, parse_size, shape_bitmaps, sphere_directions  # noqa: E402
 from datasets.data import atomic_write_bytes  # noqa: E402
 from models.baseline_unet import DECODER, ENCODER, LongitudeCircularConv2d, planar_kernel_size  # noqa: E402
-from sconv.functional.common import colatitudes  # noqa: E402
+from sconv.functional.common import colatitudes, longitudes  # noqa: E402
 from sconv.functional.crown import (  # noqa: E402
     crown_taps,
     equator_kernel_basis,
     row_interpolation_matrix,
     smooth_kernel_basis,
 )
+from sconv.functional.sphereconv import longitude_prefilter  # noqa: E402
 from sconv.module.sconv import SphericalConv  # noqa: E402
 from sconv.module.sphereconv import SphereConv  # noqa: E402
 
@@ -135,6 +136,48 @@ def read_back(output, lat, lon, half_width, points=24):
     return F.grid_sample(padded, grid.expand(len(output), -1, -1, -1), "bilinear", "border", align_corners=False)
 
 
+class CarriedFrameSphereConv(SphereConv):
+    """Diagnostic (not a layer for networks): ``SphereConv`` whose taps at every pixel are laid out in the frame of
+    the pole ``(-cos(lon) sin(lat), -sin(lon) sin(lat), cos(lat))``, where the rotation carrying the equator to
+    latitude ``lat`` along the meridian ``lon`` carries the north pole. On a pattern carried that way the taps are the
+    equator's taps carried along, so the response differs from the equator's only by the pixel sampling (the
+    geometry, north-aligned kernels turning against the pattern by up to ``dlambda sin(lat)``, is taken out)."""
+
+    needs_latitude = True
+
+    def forward(self, input, lat, lon):
+        height, width = input.shape[-2:]
+        k = self.kernel_size
+        pole = torch.tensor(
+            [-math.cos(lon) * math.sin(lat), -math.sin(lon) * math.sin(lat), math.cos(lat)], dtype=torch.float64
+        )
+        theta, phi = colatitudes(height)[:, None], longitudes(width)[None, :]
+        c = torch.stack(
+            [torch.sin(theta) * torch.cos(phi), torch.sin(theta) * torch.sin(phi), torch.cos(theta).expand(-1, width)],
+            -1,
+        )
+        east = F.normalize(torch.linalg.cross(pole.expand_as(c), c), dim=-1)
+        north = torch.linalg.cross(c, east)
+        steps = torch.arange(-(k // 2), k // 2 + 1, dtype=torch.float64)
+        tx = torch.tan(steps * 2 * math.pi / width)[None, :]  # [b, a]
+        ty = torch.tan(-steps * math.pi / height)[:, None] / torch.cos(steps * 2 * math.pi / width)[None, :]
+        d = F.normalize(
+            c[:, None, :, None]
+            + tx[None, :, None, :, None] * east[:, None, :, None]
+            + ty[None, :, None, :, None] * north[:, None, :, None],
+            dim=-1,
+        )  # [H, b, W, a, 3]
+        row = torch.acos(d[..., 2].clamp(-1, 1)) * height / math.pi - 0.5
+        col = torch.remainder(torch.atan2(d[..., 1], d[..., 0]), 2 * math.pi) * width / (2 * math.pi) - 0.5
+        x = (col.reshape(height * k, width * k) + 1.5) * (2 / (width + 2)) - 1
+        y = (row.reshape(height * k, width * k) + 0.5) * (2 / height) - 1
+        grid = torch.stack([x, y], -1)[None].to(input.dtype).expand(len(input), -1, -1, -1)
+        if self.antialias:
+            input = longitude_prefilter(input)
+        sampled = F.grid_sample(F.pad(input, (1, 1, 0, 0), mode="circular"), grid, "bilinear", "border", False)
+        return F.conv2d(sampled, self.kernel(), self.bias, stride=k)
+
+
 def layers_for(size):
     """The first layer (conv1's radius and grid) of each model, 3 -> 16 channels, as factories of a seed."""
     height, width = size
@@ -152,25 +195,44 @@ def layers_for(size):
         "smooth": crown(kernel_basis="smooth"),
         "nodes3x6": crown(nodes=(3, 6)),
         "sphereconv": lambda: SphereConv(3, 16, 3),
+        "sphereconv_aa": lambda: SphereConv(3, 16, 3, antialias=True),
+        # diagnostics: kernels symmetric under the square's turns (less sensitive to the frame turning), and the
+        # taps carried with the pattern (only the pixel sampling differs), each without and with the prefilter
+        "sphereconv_d4": lambda: SphereConv(3, 16, 3, symmetric=True),
+        "sphereconv_d4_aa": lambda: SphereConv(3, 16, 3, antialias=True, symmetric=True),
+        "sphereconv_carried": lambda: CarriedFrameSphereConv(3, 16, 3),
+        "sphereconv_carried_aa": lambda: CarriedFrameSphereConv(3, 16, 3, antialias=True),
         "planar": lambda: LongitudeCircularConv2d(3, 16, k, bias=False),
+        # the instrument's ceilings: the pattern itself (no layer), and the pattern through the prefilter alone
+        "identity": lambda: torch.nn.Identity(),
+        "identity_aa": lambda: longitude_prefilter,
     }
 
 
 @torch.no_grad()
-def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3):
+def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3, layers=None):
     """Correlation of each untrained layer's response in the pattern's tangent frame with its response at the equator,
     per latitude (mean over channels and ``inits`` initialisations)."""
     lon, half_width = math.pi, math.radians(half_width_deg)
     patterns = {lat: tangent_pattern(size, math.radians(lat), lon, half_width) for lat in latitudes}
     out = {}
     for name, factory in layers_for(size).items():
+        if layers is not None and name not in layers:
+            continue
         values = {lat: [] for lat in latitudes}
         for seed in range(inits):
             torch.manual_seed(seed)
             layer = factory()
-            base = read_back(layer(patterns[0]), 0.0, lon, half_width).flatten(2)[0]
+
+            def response(lat, layer=layer):
+                pattern = patterns[lat]
+                if getattr(layer, "needs_latitude", False):
+                    return layer(pattern, math.radians(lat), lon)
+                return layer(pattern)
+
+            base = read_back(response(0), 0.0, lon, half_width).flatten(2)[0]
             for lat in latitudes:
-                moved = read_back(layer(patterns[lat]), math.radians(lat), lon, half_width).flatten(2)[0]
+                moved = read_back(response(lat), math.radians(lat), lon, half_width).flatten(2)[0]
                 a, b = base - base.mean(1, keepdim=True), moved - moved.mean(1, keepdim=True)
                 values[lat].append(float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean()))
         out[name] = {str(lat): sum(v) / len(v) for lat, v in values.items()}
@@ -213,6 +275,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for mechanism.json")
     parser.add_argument("--sizes", type=parse_size, nargs="+", default=[(32, 64), (64, 128), (128, 256)])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--layers", nargs="+", default=None, help="meridian: only these layers (default: all)")
+    parser.add_argument("--no-coverage", action="store_true", help="skip the coverage measurement")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {
@@ -224,8 +288,9 @@ def main(argv=None):
     }
     for size in args.sizes:
         key = f"{size[0]}x{size[1]}"
-        result["coverage"][key] = layer_coverage(size)
-        result["meridian"][key] = meridian(size)
+        if not args.no_coverage:
+            result["coverage"][key] = layer_coverage(size)
+        result["meridian"][key] = meridian(size, layers=args.layers)
     atomic_write_bytes(os.path.join(args.out, "mechanism.json"), json.dumps(result, indent=1).encode())
     print(markdown(result))
 

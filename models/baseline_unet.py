@@ -113,6 +113,9 @@ class SphericalUNet(nn.Module):
         kernel_size: None (the paper's per-layer node grids) or ``(kh, kw)`` for every crown layer.
         kernel_basis: ``SphericalConv``'s ``kernel_basis`` for every crown layer (None: free nodes, the paper's).
         planar_padding: the planar twins' padding, ``'zeros'`` or ``'circular'`` (in longitude).
+        antialias: with ``conv_type='sphereconv'``, ``SphereConv(antialias=True)`` in every layer (issue 22).
+        symmetric: with ``conv_type='sphereconv'``, ``SphereConv(symmetric=True)`` (D4-symmetric kernels) in every
+            layer (issue 22).
 
     Shape:
         ``forward(frame [B, 3, H, W], previous_map [B, 1, H, W]) -> [B, 1, H, W]`` saliency logits.
@@ -128,6 +131,8 @@ class SphericalUNet(nn.Module):
         kernel_basis=None,
         planar_padding="zeros",
         upsample="nearest",
+        antialias=False,
+        symmetric=False,
     ):
         super().__init__()
         height, width = input_size
@@ -151,6 +156,11 @@ class SphericalUNet(nn.Module):
         self.kernel_size = None if kernel_size is None else tuple(int(k) for k in kernel_size)
         self.kernel_basis = kernel_basis
         self.planar_padding = planar_padding
+        for option, value in (("antialias", antialias), ("symmetric", symmetric)):
+            if value and conv_type != "sphereconv":
+                raise ValueError(f"{option} applies to conv_type='sphereconv' only, got conv_type={conv_type!r}")
+        self.antialias = bool(antialias)
+        self.symmetric = bool(symmetric)
         for name, c_in, c_out, kernel_rad, layer_nodes, scale in ENCODER + DECODER:
             grid = (height // scale, width // scale)
             if conv_type == "sconv":
@@ -163,7 +173,7 @@ class SphericalUNet(nn.Module):
                     grid_size=grid,
                 )
             elif conv_type == "sphereconv":
-                conv = SphereConv(c_in, c_out, kernel_size=3)
+                conv = SphereConv(c_in, c_out, kernel_size=3, antialias=self.antialias, symmetric=self.symmetric)
             else:
                 conv = planar_conv(c_in, c_out, kernel_rad, grid, padding=planar_padding)
             self.add_module(name, conv)
@@ -217,6 +227,10 @@ class SphericalUNet(nn.Module):
             options += f", kernel_size={self.kernel_size}"
         if self.kernel_basis is not None:
             options += f", kernel_basis={self.kernel_basis!r}"
+        if self.antialias:
+            options += ", antialias=True"
+        if self.symmetric:
+            options += ", symmetric=True"
         if self.conv_type == "standard" and self.planar_padding != "zeros":
             options += f", planar_padding={self.planar_padding!r}"
         return options

@@ -13,7 +13,7 @@ from benchmarks import latitude_generalisation as bench
 from benchmarks import latitude_mechanism as mechanism
 from models.baseline_unet import LongitudeCircularConv2d, SphericalUNet
 from sconv.functional.crown import equator_kernel_basis, smooth_kernel_basis
-from sconv.functional.sphereconv import sphere_conv
+from sconv.functional.sphereconv import longitude_prefilter, sphere_conv
 from sconv.module.sconv import SphericalConv
 from sconv.module.sphereconv import SphereConv
 from tests import reference
@@ -61,6 +61,79 @@ def test_sphere_conv_matches_direct_evaluation(stride):
     weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
     expected = torch.from_numpy(sphere_conv_reference(x.numpy(), weight.numpy(), stride))
     torch.testing.assert_close(sphere_conv(x, weight, None, stride), expected, rtol=1e-9, atol=1e-9)
+
+
+def longitude_prefilter_reference(x):
+    """Direct evaluation: each pixel ``j`` of row ``i`` is the mean, over ``[j - w/2, j + w/2]`` with ``w = min(W,
+    1 / sin(theta_i))`` pixels, of the row drawn as constant over each pixel's ``[k - 1/2, k + 1/2]`` (circularly),
+    summed pixel by pixel from the overlaps."""
+    _, _, h, w = x.shape
+    theta, _ = reference.grid(h, w)
+    out = np.zeros_like(x)
+    for i in range(h):
+        width = min(float(w), 1 / math.sin(theta[i]))
+        for j in range(w):
+            low, high = j - width / 2, j + width / 2
+            for k in range(math.floor(low) - 1, math.ceil(high) + 2):
+                overlap = min(high, k + 0.5) - max(low, k - 0.5)
+                if overlap > 0:
+                    out[:, :, i, j] += overlap * x[:, :, i, k % w]
+            out[:, :, i, j] /= width
+    return out
+
+
+@pytest.mark.parametrize("size", [(8, 16), (16, 24), (16, 8)])  # (16, 8): the pole rows reach the W cap
+def test_longitude_prefilter_matches_direct_evaluation(size):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, *size, generator=g, dtype=torch.float64) + 5  # an offset, as real inputs have
+    expected = torch.from_numpy(longitude_prefilter_reference(x.numpy()))
+    torch.testing.assert_close(longitude_prefilter(x), expected, rtol=1e-10, atol=1e-10)
+    # float32 (the training dtype) through the running sum: close to the float64 result
+    torch.testing.assert_close(longitude_prefilter(x.float()), expected.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sphere_conv_antialias_is_the_sampling_of_the_prefiltered_input(stride):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 8, 16, generator=g, dtype=torch.float64)
+    weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    prefiltered = longitude_prefilter_reference(x.numpy())
+    expected = torch.from_numpy(sphere_conv_reference(prefiltered, weight.numpy(), stride))
+    out = sphere_conv(x, weight, None, stride, antialias=True)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    # the default is unchanged, and differs from the antialiased op on this input
+    plain = torch.from_numpy(sphere_conv_reference(x.numpy(), weight.numpy(), stride))
+    torch.testing.assert_close(sphere_conv(x, weight, None, stride), plain, rtol=1e-9, atol=1e-9)
+    assert (out - plain).abs().max() > 0.1
+    layer = SphereConv(3, 4, stride=stride, antialias=True).double()
+    layer.weight.data.copy_(weight)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-9, atol=1e-9)
+    assert "antialias=True" in repr(layer)
+    with pytest.raises(ValueError, match="antialias applies to conv_type='sphereconv' only"):
+        SphericalUNet((16, 32), antialias=True)
+
+
+def test_sphere_conv_symmetric_kernel():
+    """``symmetric=True`` applies the kernel averaged by hand over the square's 8 symmetries: for 3 x 3, the centre, the
+    mean of the 4 edge values and the mean of the 4 corner values; the gradient reaches every weight."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 8, 16, generator=g, dtype=torch.float64)
+    layer = SphereConv(3, 4, symmetric=True).double()
+    w = layer.weight.detach()
+    edge = (w[..., 0, 1] + w[..., 1, 0] + w[..., 1, 2] + w[..., 2, 1]) / 4
+    corner = (w[..., 0, 0] + w[..., 0, 2] + w[..., 2, 0] + w[..., 2, 2]) / 4
+    outer, middle = torch.stack([corner, edge, corner], -1), torch.stack([edge, w[..., 1, 1], edge], -1)
+    kernel = torch.stack([outer, middle, outer], -2)
+    expected = torch.from_numpy(sphere_conv_reference(x.numpy(), kernel.numpy(), 1))
+    out = layer(x)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    out.pow(2).sum().backward()
+    assert bool((layer.weight.grad != 0).all()) and "symmetric=True" in repr(layer)
+    five = SphereConv(2, 3, kernel_size=5, symmetric=True).kernel()  # 5 x 5: the turns alone are not enough
+    for image in (five.flip(-1), five.transpose(-1, -2), torch.rot90(five, 1, (2, 3))):
+        torch.testing.assert_close(image, five)
+    with pytest.raises(ValueError, match="symmetric applies to conv_type='sphereconv' only"):
+        SphericalUNet((16, 32), conv_type="standard", symmetric=True)
 
 
 def test_sphere_conv_module_and_bad_input():
@@ -149,6 +222,8 @@ def test_circular_planar_twin_is_longitude_equivariant():
     "options, conv",
     [
         (dict(conv_type="sphereconv"), SphereConv),
+        (dict(conv_type="sphereconv", antialias=True), SphereConv),
+        (dict(conv_type="sphereconv", symmetric=True), SphereConv),
         (dict(conv_type="standard", planar_padding="circular"), LongitudeCircularConv2d),
         (dict(kernel_size=(3, 6), kernel_basis="smooth"), SphericalConv),
     ],

@@ -14,6 +14,12 @@ What differs from the original's ``models/SphereConv.py``: the longitude offset 
 ``arctan`` folds points past 90 degrees of longitude from p, which happens next to the poles), pixel centres follow
 ``sconv``'s grid (row ``i`` at colatitude ``(i + 1/2) pi / H``), odd kernel sizes other than 3 work, and the centre
 tap is computed like the others (the original overwrites it with p's own pixel: the same point).
+
+``antialias=True`` (off by default; issue 22) first low-passes every input row along longitude: row ``i`` at latitude
+``phi_i`` is replaced by the area average, over a window of ``1 / cos(phi_i)`` pixels (at most ``W``) centred on each
+pixel, of the row's piecewise-constant reconstruction (``longitude_prefilter``). That window is one equatorial pixel
+of arc along the parallel, so every row carries about the equator's angular resolution in longitude before the
+taps sample it; at the equator the window is one pixel and the row is unchanged.
 """
 
 import functools
@@ -24,7 +30,13 @@ import torch.nn.functional as F
 
 from sconv.functional.common import check_input, check_parameter, colatitudes, longitudes, pair
 
-__all__ = ["sphere_conv", "sphere_sampling_points", "sphere_sampling_grid"]
+__all__ = [
+    "longitude_prefilter",
+    "longitude_prefilter_widths",
+    "sphere_conv",
+    "sphere_sampling_points",
+    "sphere_sampling_grid",
+]
 
 
 def sphere_sampling_points(height, width, stride, kernel_size):
@@ -69,7 +81,49 @@ def sphere_sampling_grid(height, width, stride, kernel_size, device, dtype):
     return torch.stack([x, y], dim=-1)[None].to(device=device, dtype=dtype)
 
 
-def sphere_conv(input, weight, bias=None, stride=1):
+def longitude_prefilter_widths(height, width):
+    """The prefilter's window per row, in pixels (float64 ``[H]``): ``1 / cos(latitude)``, at most ``W``."""
+    lat = math.pi / 2 - colatitudes(height)
+    return (1 / torch.cos(lat)).clamp(max=width)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefilter_plan(height, width, device):
+    """Gather indices and fractions of ``longitude_prefilter`` (see there), cached per grid."""
+    widths = longitude_prefilter_widths(height, width)
+    pad = width // 2 + 1
+    j = torch.arange(width, dtype=torch.float64)
+    plan = []
+    for offset in (widths / 2, -widths / 2):
+        # F(t) = C[m] + frac x_e[m], m = floor(t + 1/2): the integral of the piecewise-constant row up to t
+        t = j[None, :] + pad + offset[:, None] + 0.5
+        m = torch.floor(t)
+        plan += [m.long().to(device), (t - m).to(device)]
+    return pad, widths.to(device), plan
+
+
+def longitude_prefilter(input):
+    """Low-pass every row of ``input [B, C, H, W]`` along longitude (circularly): each pixel becomes the mean of the
+    row's piecewise-constant reconstruction over ``longitude_prefilter_widths`` pixels centred on it (a box of one
+    equatorial pixel of arc; the identity where the window is one pixel). Computed from the row's running sum."""
+    batch, channels, height, width = input.shape
+    pad, widths, (m_hi, f_hi, m_lo, f_lo) = _prefilter_plan(height, width, input.device)
+    work = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
+    mean = work.mean(-1, keepdim=True)  # the filter keeps constants; removing the mean keeps the running sum small
+    x = F.pad(work - mean, (pad, pad, 0, 0), mode="circular")  # x_e[k] = x[(k - pad) mod W]
+    c = F.pad(x.cumsum(-1), (1, 0))  # c[k] = sum of x_e[:k]
+    shape = (batch, channels, height, width)
+    dtype = work.dtype
+
+    def integral(m, frac):
+        index = m.expand(shape)
+        return c.gather(-1, index) + frac.to(dtype) * x.gather(-1, index)
+
+    out = (integral(m_hi, f_hi) - integral(m_lo, f_lo)) / widths.to(dtype)[:, None] + mean
+    return out.to(input.dtype)
+
+
+def sphere_conv(input, weight, bias=None, stride=1, antialias=False):
     """SphereNet-style convolution (see the module docstring).
 
     Args:
@@ -77,6 +131,8 @@ def sphere_conv(input, weight, bias=None, stride=1):
         weight: ``[O, C, k, k]``, ``k`` odd.
         bias: ``[O]`` or None.
         stride: int or ``(s_h, s_w)`` dividing ``(H, W)``.
+        antialias: first low-pass each input row along longitude to the equator's angular resolution
+            (``longitude_prefilter``; see the module docstring). Off by default.
 
     Returns:
         ``[B, O, H / s_h, W / s_w]``.
@@ -97,6 +153,8 @@ def sphere_conv(input, weight, bias=None, stride=1):
     if height % s_h or width % s_w:
         raise ValueError(f"stride {(s_h, s_w)} must divide the input size {(height, width)}")
     grid = sphere_sampling_grid(height, width, (s_h, s_w), k, input.device, input.dtype)
+    if antialias:
+        input = longitude_prefilter(input)
     padded = F.pad(input, (1, 1, 0, 0), mode="circular")
     sampled = F.grid_sample(padded, grid.expand(batch, -1, -1, -1), "bilinear", "border", align_corners=False)
     return F.conv2d(sampled, weight, bias, stride=k)

@@ -20,12 +20,19 @@ class SphereConv(nn.Module):
         kernel_size: odd int (the original supports only 3).
         stride: int or ``(s_h, s_w)`` dividing the input size.
         bias: add a learnable bias.
+        antialias: low-pass each input row along longitude to the equator's angular resolution before sampling
+            (``sconv.functional.sphereconv.longitude_prefilter``; issue 22). Off by default.
+        symmetric: use the kernel averaged over the square's 8 turns and reflections (D4; for 3 x 3: centre, edge and
+            corner values), so that the layer's response changes little when the pattern turns against local north,
+            as it does across an object carried toward a pole (issue 22). Off by default.
 
     Shape:
         input ``[B, in_channels, H, W]`` -> output ``[B, out_channels, H / s_h, W / s_w]``.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, bias=False):
+    def __init__(
+        self, in_channels, out_channels, kernel_size=3, stride=1, bias=False, antialias=False, symmetric=False
+    ):
         super().__init__()
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
@@ -33,6 +40,8 @@ class SphereConv(nn.Module):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.stride = pair(stride, "stride")
+        self.antialias = bool(antialias)
+        self.symmetric = bool(symmetric)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(self.weight.new_empty(out_channels)) if bias else None
         self.reset_parameters()
@@ -44,11 +53,20 @@ class SphereConv(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def kernel(self):
+        """The kernel applied: ``weight``, or with ``symmetric`` its mean over the 8 symmetries of the square."""
+        if not self.symmetric:
+            return self.weight
+        turns = [torch.rot90(self.weight, q, (2, 3)) for q in range(4)]
+        return torch.stack(turns + [t.flip(3) for t in turns]).mean(0)
+
     def forward(self, input):
-        return sphere_conv(input, self.weight, self.bias, self.stride)
+        return sphere_conv(input, self.kernel(), self.bias, self.stride, antialias=self.antialias)
 
     def extra_repr(self):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"bias={self.bias is not None}"
+            + (", antialias=True" if self.antialias else "")
+            + (", symmetric=True" if self.symmetric else "")
         )
