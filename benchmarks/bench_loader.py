@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, RandomSampler
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.data import VRVideo, atomic_write_bytes, decode_frame  # noqa: E402
-from datasets.synthetic import generate, random_objects, render_frame, sphere_grid, textured_background  # noqa: E402
+from datasets.synthetic import generate, render_frame, sphere_grid, video_scene  # noqa: E402
 from engine.common import float32_precision  # noqa: E402
 
 FRAME_H, FRAME_W = 64, 128
@@ -66,11 +66,8 @@ def write_datasets(folder, frames, sizes, seed, grain):
     """The small dataset and one copy per full size (same vinfo, maps, scenes); ``{name: (root, bits per pixel)}``."""
     small = generate(os.path.join(folder, "small"), 1, frames, FRAME_H, FRAME_W, seed, gt_factor=2)
     roots = {"small": (small, None)}
-    # The scene of video 0, drawn from the generator's own seeds as generate() draws it (independent of the size).
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
     grid = sphere_grid(RENDER_H, RENDER_W)
-    background = textured_background(grid, rng)
-    scene = random_objects(rng, 4)
+    _, background, scene = video_scene(seed, 1, 0, grid)  # the small set's one video, rendered at RENDER_H x RENDER_W
     grain_rng = np.random.default_rng(seed + 1)
     renders = [Image.fromarray(render_frame(grid, background, scene, t)) for t in range(frames)]
     for height, width in sizes:

@@ -41,19 +41,17 @@ sys.path.insert(0, REPO)
 
 from benchmarks.bench_loader import RENDER_H, RENDER_W, full_size_jpeg  # noqa: E402
 from datasets.data import atomic_write_bytes  # noqa: E402
-from datasets.synthetic import generate, random_objects, render_frame, sphere_grid, textured_background  # noqa: E402
+from datasets.synthetic import generate, render_frame, sphere_grid, video_scene  # noqa: E402
 
 FRAME_H, FRAME_W = 64, 128
 FULL_H, FULL_W = 960, 1920
 
 
 def write_full_size_video(root, video, frames, seed, videos, grain, render_size):
-    """Rewrite the frames of video ``video`` under ``root`` as full-size JPEGs of the same scene (drawn from the
-    generator's per-video seed, as ``generate`` draws it: background, then objects); returns the bytes written."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(videos + 1)[video])
+    """Rewrite the frames of video ``video`` under ``root`` as full-size JPEGs of the same scene (``video_scene``,
+    rendered at ``render_size``); returns the bytes written."""
     grid = sphere_grid(*render_size)
-    background = textured_background(grid, rng)
-    scene = random_objects(rng, 4)
+    _, background, scene = video_scene(seed, videos, video, grid)
     grain_rng = np.random.default_rng([seed, video])
     total = 0
     for t in range(frames):

@@ -183,6 +183,15 @@ def sample_gaze(rng, objects, t, viewers, uniform_fraction=0.1):
     return np.clip(np.stack([x, y], 1), 0, 1)
 
 
+def video_scene(seed, videos, video, grid, objects=4):
+    """Video ``video`` of a set of ``videos`` generated with ``seed``: its random generator (which goes on to draw the
+    gaze points), its background on ``grid`` and its moving objects, drawn as :func:`generate` draws them; the scene
+    does not depend on the grid's size, so a copy rendered at another size shows the same scene."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(videos + 1)[video])
+    background = textured_background(grid, rng)
+    return rng, background, random_objects(rng, objects)
+
+
 def _count(value, name, minimum):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -217,15 +226,12 @@ def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, te
     os.makedirs(out, exist_ok=True)
 
     grid = sphere_grid(height, width)
-    seeds = np.random.SeedSequence(seed).spawn(videos + 1)
     vinfo = {}
     with tqdm(total=videos * frames, desc="synthetic frames", unit="frame") as progress:
         for v in range(videos):
-            rng = np.random.default_rng(seeds[v])
+            rng, background, scene = video_scene(seed, videos, v, grid, objects)
             vid = f"video_{v:03d}"
             os.makedirs(os.path.join(out, vid))
-            background = textured_background(grid, rng)
-            scene = random_objects(rng, objects)
             gaze = {}
             for t in range(frames):
                 fid = f"{t:04d}"
@@ -241,7 +247,8 @@ def generate(out, videos, frames, height, width, seed, objects=4, viewers=24, te
 
     ids = sorted(vinfo)
     n_test = min(max(round(videos * test_fraction), 1), videos - 1) if videos > 1 else 0
-    test = sorted(np.random.default_rng(seeds[-1]).choice(ids, size=n_test, replace=False).tolist())
+    split_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(videos + 1)[-1])
+    test = sorted(split_rng.choice(ids, size=n_test, replace=False).tolist())
     split = {"train": [v for v in ids if v not in test], "test": test}
     atomic_write_bytes(os.path.join(out, "index.json"), json.dumps(split, indent=1).encode())
     atomic_write_bytes(os.path.join(out, "vinfo.pkl"), pickle.dumps(vinfo, protocol=4))
