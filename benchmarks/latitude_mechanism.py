@@ -40,7 +40,7 @@ from sconv.functional.crown import (  # noqa: E402
     row_interpolation_matrix,
     smooth_kernel_basis,
 )
-from sconv.functional.sphereconv import longitude_prefilter  # noqa: E402
+from sconv.functional.sphereconv import convolve_taps, longitude_prefilter, tap_grid  # noqa: E402
 from sconv.module.sconv import SphericalConv  # noqa: E402
 from sconv.module.sphereconv import SphereConv  # noqa: E402
 
@@ -169,13 +169,8 @@ class CarriedFrameSphereConv(SphereConv):
         )  # [H, b, W, a, 3]
         row = torch.acos(d[..., 2].clamp(-1, 1)) * height / math.pi - 0.5
         col = torch.remainder(torch.atan2(d[..., 1], d[..., 0]), 2 * math.pi) * width / (2 * math.pi) - 0.5
-        x = (col.reshape(height * k, width * k) + 1.5) * (2 / (width + 2)) - 1
-        y = (row.reshape(height * k, width * k) + 0.5) * (2 / height) - 1
-        grid = torch.stack([x, y], -1)[None].to(input.dtype).expand(len(input), -1, -1, -1)
-        if self.antialias:
-            input = longitude_prefilter(input)
-        sampled = F.grid_sample(F.pad(input, (1, 1, 0, 0), mode="circular"), grid, "bilinear", "border", False)
-        return F.conv2d(sampled, self.kernel(), self.bias, stride=k)
+        grid = tap_grid(row, col, height, width).to(input.dtype)
+        return convolve_taps(input, grid, self.kernel(), self.bias, self.antialias)
 
 
 def layers_for(size):

@@ -70,15 +70,32 @@ def sphere_sampling_points(height, width, stride, kernel_size):
     return row.expand(shape), col.expand(shape)
 
 
-@functools.lru_cache(maxsize=64)
-def sphere_sampling_grid(height, width, stride, kernel_size, device, dtype):
-    """``sphere_sampling_points`` as a ``grid_sample`` grid ``[1, k H', k W', 2]`` (``align_corners=False``) into the
-    input with one column of circular padding on each side; on ``device`` in ``dtype``; cached."""
-    row, col = sphere_sampling_points(height, width, stride, kernel_size)
-    out_h, out_w = row.shape[0] * kernel_size, row.shape[2] * kernel_size
+def tap_grid(row, col, height, width):
+    """Tap coordinates ``row``, ``col`` ``[H', k, W', k]`` (fractional pixels of an ``H x W`` input, laid out as
+    ``sphere_sampling_points``) as a ``grid_sample`` grid ``[1, k H', k W', 2]`` (``align_corners=False``) into the
+    input with one column of circular padding on each side (``convolve_taps``)."""
+    out_h, out_w = row.shape[0] * row.shape[1], row.shape[2] * row.shape[3]
     x = (col.reshape(out_h, out_w) + 1.5) * (2 / (width + 2)) - 1  # padded column col + 1
     y = (row.reshape(out_h, out_w) + 0.5) * (2 / height) - 1  # border padding clamps to the pole rows
-    return torch.stack([x, y], dim=-1)[None].to(device=device, dtype=dtype)
+    return torch.stack([x, y], dim=-1)[None]
+
+
+@functools.lru_cache(maxsize=64)
+def sphere_sampling_grid(height, width, stride, kernel_size, device, dtype):
+    """``sphere_sampling_points`` as a ``tap_grid``, on ``device`` in ``dtype``; cached."""
+    row, col = sphere_sampling_points(height, width, stride, kernel_size)
+    return tap_grid(row, col, height, width).to(device=device, dtype=dtype)
+
+
+def convolve_taps(input, grid, weight, bias=None, antialias=False):
+    """``input [B, C, H, W]`` sampled bilinearly at the taps of ``grid`` (``tap_grid``; with ``antialias``, after
+    ``longitude_prefilter``) into a ``[B, C, k H', k W']`` image of taps, convolved with ``weight [O, C, k, k]`` at
+    stride k: ``[B, O, H', W']``."""
+    if antialias:
+        input = longitude_prefilter(input)
+    padded = F.pad(input, (1, 1, 0, 0), mode="circular")
+    sampled = F.grid_sample(padded, grid.expand(len(input), -1, -1, -1), "bilinear", "border", align_corners=False)
+    return F.conv2d(sampled, weight, bias, stride=weight.shape[-1])
 
 
 def longitude_prefilter_widths(height, width):
@@ -149,12 +166,8 @@ def sphere_conv(input, weight, bias=None, stride=1, antialias=False):
         if bias.shape != weight.shape[:1]:
             raise ValueError(f"bias must have shape [O]=[{weight.shape[0]}], got {tuple(bias.shape)}")
     s_h, s_w = pair(stride, "stride")
-    batch, _, height, width = input.shape
+    height, width = input.shape[-2:]
     if height % s_h or width % s_w:
         raise ValueError(f"stride {(s_h, s_w)} must divide the input size {(height, width)}")
     grid = sphere_sampling_grid(height, width, (s_h, s_w), k, input.device, input.dtype)
-    if antialias:
-        input = longitude_prefilter(input)
-    padded = F.pad(input, (1, 1, 0, 0), mode="circular")
-    sampled = F.grid_sample(padded, grid.expand(batch, -1, -1, -1), "bilinear", "border", align_corners=False)
-    return F.conv2d(sampled, weight, bias, stride=k)
+    return convolve_taps(input, grid, weight, bias, antialias)
