@@ -29,7 +29,6 @@ one will do: ``TH_CUDA=0 bash tools/build_torch_harmonics.sh /tmp/th``). Writes 
 import argparse
 import csv
 import datetime
-import functools
 import json
 import os
 import platform
@@ -276,9 +275,7 @@ def run_ours(args, device, record, deadline):
             size = tuple(case["kernel_size"])
             ours = SphericalConv(case["c_in"], case["c_out"], case["kernel_rad"], kernel_size=size, kernel_sr=None)
             ours = ours.to(device)
-            row["ours_ms"], row["ours_mb"] = timer(bench_sconv.layer_step(ours, x, device, dtype))
-            with torch.no_grad():
-                row["ours_fwd_ms"] = timer(functools.partial(bench_sconv.forward_step, ours, x, device, dtype))[0]
+            row["ours_ms"], row["ours_mb"], row["ours_fwd_ms"] = bench_sconv.time_layer(timer, ours, x, device, dtype)
             del ours
             for fused in (False, True) if device.type == "cuda" else (False,):
                 key = "disco_fused" if fused else "disco"
@@ -286,10 +283,8 @@ def run_ours(args, device, record, deadline):
                     layer = peer_layer(case, device, fused, optimized=not args.quick)
                     row[f"{key}_kernel_size"] = layer.kernel_size
                     row[f"{key}_path"] = disco_path(layer, x, torch.bfloat16 if dtype == "bf16" else None)
-                    row[f"{key}_ms"], row[f"{key}_mb"] = timer(bench_sconv.layer_step(layer, x, device, dtype))
-                    with torch.no_grad():
-                        fwd = functools.partial(bench_sconv.forward_step, layer, x, device, dtype)
-                        row[f"{key}_fwd_ms"] = timer(fwd)[0]
+                    timings = bench_sconv.time_layer(timer, layer, x, device, dtype)
+                    row[f"{key}_ms"], row[f"{key}_mb"], row[f"{key}_fwd_ms"] = timings
                     row[f"{key}_over_ours"] = row[f"{key}_ms"] / row["ours_ms"]
                     if args.profile and device.type == "cuda":
                         step = bench_sconv.layer_step(layer, x, device, dtype)

@@ -156,6 +156,14 @@ def forward_step(layer, x, device, dtype):
         return layer(x)
 
 
+def time_layer(timer, layer, x, device, dtype):
+    """``(fwd+bwd ms, its MB, forward-alone ms)`` of ``layer`` on ``x``, each by ``timer``."""
+    ms, mb = timer(layer_step(layer, x, device, dtype))
+    with torch.no_grad():
+        fwd_ms = timer(functools.partial(forward_step, layer, x, device, dtype))[0]
+    return ms, mb, fwd_ms
+
+
 def disco_layer(case, device, **options):
     """torch-harmonics' DISCO convolution for ``case`` (``options`` to its constructor, e.g. 0.9's ``fused``) and a
     label, or ``(None, reason)`` when it cannot be imported."""
@@ -212,9 +220,7 @@ def run_layer_case(case, device, dtype, timer, args):
         triton_dtype,
     )  # fmt: skip
     row = dict(case, dtype=dtype, path=path, crown_pixels=round(taps, 1), planar_k=k)
-    row["ours_ms"], row["ours_mb"] = timer(layer_step(ours, x, device, dtype))
-    with torch.no_grad():
-        row["ours_fwd_ms"] = timer(functools.partial(forward_step, ours, x, device, dtype))[0]
+    row["ours_ms"], row["ours_mb"], row["ours_fwd_ms"] = time_layer(timer, ours, x, device, dtype)
     row["conv2d_ms"], row["conv2d_mb"] = timer(layer_step(planar, x, device, dtype))
     row["ratio_vs_conv2d"] = row["ours_ms"] / row["conv2d_ms"]
     if device.type == "cuda":  # both sides replayed from a CUDA graph: GPU time without the launch overhead
