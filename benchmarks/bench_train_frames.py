@@ -42,6 +42,7 @@ sys.path.insert(0, REPO)
 from benchmarks.bench_loader import RENDER_H, RENDER_W, full_size_jpeg  # noqa: E402
 from datasets.data import atomic_write_bytes  # noqa: E402
 from datasets.synthetic import generate, render_frame, sphere_grid, video_scene  # noqa: E402
+from engine.common import read_log  # noqa: E402
 
 FRAME_H, FRAME_W = 64, 128
 FULL_H, FULL_W = 960, 1920
@@ -84,8 +85,7 @@ def train(args, name, data_dir, extra=()):
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO)
     wall = time.perf_counter() - started
-    with open(os.path.join(args.out, "data", "exp", name, "log.jsonl")) as f:
-        log = [json.loads(line) for line in f if line.strip()]
+    log = read_log(os.path.join(args.out, "data", "exp", name, "log.jsonl"))
     later = log[1:]
     seconds = sum(r["seconds"] for r in later)
     fps = args.batch * sum(r["steps"] for r in later) / seconds

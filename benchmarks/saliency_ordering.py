@@ -31,6 +31,7 @@ sys.path.insert(0, REPO)
 import ref  # noqa: E402
 from datasets.data import atomic_write_bytes  # noqa: E402
 from datasets.synthetic import ensure_synthetic  # noqa: E402
+from engine.common import read_log  # noqa: E402
 
 CONV_TYPES = ("sconv", "standard", "sphereconv")
 
@@ -79,8 +80,7 @@ def run_all(args, data_dir):
             del running[key]
             if process.returncode:
                 raise SystemExit(f"run {key} failed (exit {process.returncode}): see {log.name}")
-            with open(os.path.join(args.out, "exp", f"{key[0]}_seed{key[1]}", "log.jsonl")) as f:
-                logs[key] = [json.loads(line) for line in f if line.strip()]
+            logs[key] = read_log(os.path.join(args.out, "exp", f"{key[0]}_seed{key[1]}", "log.jsonl"))
             print(f"{key[0]} seed {key[1]}: CC {[round(r['test']['CC'], 3) for r in logs[key] if 'test' in r]}")
         time.sleep(0.5)
     return logs

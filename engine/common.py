@@ -24,6 +24,7 @@ __all__ = [
     "architecture_of",
     "check_resume_options",
     "write_json",
+    "read_log",
     "rng_state",
     "set_rng_state",
     "load_checkpoint",
@@ -77,6 +78,12 @@ def check_resume_options(checkpoint, opt):
 
 def write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def read_log(path):
+    """The per-epoch records of a run's ``log.jsonl`` (one JSON object a line, as the training scripts write it)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def rng_state():
@@ -176,8 +183,7 @@ def start_state(opt, model, optimizer, latest, is_main):
     start_epoch, log = checkpoint["epoch"], []
     log_path = os.path.join(opt.save_dir, "log.jsonl")
     if os.path.isfile(log_path):
-        with open(log_path) as f:
-            log = [record for record in map(json.loads, f) if record["epoch"] <= start_epoch]
+        log = [record for record in read_log(log_path) if record["epoch"] <= start_epoch]
     if is_main:
         print(f"resuming {latest} after epoch {start_epoch}")
     return start_epoch, log
