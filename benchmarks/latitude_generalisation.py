@@ -19,6 +19,7 @@ redraws the plot.
 """
 
 import argparse
+import io
 import json
 import math
 import os
@@ -226,7 +227,9 @@ def evaluate(model, frames, targets, bands, autocast):
     return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
 
 
-def train_one(name, size, seed, steps, batch, args, bitmaps, test, device):
+def train_one(name, size, seed, steps, batch, args, bitmaps, test, device, save_to=None):
+    """Train model ``name`` from ``seed`` and score it per band; with ``save_to``, the trained network is written there
+    (a plain dict: ``model``, ``size``, ``seed``, ``steps``, ``state_dict``; ``load_trained`` reads it)."""
     torch.manual_seed(seed)
     model = SphericalUNet(size, **MODELS[name]).to(device)
     parameters = sum(p.numel() for p in model.parameters())
@@ -256,6 +259,11 @@ def train_one(name, size, seed, steps, batch, args, bitmaps, test, device):
         if not math.isfinite(losses[-1]):
             break
     scores = evaluate(model, *test, autocast) if math.isfinite(losses[-1]) else [float("nan")] * len(TEST_BANDS)
+    if save_to is not None:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        buffer = io.BytesIO()
+        torch.save(dict(model=name, size=list(size), seed=seed, steps=steps, state_dict=state), buffer)
+        atomic_write_bytes(save_to, buffer.getvalue())
     warm = step_times[min(5, len(step_times) - 1) :]
     return {
         "model": name,
@@ -269,6 +277,14 @@ def train_one(name, size, seed, steps, batch, args, bitmaps, test, device):
         "step_ms": 1000 * sum(warm) / len(warm),
         "train_s": sum(step_times),
     }
+
+
+def load_trained(path, device="cpu"):
+    """A network written by ``--save-models``: ``(SphericalUNet, its dict)``, loaded with ``weights_only=True``."""
+    saved = torch.load(path, map_location=device, weights_only=True)
+    model = SphericalUNet(tuple(saved["size"]), **MODELS[saved["model"]]).to(device)
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), saved
 
 
 def summarise(runs):
@@ -421,6 +437,9 @@ def main(argv=None):
         help="minutes per size (one value or one per size): start no run that would end past it",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--save-models", action="store_true", help="write each trained network to DIR/models/HxW_MODEL_seedS.pt"
+    )
     parser.add_argument("--plot-only", default=None, help="redraw the plot of this latitude.json and exit")
     parser.add_argument(
         "--merge", nargs="+", default=None, help="latitude.json files of one setting: one JSON and plot in --out, exit"
@@ -481,7 +500,11 @@ def main(argv=None):
                     result["skipped"].append({"model": name, "size": list(size), "seed": seed})
                     continue
                 run_begin = time.perf_counter()
-                run = train_one(name, size, seed, steps, batch, args, bitmaps, test, device)
+                save_to = None
+                if args.save_models:
+                    os.makedirs(os.path.join(args.out, "models"), exist_ok=True)
+                    save_to = os.path.join(args.out, "models", f"{size[0]}x{size[1]}_{name}_seed{seed}.pt")
+                run = train_one(name, size, seed, steps, batch, args, bitmaps, test, device, save_to)
                 last_duration[name] = time.perf_counter() - run_begin
                 result["runs"].append(run)
                 result["summary"] = summarise(result["runs"])

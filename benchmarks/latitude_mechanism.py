@@ -13,8 +13,10 @@ Two measurements that need no training:
 2. ``meridian``: one untrained layer (3 -> 16 channels, three initialisations) applied to a structured tangent
    pattern carried along a meridian from the equator to 70 degrees; its response is read back in the pattern's own
    tangent coordinates and correlated with the response at the equator (1: the layer sees the pattern the same way).
+   With ``--trained``, the same for the first layer of networks trained by the latitude benchmark.
 
     python benchmarks/latitude_mechanism.py --out DIR [--sizes 32x64 64x128 128x256]
+    python benchmarks/latitude_mechanism.py --out DIR --trained RUN/models/*.pt
 
 Writes ``DIR/mechanism.json`` and prints markdown tables.
 """
@@ -30,7 +32,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.latitude_generalisation import gnomonic, parse_size, shape_bitmaps, sphere_directions  # noqa: E402
+from benchmarks.latitude_generalisation import (  # noqa: E402
+    gnomonic,
+    load_trained,
+    parse_size,
+    shape_bitmaps,
+    sphere_directions,
+)
 from datasets.data import atomic_write_bytes  # noqa: E402
 from models.baseline_unet import DECODER, ENCODER, LongitudeCircularConv2d, planar_kernel_size  # noqa: E402
 from sconv.functional.common import colatitudes, longitudes  # noqa: E402
@@ -204,14 +212,38 @@ def layers_for(size):
     }
 
 
+class FirstLayer(torch.nn.Module):
+    """A trained U-Net's first convolution on a 3-channel pattern: the previous-map channel set to zero, as in the
+    latitude benchmark's training."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, pattern):
+        return self.conv(torch.cat([pattern, torch.zeros_like(pattern[:, :1])], dim=1))
+
+
+def trained_first_layers(paths):
+    """``{size: {"MODEL seed S": factory}}`` of the first layers of networks written by ``latitude_generalisation.py
+    --save-models`` (each factory returns the same trained layer)."""
+    layers = {}
+    for path in paths:
+        model, saved = load_trained(path)
+        key = f"{saved['size'][0]}x{saved['size'][1]}"
+        layers.setdefault(key, {})[f"{saved['model']} seed {saved['seed']}"] = lambda layer=FirstLayer(model.conv1): layer
+    return layers
+
+
 @torch.no_grad()
-def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3, layers=None):
-    """Correlation of each untrained layer's response in the pattern's tangent frame with its response at the equator,
-    per latitude (mean over channels and ``inits`` initialisations)."""
+def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3, layers=None, factories=None):
+    """Correlation of each layer's response in the pattern's tangent frame with its response at the equator, per
+    latitude (mean over channels and ``inits`` initialisations). ``factories``: ``{name: factory}`` of the layers
+    (default: the untrained first layers of ``layers_for``), ``layers``: only these names."""
     lon, half_width = math.pi, math.radians(half_width_deg)
     patterns = {lat: tangent_pattern(size, math.radians(lat), lon, half_width) for lat in latitudes}
     out = {}
-    for name, factory in layers_for(size).items():
+    for name, factory in (layers_for(size) if factories is None else factories).items():
         if layers is not None and name not in layers:
             continue
         values = {lat: [] for lat in latitudes}
@@ -257,7 +289,8 @@ def markdown(result):
             )
     for size, models in result["meridian"].items():
         lats = list(next(iter(models.values())))
-        lines.append(f"\n{size}: untrained first layer, correlation with its equator response\n")
+        kind = "trained" if result.get("trained") else "untrained"
+        lines.append(f"\n{size}: {kind} first layer, correlation with its equator response\n")
         lines.append("| layer | " + " | ".join(f"{lat} deg" for lat in lats) + " |")
         lines.append("|---|" + "---|" * len(lats))
         for name, values in models.items():
@@ -272,6 +305,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--layers", nargs="+", default=None, help="meridian: only these layers (default: all)")
     parser.add_argument("--no-coverage", action="store_true", help="skip the coverage measurement")
+    parser.add_argument(
+        "--trained", nargs="+", default=None, help="networks written by latitude_generalisation.py --save-models: "
+        "the meridian of their first layers instead of the untrained ones (no coverage)"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {
@@ -281,6 +318,14 @@ def main(argv=None):
         "train_band_deg": TRAIN_BAND,
         "torch": torch.__version__,
     }
+    if args.trained:
+        for key, factories in trained_first_layers(args.trained).items():
+            size = parse_size(key)
+            result["meridian"][key] = meridian(size, inits=1, factories=factories)
+        result["trained"] = sorted(args.trained)
+        atomic_write_bytes(os.path.join(args.out, "mechanism.json"), json.dumps(result, indent=1).encode())
+        print(markdown(result))
+        return
     for size in args.sizes:
         key = f"{size[0]}x{size[1]}"
         if not args.no_coverage:

@@ -323,3 +323,34 @@ def test_meridian_instrument_sees_the_identity_as_consistent():
     )
     a, b = base.flatten() - base.mean(), moved.flatten() - moved.mean()
     assert float(a @ b / (a.norm() * b.norm())) > 0.9
+
+
+def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path):
+    """``--save-models`` writes the trained network: loaded again (weights only) it scores the run's CC on the same
+    test set; the trained-layer meridian reads its first layer with the previous-map channel at zero."""
+    bench.main(
+        ["--out", str(tmp_path), "--sizes", "16x32", "--models", "sphereconv", "--seeds", "1", "--steps", "2"]
+        + ["--batch", "2", "--n-test", "2", "--device", "cpu", "--save-models"]
+    )
+    run = json.loads((tmp_path / "latitude.json").read_text())["runs"][0]
+    path = tmp_path / "models" / "16x32_sphereconv_seed0.pt"
+    model, saved = bench.load_trained(str(path))
+    assert (saved["model"], saved["size"], saved["seed"], saved["steps"]) == ("sphereconv", [16, 32], 0, 2)
+    test = bench.test_set((16, 32), 2, bench.shape_bitmaps(), torch.device("cpu"))
+    scores = bench.evaluate(model, *test, _no_autocast)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(run["cc"]), equal_nan=False)
+
+    mechanism.main(["--out", str(tmp_path / "mech"), "--trained", str(path)])
+    measured = json.loads((tmp_path / "mech" / "mechanism.json").read_text())["meridian"]["16x32"]["sphereconv seed 0"]
+    three = SphereConv(3, model.conv1.out_channels, 3)  # the same layer without the previous-map channel
+    with torch.no_grad():
+        three.weight.copy_(model.conv1.weight[:, :3])
+    expected = mechanism.meridian((16, 32), inits=1, factories={"three": lambda: three})["three"]
+    assert set(measured) == set(expected)
+    for lat in expected:
+        assert measured[lat] == pytest.approx(expected[lat], abs=1e-6)
+        assert -1.0 <= measured[lat] <= 1.0
+
+
+def _no_autocast():
+    return torch.autocast("cpu", enabled=False)
