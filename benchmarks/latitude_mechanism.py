@@ -231,7 +231,8 @@ def trained_first_layers(paths):
     for path in paths:
         model, saved = load_trained(path)
         key = f"{saved['size'][0]}x{saved['size'][1]}"
-        layers.setdefault(key, {})[f"{saved['model']} seed {saved['seed']}"] = lambda layer=FirstLayer(model.conv1): layer
+        layer = FirstLayer(model.conv1)
+        layers.setdefault(key, {})[f"{saved['model']} seed {saved['seed']}"] = lambda layer=layer: layer
     return layers
 
 
