@@ -181,7 +181,7 @@ def main():
             python=platform.python_version(),
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         ),
-        args={k: v for k, v in vars(args).items()},
+        args=vars(args),
     )
     results["unet"] = unet_rows([(64, 128, 32), (128, 256, 8)], args.dtypes, args.settings, timer)
     cases = unet_layer_cases(64, 128, 32) + unet_layer_cases(128, 256, 8)
