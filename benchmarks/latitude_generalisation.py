@@ -19,6 +19,7 @@ redraws the plot.
 """
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.data import atomic_write_bytes  # noqa: E402
 from models.baseline_unet import SphericalUNet  # noqa: E402
 from sconv.functional.common import colatitudes, longitudes, pixel_solid_angle  # noqa: E402
+from sconv.functional.rotate import rotate_equirect  # noqa: E402
 from sconv.metrics import cc  # noqa: E402
 
 MODELS = {
@@ -225,6 +227,76 @@ def evaluate(model, frames, targets, bands, autocast):
         preds.append(torch.sigmoid(logits.float())[:, 0])
     model.train()
     return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
+
+
+def rotated_views(centre_lat=50.0, n_lon=6):
+    """Rotations for scoring with rotated views (``[V, 3, 3]`` float64): the identity, then for each hemisphere and
+    each of ``n_lon`` longitudes the rotation that carries the point ``c = (+-centre_lat, lon)`` (degrees) to the
+    panorama's centre (latitude 0, longitude 0) with ``c``'s local north kept as north: its rows are ``c``, east and
+    north at ``c``."""
+    views = [torch.eye(3, dtype=torch.float64)]
+    for sign in (1.0, -1.0):
+        lat = math.radians(sign * centre_lat)
+        for k in range(n_lon):
+            lon = 2 * math.pi * k / n_lon
+            centre = [math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)]
+            east = [-math.sin(lon), math.cos(lon), 0.0]
+            north = [-math.sin(lat) * math.cos(lon), -math.sin(lat) * math.sin(lon), math.cos(lat)]
+            views.append(torch.tensor([centre, east, north], dtype=torch.float64))
+    return torch.stack(views)
+
+
+def view_choice(height, width, views, device):
+    """``[H, W]`` index of the view each pixel is scored by: the identity where the pixel is nearer the equator than
+    to every other view's centre (angles), else the view whose centre is nearest."""
+    u = sphere_directions(height, width, device).double()
+    distance = [torch.asin(u[..., 2].abs())]
+    distance += [torch.acos((u @ view[0].to(device)).clamp(-1, 1)) for view in views[1:]]
+    return torch.stack(distance).argmin(0)
+
+
+@torch.no_grad()
+def evaluate_rotated(model, frames, targets, bands, autocast, views):
+    """``evaluate`` with rotated views, a deployment-time method that needs no labels: each frame is rotated by each
+    view (``rotate_equirect``), predicted, and the prediction rotated back; each pixel takes the prediction of the view
+    that brought it nearest an upright equator position (``view_choice``). Returns the per-band CCs."""
+    model.eval()
+    height, width = frames.shape[-2:]
+    choice = view_choice(height, width, views, frames.device)
+    preds = []
+    for start in range(0, len(frames), 32):
+        frame = frames[start : start + 32]
+        fused = torch.zeros(frame.shape[0], height, width, device=frame.device)
+        for k, view in enumerate(views):
+            rotated = frame if k == 0 else rotate_equirect(frame, view)
+            with autocast():
+                logits = model(rotated, torch.zeros_like(rotated[:, :1]))
+            pred = torch.sigmoid(logits.float())
+            if k:
+                pred = rotate_equirect(pred, view.transpose(0, 1))
+            fused = torch.where(choice == k, pred[:, 0], fused)
+        preds.append(fused)
+    model.train()
+    return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
+
+
+def rescore(paths, n_test, device, views):
+    """Each network written by ``--save-models``, scored on the fixed test set plainly and with rotated views."""
+    bitmaps, tests, rows = shape_bitmaps(), {}, []
+    for path in paths:
+        model, saved = load_trained(path, device)
+        size = tuple(saved["size"])
+        if size not in tests:
+            tests[size] = test_set(size, n_test, bitmaps, device)
+        with torch.no_grad():
+            plain = evaluate(model, *tests[size], contextlib.nullcontext)
+        rotated = evaluate_rotated(model, *tests[size], contextlib.nullcontext, views)
+        rows.append(dict(path=os.path.basename(path), model=saved["model"], size=list(size), seed=saved["seed"],
+                         steps=saved["steps"], cc=plain, cc_rotated_views=rotated))  # fmt: skip
+        print(f"{saved['model']} seed {saved['seed']} {size[0]}x{size[1]}: CC by band "
+              + " ".join(f"{v:.3f}" for v in plain) + "  with rotated views "
+              + " ".join(f"{v:.3f}" for v in rotated), flush=True)  # fmt: skip
+    return rows
 
 
 def train_one(name, size, seed, steps, batch, args, bitmaps, test, device, save_to=None):
@@ -440,6 +512,10 @@ def main(argv=None):
     parser.add_argument(
         "--save-models", action="store_true", help="write each trained network to DIR/models/HxW_MODEL_seedS.pt"
     )
+    parser.add_argument(
+        "--rescore", nargs="+", default=None, metavar="MODEL.pt",
+        help="networks written by --save-models: score them plainly and with rotated views into DIR/rescore.json, exit",
+    )  # fmt: skip
     parser.add_argument("--plot-only", default=None, help="redraw the plot of this latitude.json and exit")
     parser.add_argument(
         "--merge", nargs="+", default=None, help="latitude.json files of one setting: one JSON and plot in --out, exit"
@@ -453,6 +529,13 @@ def main(argv=None):
     for name in ("steps", "batch") + (("budget_min",) if args.budget_min else ()):
         if len(getattr(args, name)) not in (1, len(args.sizes)):
             parser.error(f"--{name.replace('_', '-')} takes one value or one per size ({len(args.sizes)})")
+    if args.rescore:
+        views = rotated_views()
+        rows = rescore(args.rescore, args.n_test, torch.device(args.device), views)
+        out = dict(device=args.device, torch=torch.__version__, n_test=args.n_test, bands_deg=TEST_BANDS,
+                   views=len(views), runs=rows)  # fmt: skip
+        atomic_write_bytes(os.path.join(args.out, "rescore.json"), json.dumps(out, indent=1).encode())
+        return
     if args.plot_only:
         with open(args.plot_only) as f:
             plot(json.load(f), os.path.join(args.out, "latitude.png"))

@@ -339,6 +339,10 @@ def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path)
     test = bench.test_set((16, 32), 2, bench.shape_bitmaps(), torch.device("cpu"))
     scores = bench.evaluate(model, *test, _no_autocast)
     torch.testing.assert_close(torch.tensor(scores), torch.tensor(run["cc"]), equal_nan=False)
+    bench.main(["--out", str(tmp_path), "--rescore", str(path), "--n-test", "2", "--device", "cpu"])
+    rescored = json.loads((tmp_path / "rescore.json").read_text())["runs"][0]
+    torch.testing.assert_close(torch.tensor(rescored["cc"]), torch.tensor(run["cc"]))
+    assert len(rescored["cc_rotated_views"]) == len(bench.TEST_BANDS)
 
     mechanism.main(["--out", str(tmp_path / "mech"), "--trained", str(path)])
     measured = json.loads((tmp_path / "mech" / "mechanism.json").read_text())["meridian"]["16x32"]["sphereconv seed 0"]
@@ -354,3 +358,40 @@ def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path)
 
 def _no_autocast():
     return torch.autocast("cpu", enabled=False)
+
+
+def test_rotated_views_bring_each_centre_upright_to_the_middle():
+    views = bench.rotated_views(centre_lat=50.0, n_lon=6)
+    assert views.shape == (13, 3, 3)
+    torch.testing.assert_close(views[0], torch.eye(3, dtype=torch.float64))
+    for k, view in enumerate(views[1:]):
+        torch.testing.assert_close(view @ view.T, torch.eye(3, dtype=torch.float64))
+        assert float(torch.linalg.det(view)) == pytest.approx(1.0)
+        lat, lon = math.radians(50.0 if k < 6 else -50.0), 2 * math.pi * (k % 6) / 6
+        centre = torch.tensor([math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)]).double()
+        north = torch.tensor([-math.sin(lat) * math.cos(lon), -math.sin(lat) * math.sin(lon), math.cos(lat)]).double()
+        torch.testing.assert_close(view @ centre, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+        torch.testing.assert_close(view @ north, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    # A pixel near a view's centre is scored by that view; a pixel near the equator by the identity.
+    choice = bench.view_choice(32, 64, views, "cpu")
+    lat_row = lambda lat: round((90 - lat) / 180 * 32 - 0.5)  # noqa: E731
+    lon_col = lambda lon: round(lon / 360 * 64 - 0.5) % 64  # noqa: E731
+    assert int(choice[lat_row(0.0), lon_col(100.0)]) == 0
+    assert int(choice[lat_row(50.0), lon_col(120.0)]) == 3  # north, third longitude
+    assert int(choice[lat_row(-50.0), lon_col(240.0)]) == 11  # south, fifth longitude
+
+
+def test_rotated_views_of_a_pointwise_model_give_its_plain_prediction():
+    """A model that maps each pixel on its own commutes with rotations, so scoring with rotated views must give (up to
+    the two bilinear resamplings) its plain prediction; rotating back the wrong way would not."""
+
+    class Pointwise(torch.nn.Module):
+        def forward(self, frame, previous):
+            return 8 * (frame[:, :1] - 0.5)
+
+    frames, targets, bands = bench.test_set((32, 64), 4, bench.shape_bitmaps(), torch.device("cpu"))
+    views = bench.rotated_views()
+    plain = bench.evaluate(Pointwise(), frames, targets, bands, _no_autocast)
+    rotated = bench.evaluate_rotated(Pointwise(), frames, targets, bands, _no_autocast, views)
+    for a, b in zip(plain, rotated):
+        assert a == pytest.approx(b, abs=0.01)
