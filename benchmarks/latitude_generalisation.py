@@ -246,6 +246,15 @@ def rotated_views(centre_lat=50.0, n_lon=6):
     return torch.stack(views)
 
 
+# rotate_equirect's frame is this script's (sphere_directions) turned half a turn about the polar axis.
+HALF_TURN = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64))
+
+
+def rotate_view(panoramas, rotation):
+    """``out(p) = in(rotation^T p)`` with ``rotation`` in this script's frame (``sphere_directions``)."""
+    return rotate_equirect(panoramas, HALF_TURN @ rotation @ HALF_TURN)
+
+
 def view_choice(height, width, views, device):
     """``[H, W]`` index of the view each pixel is scored by: the identity where the pixel is nearer the equator than
     to every other view's centre (angles), else the view whose centre is nearest."""
@@ -256,10 +265,10 @@ def view_choice(height, width, views, device):
 
 
 @torch.no_grad()
-def evaluate_rotated(model, frames, targets, bands, autocast, views):
-    """``evaluate`` with rotated views, a deployment-time method that needs no labels: each frame is rotated by each
-    view (``rotate_equirect``), predicted, and the prediction rotated back; each pixel takes the prediction of the view
-    that brought it nearest an upright equator position (``view_choice``). Returns the per-band CCs."""
+def predict_rotated(model, frames, autocast, views):
+    """Saliency ``[N, H, W]`` of ``frames`` by rotated views, a deployment-time method that needs no labels: each frame
+    is rotated by each view, predicted, and the prediction rotated back; each pixel takes the prediction of the view
+    that brought it nearest an upright equator position (``view_choice``)."""
     model.eval()
     height, width = frames.shape[-2:]
     choice = view_choice(height, width, views, frames.device)
@@ -268,16 +277,21 @@ def evaluate_rotated(model, frames, targets, bands, autocast, views):
         frame = frames[start : start + 32]
         fused = torch.zeros(frame.shape[0], height, width, device=frame.device)
         for k, view in enumerate(views):
-            rotated = frame if k == 0 else rotate_equirect(frame, view)
+            rotated = frame if k == 0 else rotate_view(frame, view)
             with autocast():
                 logits = model(rotated, torch.zeros_like(rotated[:, :1]))
             pred = torch.sigmoid(logits.float())
             if k:
-                pred = rotate_equirect(pred, view.transpose(0, 1))
+                pred = rotate_view(pred, view.transpose(0, 1))
             fused = torch.where(choice == k, pred[:, 0], fused)
         preds.append(fused)
     model.train()
-    return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
+    return torch.cat(preds)
+
+
+def evaluate_rotated(model, frames, targets, bands, autocast, views):
+    """``evaluate`` with ``predict_rotated``: the per-band CCs."""
+    return band_scores(predict_rotated(model, frames, autocast, views), targets[:, 0], bands, len(TEST_BANDS))[0]
 
 
 def rescore(paths, n_test, device, views):
