@@ -229,7 +229,7 @@ def evaluate(model, frames, targets, bands, autocast):
     return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
 
 
-def rotated_views(centre_lat=50.0, n_lon=6):
+def rotated_views(centre_lat=50.0, n_lon=12):
     """Rotations for scoring with rotated views (``[V, 3, 3]`` float64): the identity, then for each hemisphere and
     each of ``n_lon`` longitudes the rotation that carries the point ``c = (+-centre_lat, lon)`` (degrees) to the
     panorama's centre (latitude 0, longitude 0) with ``c``'s local north kept as north: its rows are ``c``, east and
@@ -237,7 +237,7 @@ def rotated_views(centre_lat=50.0, n_lon=6):
     views = [torch.eye(3, dtype=torch.float64)]
     for sign in (1.0, -1.0):
         lat = math.radians(sign * centre_lat)
-        for k in range(n_lon):
+        for k in range(int(n_lon)):
             lon = 2 * math.pi * k / n_lon
             centre = [math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)]
             east = [-math.sin(lon), math.cos(lon), 0.0]
@@ -345,6 +345,9 @@ def train_one(name, size, seed, steps, batch, args, bitmaps, test, device, save_
         if not math.isfinite(losses[-1]):
             break
     scores = evaluate(model, *test, autocast) if math.isfinite(losses[-1]) else [float("nan")] * len(TEST_BANDS)
+    rotated = None
+    if args.rotated_views and math.isfinite(losses[-1]):
+        rotated = evaluate_rotated(model, *test, autocast, rotated_views(*args.views))
     if save_to is not None:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         buffer = io.BytesIO()
@@ -359,6 +362,7 @@ def train_one(name, size, seed, steps, batch, args, bitmaps, test, device, save_
         "batch": batch,
         "parameters": parameters,
         "cc": scores,
+        **({} if rotated is None else {"cc_rotated_views": rotated}),
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "step_ms": 1000 * sum(warm) / len(warm),
         "train_s": sum(step_times),
@@ -527,6 +531,13 @@ def main(argv=None):
         "--save-models", action="store_true", help="write each trained network to DIR/models/HxW_MODEL_seedS.pt"
     )
     parser.add_argument(
+        "--rotated-views", action="store_true", help="also score every run with rotated views (cc_rotated_views)"
+    )
+    parser.add_argument(
+        "--views", type=float, nargs=2, default=(50.0, 12), metavar=("LAT", "N_LON"),
+        help="rotated views: centres at latitude +-LAT, N_LON longitudes each (default: 50 12)",
+    )  # fmt: skip
+    parser.add_argument(
         "--rescore", nargs="+", default=None, metavar="MODEL.pt",
         help="networks written by --save-models: score them plainly and with rotated views into DIR/rescore.json, exit",
     )  # fmt: skip
@@ -535,6 +546,8 @@ def main(argv=None):
         "--merge", nargs="+", default=None, help="latitude.json files of one setting: one JSON and plot in --out, exit"
     )
     args = parser.parse_args(argv)
+    if not (0 < args.views[0] < 90 and args.views[1] >= 1 and args.views[1] == int(args.views[1])):
+        parser.error(f"--views takes a latitude in (0, 90) and a whole number of longitudes >= 1, got {args.views}")
     if args.seed_list is not None and (min(args.seed_list) < 0 or len(set(args.seed_list)) < len(args.seed_list)):
         parser.error("--seed-list takes distinct seeds >= 0")
     for name in ("seeds", "steps", "batch", "n_test"):
@@ -544,7 +557,7 @@ def main(argv=None):
         if len(getattr(args, name)) not in (1, len(args.sizes)):
             parser.error(f"--{name.replace('_', '-')} takes one value or one per size ({len(args.sizes)})")
     if args.rescore:
-        views = rotated_views()
+        views = rotated_views(*args.views)
         rows = rescore(args.rescore, args.n_test, torch.device(args.device), views)
         out = dict(device=args.device, torch=torch.__version__, n_test=args.n_test, bands_deg=TEST_BANDS,
                    views=len(views), runs=rows)  # fmt: skip

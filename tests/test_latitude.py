@@ -330,7 +330,7 @@ def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path)
     test set; the trained-layer meridian reads its first layer with the previous-map channel at zero."""
     bench.main(
         ["--out", str(tmp_path), "--sizes", "16x32", "--models", "sphereconv", "--seeds", "1", "--steps", "2"]
-        + ["--batch", "2", "--n-test", "2", "--device", "cpu", "--save-models"]
+        + ["--batch", "2", "--n-test", "2", "--device", "cpu", "--save-models", "--rotated-views", "--views", "50", "4"]
     )
     run = json.loads((tmp_path / "latitude.json").read_text())["runs"][0]
     path = tmp_path / "models" / "16x32_sphereconv_seed0.pt"
@@ -339,10 +339,14 @@ def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path)
     test = bench.test_set((16, 32), 2, bench.shape_bitmaps(), torch.device("cpu"))
     scores = bench.evaluate(model, *test, _no_autocast)
     torch.testing.assert_close(torch.tensor(scores), torch.tensor(run["cc"]), equal_nan=False)
-    bench.main(["--out", str(tmp_path), "--rescore", str(path), "--n-test", "2", "--device", "cpu"])
+    bench.main(
+        ["--out", str(tmp_path), "--rescore", str(path), "--n-test", "2", "--device", "cpu", "--views", "50", "4"]
+    )
     rescored = json.loads((tmp_path / "rescore.json").read_text())["runs"][0]
     torch.testing.assert_close(torch.tensor(rescored["cc"]), torch.tensor(run["cc"]))
-    assert len(rescored["cc_rotated_views"]) == len(bench.TEST_BANDS)
+    torch.testing.assert_close(torch.tensor(rescored["cc_rotated_views"]), torch.tensor(run["cc_rotated_views"]))
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(tmp_path), "--rescore", str(path), "--views", "50", "2.5"])
 
     mechanism.main(["--out", str(tmp_path / "mech"), "--trained", str(path)])
     measured = json.loads((tmp_path / "mech" / "mechanism.json").read_text())["meridian"]["16x32"]["sphereconv seed 0"]
@@ -398,7 +402,7 @@ def test_rotated_views_of_a_pointwise_model_give_its_plain_prediction():
 def test_a_rotated_view_brings_its_centre_upright_to_the_middle_of_the_panorama():
     """An object drawn at a view's centre (latitude 50) lies, in that view, on the equator at longitude 0 of the
     scene frame, as wide as the same object drawn there (upright: its height along the meridian is kept)."""
-    views, bitmaps = bench.rotated_views(), bench.shape_bitmaps()
+    views, bitmaps = bench.rotated_views(50.0, 6), bench.shape_bitmaps()
     targets = []
     for lat, lon in ((50.0, 120.0), (0.0, 0.0)):
         params = bench.scene_parameters(1, (lat, lat), torch.Generator().manual_seed(0))
