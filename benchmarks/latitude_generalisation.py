@@ -132,13 +132,20 @@ def sphere_directions(height, width, device):
     return torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), torch.cos(theta).expand(-1, width)], -1)
 
 
+def tangent_frame(lat, lon):
+    """Unit vectors ``(centre, east, north)``, each ``[*S, 3]``, of the points ``(lat, lon)`` (radians, tensors of
+    one broadcastable shape ``S``) and of their tangent plane."""
+    centre = torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], -1)
+    east = torch.stack([-torch.sin(lon), torch.cos(lon), torch.zeros_like(lon)], -1)
+    north = torch.stack([-torch.sin(lat) * torch.cos(lon), -torch.sin(lat) * torch.sin(lon), torch.cos(lat)], -1)
+    return centre, east, north
+
+
 def gnomonic(u, lat, lon):
     """Gnomonic (tangent-plane) coordinates ``(x east, y north)`` of the directions ``u [H, W, 3]`` seen from the
     points ``(lat, lon)`` (radians, any broadcastable shape ``S``), each ``[*S, H, W]``, and ``front``: where they
     are defined (the hemisphere around the point)."""
-    centre = torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], -1)
-    east = torch.stack([-torch.sin(lon), torch.cos(lon), torch.zeros_like(lon)], -1)
-    north = torch.stack([-torch.sin(lat) * torch.cos(lon), -torch.sin(lat) * torch.sin(lon), torch.cos(lat)], -1)
+    centre, east, north = tangent_frame(lat, lon)
     cos_c = (u * centre).sum(-1)
     front = cos_c > 0
     safe = torch.where(front, cos_c, torch.ones_like(cos_c))
@@ -234,16 +241,9 @@ def rotated_views(centre_lat=50.0, n_lon=12):
     each of ``n_lon`` longitudes the rotation that carries the point ``c = (+-centre_lat, lon)`` (degrees) to the
     panorama's centre (latitude 0, longitude 0) with ``c``'s local north kept as north: its rows are ``c``, east and
     north at ``c``."""
-    views = [torch.eye(3, dtype=torch.float64)]
-    for sign in (1.0, -1.0):
-        lat = math.radians(sign * centre_lat)
-        for k in range(int(n_lon)):
-            lon = 2 * math.pi * k / n_lon
-            centre = [math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)]
-            east = [-math.sin(lon), math.cos(lon), 0.0]
-            north = [-math.sin(lat) * math.cos(lon), -math.sin(lat) * math.sin(lon), math.cos(lat)]
-            views.append(torch.tensor([centre, east, north], dtype=torch.float64))
-    return torch.stack(views)
+    lon = 2 * math.pi * torch.arange(int(n_lon), dtype=torch.float64).repeat(2) / n_lon
+    lat = torch.tensor([centre_lat, -centre_lat], dtype=torch.float64).repeat_interleave(int(n_lon)) * math.pi / 180
+    return torch.cat([torch.eye(3, dtype=torch.float64)[None], torch.stack(tangent_frame(lat, lon), -2)])
 
 
 # rotate_equirect's frame is this script's (sphere_directions) turned half a turn about the polar axis.
@@ -302,8 +302,7 @@ def rescore(paths, n_test, device, views):
         size = tuple(saved["size"])
         if size not in tests:
             tests[size] = test_set(size, n_test, bitmaps, device)
-        with torch.no_grad():
-            plain = evaluate(model, *tests[size], contextlib.nullcontext)
+        plain = evaluate(model, *tests[size], contextlib.nullcontext)
         rotated = evaluate_rotated(model, *tests[size], contextlib.nullcontext, views)
         rows.append(dict(path=os.path.basename(path), model=saved["model"], size=list(size), seed=saved["seed"],
                          steps=saved["steps"], cc=plain, cc_rotated_views=rotated))  # fmt: skip
