@@ -19,16 +19,14 @@ import platform
 import sys
 
 import torch
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_sconv import (  # noqa: E402
     Timer,
-    crown_pixels_per_output,
     graphed,
+    layer_pair,
     layer_step,
-    nearest_odd_square,
     unet_layer_cases,
     unet_training_step,
     write_atomic,
@@ -37,7 +35,6 @@ from bench_sconv import (  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sconv.functional import conv_cost, conv_sparse  # noqa: E402
-from sconv.module.sconv import SphericalConv  # noqa: E402
 
 
 def parse_setting(text):
@@ -95,19 +92,14 @@ def layer_rows(cases, dtypes, settings, timer):
     device = timer.device
     for case in cases:
         for dtype in dtypes:
-            torch.manual_seed(0)
-            size = tuple(case["kernel_size"])
-            ours = SphericalConv(case["c_in"], case["c_out"], case["kernel_rad"], kernel_size=size,
-                                 kernel_sr=None).to(device)  # fmt: skip
             triton_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
             path = conv_cost.choose_path(case["batch"], case["c_in"], case["c_out"], case["height"], case["width"],
-                                         ours.kernel_rad, (1, 1), size, triton_dtype)  # fmt: skip
+                                         case["kernel_rad"], (1, 1), tuple(case["kernel_size"]),
+                                         triton_dtype)  # fmt: skip
             if path == "gather":
                 continue
-            k = nearest_odd_square(crown_pixels_per_output(case["height"], case["width"], case["kernel_rad"], size))
-            planar = nn.Conv2d(case["c_in"], case["c_out"], k, padding=k // 2, bias=False).to(device)
-            x = torch.randn(case["batch"], case["c_in"], case["height"], case["width"], device=device,
-                            requires_grad=True)  # fmt: skip
+            ours, planar, x, _ = layer_pair(case, device)
+            k = planar.kernel_size[0]
             conv_ms, conv_mb = timer(layer_step(planar, x, device, dtype))
             conv_graph_ms = timer(graphed(layer_step(planar, x, device, dtype)))[0]
             for setting in settings:

@@ -205,7 +205,9 @@ def sparse_nonzeros(case):
     return 4 * len(geom.in_row) * case["width"]
 
 
-def run_layer_case(case, device, dtype, timer, args):
+def layer_pair(case, device):
+    """``(ours, planar, x, crown pixels)`` of a layer case, seeded: our ``SphericalConv``, cuDNN's equal-tap
+    ``nn.Conv2d`` (odd k, k^2 nearest the mean crown pixels per output pixel) and an input needing a gradient."""
     torch.manual_seed(0)
     size = tuple(case["kernel_size"])
     ours = SphericalConv(case["c_in"], case["c_out"], case["kernel_rad"], kernel_size=size, kernel_sr=None).to(device)
@@ -213,6 +215,13 @@ def run_layer_case(case, device, dtype, timer, args):
     k = nearest_odd_square(taps)
     planar = nn.Conv2d(case["c_in"], case["c_out"], k, padding=k // 2, bias=False).to(device)
     x = torch.randn(case["batch"], case["c_in"], case["height"], case["width"], device=device, requires_grad=True)
+    return ours, planar, x, taps
+
+
+def run_layer_case(case, device, dtype, timer, args):
+    size = tuple(case["kernel_size"])
+    ours, planar, x, taps = layer_pair(case, device)
+    k = planar.kernel_size[0]
     fast = x.shape[0] > 0 and sconv_impl.triton_available(device, x.dtype)
     triton_dtype = (torch.bfloat16 if dtype == "bf16" else torch.float32) if fast else None
     path = conv_cost.choose_path(
