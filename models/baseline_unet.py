@@ -116,6 +116,8 @@ class SphericalUNet(nn.Module):
         antialias: with ``conv_type='sphereconv'``, ``SphereConv(antialias=True)`` in every layer (issue 22).
         symmetric: with ``conv_type='sphereconv'``, ``SphereConv(symmetric=True)`` (D4-symmetric kernels) in every
             layer (issue 22).
+        frame_jitter: with ``conv_type='sphereconv'``, ``SphereConv(frame_jitter=...)`` in every layer: radians
+            within which each layer's tap layout is turned per sample while training (issue 22); 0 (off) by default.
 
     Shape:
         ``forward(frame [B, 3, H, W], previous_map [B, 1, H, W]) -> [B, 1, H, W]`` saliency logits.
@@ -133,6 +135,7 @@ class SphericalUNet(nn.Module):
         upsample="nearest",
         antialias=False,
         symmetric=False,
+        frame_jitter=0.0,
     ):
         super().__init__()
         height, width = input_size
@@ -156,11 +159,12 @@ class SphericalUNet(nn.Module):
         self.kernel_size = None if kernel_size is None else tuple(int(k) for k in kernel_size)
         self.kernel_basis = kernel_basis
         self.planar_padding = planar_padding
-        for option, value in (("antialias", antialias), ("symmetric", symmetric)):
+        for option, value in (("antialias", antialias), ("symmetric", symmetric), ("frame_jitter", frame_jitter)):
             if value and conv_type != "sphereconv":
                 raise ValueError(f"{option} applies to conv_type='sphereconv' only, got conv_type={conv_type!r}")
         self.antialias = bool(antialias)
         self.symmetric = bool(symmetric)
+        self.frame_jitter = frame_jitter
         for name, c_in, c_out, kernel_rad, layer_nodes, scale in ENCODER + DECODER:
             grid = (height // scale, width // scale)
             if conv_type == "sconv":
@@ -173,7 +177,9 @@ class SphericalUNet(nn.Module):
                     grid_size=grid,
                 )
             elif conv_type == "sphereconv":
-                conv = SphereConv(c_in, c_out, kernel_size=3, antialias=self.antialias, symmetric=self.symmetric)
+                conv = SphereConv(
+                    c_in, c_out, 3, antialias=self.antialias, symmetric=self.symmetric, frame_jitter=frame_jitter
+                )
             else:
                 conv = planar_conv(c_in, c_out, kernel_rad, grid, padding=planar_padding)
             self.add_module(name, conv)
@@ -231,6 +237,8 @@ class SphericalUNet(nn.Module):
             options += ", antialias=True"
         if self.symmetric:
             options += ", symmetric=True"
+        if self.frame_jitter:
+            options += f", frame_jitter={self.frame_jitter:.4g}"
         if self.conv_type == "standard" and self.planar_padding != "zeros":
             options += f", planar_padding={self.planar_padding!r}"
         return options

@@ -19,9 +19,10 @@ from sconv.module.sphereconv import SphereConv
 from tests import reference
 
 
-def sphere_conv_reference(x, weight, stride):
-    """Direct evaluation: each tap's point is the tangent-plane point ``(x, y)`` at p, normalised onto the sphere
-    (``c + x e + y n`` with p's unit vector and its east and north vectors), sampled bilinearly by hand."""
+def sphere_conv_reference(x, weight, stride, turn=0.0):
+    """Direct evaluation: each tap's point is the tangent-plane point ``(x, y)`` at p (turned by ``turn`` radians from
+    east toward north), normalised onto the sphere (``c + x e + y n`` with p's unit vector and its east and north
+    vectors), sampled bilinearly by hand."""
     n, c, h, w = x.shape
     k = weight.shape[-1]
     half = k // 2
@@ -39,6 +40,7 @@ def sphere_conv_reference(x, weight, stride):
                     da, db = a - half, half - b  # tap row 0 is the northernmost
                     tx = math.tan(da * 2 * math.pi / w)
                     ty = math.tan(db * math.pi / h) / math.cos(da * 2 * math.pi / w)
+                    tx, ty = tx * math.cos(turn) - ty * math.sin(turn), tx * math.sin(turn) + ty * math.cos(turn)
                     d = centre + tx * east + ty * north
                     d /= np.linalg.norm(d)
                     row = math.acos(np.clip(d[2], -1, 1)) * h / math.pi - 0.5
@@ -111,6 +113,61 @@ def test_sphere_conv_antialias_is_the_sampling_of_the_prefiltered_input(stride):
     assert "antialias=True" in repr(layer)
     with pytest.raises(ValueError, match="antialias applies to conv_type='sphereconv' only"):
         SphericalUNet((16, 32), antialias=True)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sphere_conv_turned_taps_match_direct_evaluation(stride):
+    """``turn`` against the direct evaluation with the tangent-plane taps turned: one turn for the batch, one per
+    sample; a half turn reads the kernel flipped both ways."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 8, 16, generator=g, dtype=torch.float64)
+    weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    for turns in ([0.7, 0.7], [0.3, -1.1]):
+        expected = torch.cat(
+            [torch.from_numpy(sphere_conv_reference(x[i : i + 1].numpy(), weight.numpy(), stride, t)) for i, t in
+             enumerate(turns)]
+        )  # fmt: skip
+        given = turns[0] if turns[0] == turns[1] else torch.tensor(turns, dtype=torch.float64)
+        torch.testing.assert_close(sphere_conv(x, weight, None, stride, turn=given), expected, rtol=1e-9, atol=1e-9)
+    half_turn = sphere_conv(x, weight, None, stride, turn=math.pi)
+    torch.testing.assert_close(half_turn, sphere_conv(x, weight.flip(2, 3), None, stride), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="turn must be one finite number or 2 finite numbers"):
+        sphere_conv(x, weight, turn=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="turn must be one finite number"):
+        sphere_conv(x, weight, turn=float("nan"))
+    with pytest.raises(TypeError, match="turn must be a number of radians"):
+        sphere_conv(x, weight, turn="north")
+
+
+def test_sphere_conv_frame_jitter_turns_each_sample_while_training():
+    """``frame_jitter``: in training mode each sample's taps are turned by one of the ``FRAME_JITTER_STEPS`` angles in
+    ``[-j, j]``, drawn from the global generator; in eval mode not at all."""
+    from sconv.module.sphereconv import FRAME_JITTER_STEPS
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(6, 3, 8, 16, generator=g, dtype=torch.float64)
+    layer = SphereConv(3, 4, frame_jitter=0.6).double()
+    torch.manual_seed(7)
+    out = layer(x)
+    torch.manual_seed(7)
+    turns = layer.turns(len(x))
+    allowed = torch.linspace(-0.6, 0.6, FRAME_JITTER_STEPS, dtype=torch.float64)
+    assert all(bool((allowed - t).abs().min() < 1e-12) for t in turns) and len(set(turns.tolist())) > 1
+    expected = torch.cat(
+        [torch.from_numpy(sphere_conv_reference(x[i : i + 1].numpy(), layer.weight.detach().numpy(), 1, float(t)))
+         for i, t in enumerate(turns)]
+    )  # fmt: skip
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    layer.eval()
+    plain = torch.from_numpy(sphere_conv_reference(x.numpy(), layer.weight.detach().numpy(), 1))
+    torch.testing.assert_close(layer(x), plain, rtol=1e-9, atol=1e-9)
+    assert "frame_jitter=0.6" in repr(layer)
+    with pytest.raises(ValueError, match=r"frame_jitter must be in \[0, pi/2\]"):
+        SphereConv(3, 4, frame_jitter=2.0)
+    with pytest.raises(TypeError, match="frame_jitter must be a number"):
+        SphereConv(3, 4, frame_jitter="40deg")
+    with pytest.raises(ValueError, match="frame_jitter applies to conv_type='sphereconv' only"):
+        SphericalUNet((16, 32), frame_jitter=0.5)
 
 
 def test_sphere_conv_symmetric_kernel():
@@ -224,6 +281,7 @@ def test_circular_planar_twin_is_longitude_equivariant():
         (dict(conv_type="sphereconv"), SphereConv),
         (dict(conv_type="sphereconv", antialias=True), SphereConv),
         (dict(conv_type="sphereconv", symmetric=True), SphereConv),
+        (dict(conv_type="sphereconv", frame_jitter=0.5), SphereConv),
         (dict(conv_type="standard", planar_padding="circular"), LongitudeCircularConv2d),
         (dict(kernel_size=(3, 6), kernel_basis="smooth"), SphericalConv),
     ],

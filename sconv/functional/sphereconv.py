@@ -20,10 +20,16 @@ tap is computed like the others (the original overwrites it with p's own pixel: 
 pixel, of the row's piecewise-constant reconstruction (``longitude_prefilter``). That window is one equatorial pixel
 of arc along the parallel, so every row carries about the equator's angular resolution in longitude before the
 taps sample it; at the equator the window is one pixel and the row is unchanged.
+
+``turn`` (0 by default; issue 22) turns the tap layout in the tangent plane by an angle, counter-clockwise from east
+toward north, before the inverse projection: ``(x, y) -> (x cos t - y sin t, x sin t + y cos t)``. A turn of pi
+reads the taps of the kernel flipped in both directions. ``SphereConv(frame_jitter=...)`` draws a turn per sample
+while training, so that the kernels learn to tolerate the turn of local north against an object near a pole.
 """
 
 import functools
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +39,16 @@ from sconv.functional.common import check_input, check_parameter, colatitudes, l
 __all__ = [
     "longitude_prefilter",
     "longitude_prefilter_widths",
+    "check_turn",
     "sphere_conv",
     "sphere_sampling_points",
     "sphere_sampling_grid",
 ]
 
 
-def sphere_sampling_points(height, width, stride, kernel_size):
-    """The kernel taps on the sphere as fractional pixel coordinates (float64).
+def sphere_sampling_points(height, width, stride, kernel_size, turn=0.0):
+    """The kernel taps on the sphere as fractional pixel coordinates (float64), the tap layout turned by ``turn``
+    radians in the tangent plane (see the module docstring).
 
     Returns ``(row, col)``, each ``[H', k, W', k]`` (output row, tap row b from north to south, output column, tap
     column a from west to east): ``row`` in ``[-1/2, H - 1/2]``, ``col`` in ``[0, W)``.
@@ -57,6 +65,8 @@ def sphere_sampling_points(height, width, stride, kernel_size):
     d_lon, d_lat = 2 * math.pi / width, math.pi / height
     x = torch.tan(a * d_lon)
     y = torch.tan(b * d_lat) / torch.cos(a * d_lon)
+    if turn:
+        x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
     rho = torch.hypot(x, y)
     c = torch.atan(rho)
     safe = torch.where(rho > 0, rho, torch.ones_like(rho))
@@ -80,17 +90,17 @@ def tap_grid(row, col, height, width):
     return torch.stack([x, y], dim=-1)[None]
 
 
-@functools.lru_cache(maxsize=64)
-def sphere_sampling_grid(height, width, stride, kernel_size, device, dtype):
+@functools.lru_cache(maxsize=256)
+def sphere_sampling_grid(height, width, stride, kernel_size, device, dtype, turn=0.0):
     """``sphere_sampling_points`` as a ``tap_grid``, on ``device`` in ``dtype``; cached."""
-    row, col = sphere_sampling_points(height, width, stride, kernel_size)
+    row, col = sphere_sampling_points(height, width, stride, kernel_size, turn)
     return tap_grid(row, col, height, width).to(device=device, dtype=dtype)
 
 
 def convolve_taps(input, grid, weight, bias=None, antialias=False):
-    """``input [B, C, H, W]`` sampled bilinearly at the taps of ``grid`` (``tap_grid``; with ``antialias``, after
-    ``longitude_prefilter``) into a ``[B, C, k H', k W']`` image of taps, convolved with ``weight [O, C, k, k]`` at
-    stride k: ``[B, O, H', W']``."""
+    """``input [B, C, H, W]`` sampled bilinearly at the taps of ``grid`` (``tap_grid``, one for every sample or one
+    per sample; with ``antialias``, after ``longitude_prefilter``) into a ``[B, C, k H', k W']`` image of taps,
+    convolved with ``weight [O, C, k, k]`` at stride k: ``[B, O, H', W']``."""
     if antialias:
         input = longitude_prefilter(input)
     padded = F.pad(input, (1, 1, 0, 0), mode="circular")
@@ -140,7 +150,22 @@ def longitude_prefilter(input):
     return out.to(input.dtype)
 
 
-def sphere_conv(input, weight, bias=None, stride=1, antialias=False):
+def check_turn(turn, batch):
+    """``turn`` (a number, or a sequence or 1-D tensor of ``batch`` numbers) as a list of finite floats: one for every
+    sample, or one per sample."""
+    values = turn.tolist() if isinstance(turn, torch.Tensor) else turn
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, (list, tuple)) or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values
+    ):
+        raise TypeError(f"turn must be a number of radians or a sequence of {batch} numbers, got {turn!r}")
+    if len(values) not in (1, batch) or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"turn must be one finite number or {batch} finite numbers (one per sample), got {turn!r}")
+    return [float(v) for v in values]
+
+
+def sphere_conv(input, weight, bias=None, stride=1, antialias=False, turn=0.0):
     """SphereNet-style convolution (see the module docstring).
 
     Args:
@@ -150,6 +175,8 @@ def sphere_conv(input, weight, bias=None, stride=1, antialias=False):
         stride: int or ``(s_h, s_w)`` dividing ``(H, W)``.
         antialias: first low-pass each input row along longitude to the equator's angular resolution
             (``longitude_prefilter``; see the module docstring). Off by default.
+        turn: radians by which the tap layout is turned in the tangent plane, counter-clockwise (see the module
+            docstring): one number for every sample, or a sequence of ``B`` numbers, one per sample. 0 by default.
 
     Returns:
         ``[B, O, H / s_h, W / s_w]``.
@@ -169,5 +196,7 @@ def sphere_conv(input, weight, bias=None, stride=1, antialias=False):
     height, width = input.shape[-2:]
     if height % s_h or width % s_w:
         raise ValueError(f"stride {(s_h, s_w)} must divide the input size {(height, width)}")
-    grid = sphere_sampling_grid(height, width, (s_h, s_w), k, input.device, input.dtype)
+    turns = check_turn(turn, len(input))
+    grids = [sphere_sampling_grid(height, width, (s_h, s_w), k, input.device, input.dtype, t) for t in turns]
+    grid = grids[0] if len(grids) == 1 else torch.cat(grids)
     return convolve_taps(input, grid, weight, bias, antialias)
