@@ -10,6 +10,7 @@ Usage (GPU machine, from the repository root):
 
 import argparse
 import collections
+import functools
 import os
 import sys
 import time
@@ -148,6 +149,66 @@ def memory_trace(height, width, batch, dtype, spherical):
         print(f"    {label:10s} then: allocated {allocated - base:7.0f}  peak {peak - base:7.0f}")
 
 
+def saved_tensor_bytes(model, run):
+    """What ``run()`` (a forward under ``model``) saves for the backward pass, by the child module of ``model`` that
+    was running (``'-'``: between children) and dtype: ``{(module, dtype): bytes}``, each storage counted once (for
+    the first module that saved it) and the model's parameters left out (they are held anyway)."""
+    held = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen, totals, current = set(), collections.Counter(), ["-"]
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in held and key not in seen:
+            seen.add(key)
+            totals[(current[0], str(tensor.dtype).replace("torch.", ""))] += storage.nbytes()
+        return tensor
+
+    def enter(name):
+        return lambda *args: current.__setitem__(0, name)
+
+    handles = []
+    for name, module in model.named_children():
+        handles += [
+            module.register_forward_pre_hook(enter(name)),
+            module.register_forward_hook(lambda *args: current.__setitem__(0, "-")),
+        ]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return dict(totals)
+
+
+def saved_tensor_table(height, width, batch, dtype):
+    """The spherical U-Net's and its planar twin's saved tensors (``saved_tensor_bytes``), MB per module and dtype,
+    side by side: which layers hold more for the backward pass than their planar twins."""
+    from bench_sconv import autocast
+
+    device = torch.device("cuda")
+    frame = torch.randn(batch, 3, height, width, device=device)
+    previous = torch.rand(batch, 1, height, width, device=device)
+
+    def forward(model):
+        with autocast(device, dtype):
+            model(frame, previous).float().sum()
+
+    rows = {}
+    for spherical in (True, False):
+        model, _ = unet_training_step(height, width, batch, device, dtype, spherical)
+        rows[spherical] = saved_tensor_bytes(model, functools.partial(forward, model))
+        del model
+    keys = sorted(set(rows[True]) | set(rows[False]))
+    print(f"saved for backward {height}x{width} B={batch} {dtype}: MB spherical / planar")
+    for key in keys:
+        ours, planar = rows[True].get(key, 0) / 2**20, rows[False].get(key, 0) / 2**20
+        print(f"    {key[0]:8s} {key[1]:9s} {ours:8.1f} {planar:8.1f}")
+    totals = [sum(rows[s].values()) / 2**20 for s in (True, False)]
+    print(f"    {'total':18s} {totals[0]:8.1f} {totals[1]:8.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filter", default="", help="only cases whose name contains this")
@@ -156,7 +217,10 @@ def main():
     parser.add_argument("--top", type=int, default=6)
     parser.add_argument("--host", action="store_true", help="also the host time per step and its costliest ops")
     parser.add_argument("--host-parts", action="store_true", help="only the host cost of each piece, batch 1")
-    parser.add_argument("--memory", action="store_true", help="only the U-Net step's memory, module by module")
+    parser.add_argument(
+        "--memory", action="store_true",
+        help="only the U-Net step's memory, module by module, and what each module saves for the backward pass",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.host_parts:
         host_parts()
@@ -166,6 +230,7 @@ def main():
             for dtype in args.dtypes:
                 for spherical in (True, False):
                     memory_trace(height, width, batch, dtype, spherical)
+                saved_tensor_table(height, width, batch, dtype)
         return
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
