@@ -293,6 +293,11 @@ def _add_model_and_rotation_options(p):
         help="the decoder's x2 upsampling: nearest (the paper's) or spherical (bilinear on the sphere)",
     )
     p.add_argument(
+        "--frame-jitter", type=float, default=0.0, metavar="DEG",
+        help="U-Net with --conv-type sphereconv: while training, turn each layer's 3 x 3 taps per sample by an angle "
+        "within +-DEG degrees (SphereConv's frame_jitter; docs/latitude.md); not in the original (default: 0, off)",
+    )  # fmt: skip
+    p.add_argument(
         "--use-equirect-rotate",
         "--use_equirect_rotate",
         dest="use_equirect_rotate",
@@ -329,6 +334,13 @@ def _resolve_model_and_rotation_options(parser, opt, model):
     if model == "convlstm" and opt.conv_type == "sphereconv" and opt.use_sconvlstm is not None:
         parser.error("--use-sconvlstm does not apply with --conv-type sphereconv: the ConvLSTM's gates are SphereConv")
     opt.use_sconvlstm = True if opt.use_sconvlstm is None else opt.use_sconvlstm
+    if opt.frame_jitter:
+        if model != "unet" or opt.conv_type != "sphereconv":
+            parser.error("--frame-jitter applies to the U-Net with --conv-type sphereconv only")
+        if not 0 < opt.frame_jitter <= 90:
+            parser.error(f"--frame-jitter must be an angle in degrees in [0, 90], got {opt.frame_jitter}")
+        if opt.cuda_graph:
+            parser.error("--frame-jitter draws new turns every step, which a CUDA graph would replay frozen: drop one")
     for name in ("rot_y", "rot_z"):
         value = getattr(opt, name)
         if not -360 <= value <= 360:

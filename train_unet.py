@@ -56,6 +56,7 @@ def build_model(opt):
         conv_type=opt.conv_type,
         kernel_basis=opt.kernel_basis,
         upsample=opt.upsample,
+        frame_jitter=math.radians(opt.frame_jitter),
     )
 
 

@@ -55,6 +55,11 @@ def test_conv_type_and_its_older_spelling(capsys):
         (["--rot-y", "60"], "unet", "--rot-y rotates the test videos only with --use-equirect-rotate"),
         (["--use-equirect-rotate", "--rot-z", "400"], "unet", "--rot-z must be an angle in degrees"),
         (["--use-equirect-rotate", "--rot-z", "nan"], "unet", "--rot-z must be an angle in degrees"),
+        (["--frame-jitter", "40"], "unet", "--frame-jitter applies to the U-Net with --conv-type sphereconv only"),
+        (["--frame-jitter", "40", "--conv-type", "sphereconv"], "convlstm", "--frame-jitter applies to the U-Net"),
+        (["--frame-jitter", "-5", "--conv-type", "sphereconv"], "unet", "--frame-jitter must be an angle"),
+        (["--frame-jitter", "nan", "--conv-type", "sphereconv"], "unet", "--frame-jitter must be an angle"),
+        (["--frame-jitter", "9", "--conv-type", "sphereconv", "--cuda-graph"], "unet", "CUDA graph would replay"),
     ):
         with pytest.raises(SystemExit):
             opts.parse(argv + ["-expID", "x"], model=model)
@@ -74,6 +79,9 @@ def test_options_build_the_models_they_name():
     assert conv_kinds(train_unet.build_model(opts.parse(size + ["--use-sconv", "0"])), layers) == [nn.Conv2d] * 3
     sphere = train_unet.build_model(opts.parse(size + ["--conv-type", "sphereconv", "--upsample", "spherical"]))
     assert conv_kinds(sphere, layers) == [SphereConv] * 3 and sphere.upsample.mode == "bilinear"
+    assert all(getattr(sphere, name).frame_jitter == 0 for name in layers)
+    jitter = train_unet.build_model(opts.parse(size + ["--conv-type", "sphereconv", "--frame-jitter", "40"]))
+    assert all(getattr(jitter, name).frame_jitter == pytest.approx(math.radians(40)) for name in layers)
     smooth = train_unet.build_model(opts.parse(size + ["--kernel-basis", "smooth"]))
     assert all(getattr(smooth, name).kernel_basis == "smooth" for name in layers)
 
