@@ -330,7 +330,7 @@ def train_one(name, size, seed, steps, batch, args, bitmaps, test, device, save_
 
     step_times, losses = [], []
     for _ in range(steps):
-        frame, target = render(scene_parameters(batch, TRAIN_BAND, generator), size, bitmaps, device)
+        frame, target = render(scene_parameters(batch, tuple(args.train_band), generator), size, bitmaps, device)
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -400,14 +400,22 @@ def summarise(runs):
     return out
 
 
-SETTING_KEYS = ("steps", "batch", "lr", "n_test", "bf16")
+SETTING_KEYS = ("steps", "batch", "lr", "n_test", "bf16", "train_band")
+
+
+def setting_of(config, key):
+    """A run's ``config`` value of setting ``key``; results from before ``--train-band`` trained in TRAIN_BAND."""
+    return config.get(key, list(TRAIN_BAND)) if key == "train_band" else config.get(key)
 
 
 def merge_results(results, names):
     """One result from several runs of the same setting (e.g. a budget-cut run and the run of its missing seeds):
     the runs of all, the summary recomputed. Refused where a (size, model, seed) appears twice or a size was trained
     with other steps, batch, learning rate, test set size or precision."""
-    merged = {"merged_from": [], "runs": [], "bands_deg": TEST_BANDS, "train_band_deg": TRAIN_BAND}
+    bands = {tuple(setting_of(r.get("config", {}), "train_band")) for r in results if isinstance(r, dict)}
+    if len(bands) > 1:
+        raise ValueError(f"--merge: the runs were trained in different latitude bands {sorted(bands)}")
+    merged = {"merged_from": [], "runs": [], "bands_deg": TEST_BANDS}
     settings, seen = {}, set()
     for result, name in zip(results, names):
         if not isinstance(result, dict) or not isinstance(result.get("runs"), list):
@@ -420,13 +428,14 @@ def merge_results(results, names):
             if key in seen:
                 raise ValueError(f"--merge: {run['model']} {run['size']} seed {run['seed']} appears twice")
             seen.add(key)
-            setting = (run["steps"], run["batch"]) + tuple(config.get(k) for k in SETTING_KEYS[2:])
+            setting = (run["steps"], run["batch"]) + tuple(setting_of(config, k) for k in SETTING_KEYS[2:])
             if settings.setdefault(key[0], setting) != setting:
                 raise ValueError(
                     f"--merge: size {run['size']} was trained with different settings "
                     f"({dict(zip(SETTING_KEYS, settings[key[0]]))} and {dict(zip(SETTING_KEYS, setting))})"
                 )
             merged["runs"].append(run)
+    merged["train_band_deg"] = next(iter(bands), TRAIN_BAND)
     merged["summary"] = summarise(merged["runs"])
     return merged
 
@@ -520,6 +529,11 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, the same for every model")
     parser.add_argument("--n-test", type=int, default=128, help="test scenes per band")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    parser.add_argument(
+        "--train-band", type=float, nargs=2, default=list(TRAIN_BAND), metavar=("LO", "HI"),
+        help="latitudes (degrees, either hemisphere) of the training scenes' objects (default 0 20); another band "
+        "trains where the test bands are: an oracle run, to be labelled as such",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     parser.add_argument(
         "--budget-min",
@@ -555,6 +569,9 @@ def main(argv=None):
     for name in ("seeds", "steps", "batch", "n_test"):
         if min(getattr(args, name) if isinstance(getattr(args, name), list) else [getattr(args, name)]) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    low, high = args.train_band
+    if not 0 <= low < high <= 90:
+        parser.error(f"--train-band must be LO HI with 0 <= LO < HI <= 90 degrees, got {low} {high}")
     for name in ("steps", "batch") + (("budget_min",) if args.budget_min else ()):
         if len(getattr(args, name)) not in (1, len(args.sizes)):
             parser.error(f"--{name.replace('_', '-')} takes one value or one per size ({len(args.sizes)})")
@@ -594,7 +611,7 @@ def main(argv=None):
         "torch": torch.__version__,
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "bands_deg": TEST_BANDS,
-        "train_band_deg": TRAIN_BAND,
+        "train_band_deg": tuple(args.train_band),
         "runs": [],
         "skipped": [],
     }

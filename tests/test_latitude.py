@@ -350,6 +350,16 @@ def test_benchmark_runs(tmp_path):
                + ["--steps", "2", "--batch", "2", "--n-test", "1", "--device", "cpu"])  # fmt: skip
     with pytest.raises(SystemExit):  # another setting (steps) for the same size
         bench.main(["--out", str(merged), "--merge", files[0], str(tmp_path / "other" / "latitude.json")])
+    # an oracle run (trained in another latitude band) is recorded as such and never merged with the others
+    oracle = tmp_path / "oracle"
+    bench.main(["--out", str(oracle), "--sizes", "16x32", "--models", "planar", "--seed-list", "4", "--steps", "1"]
+               + ["--batch", "2", "--n-test", "1", "--device", "cpu", "--train-band", "0", "70"])  # fmt: skip
+    assert json.loads((oracle / "latitude.json").read_text())["train_band_deg"] == [0.0, 70.0]
+    assert joined["train_band_deg"] == list(bench.TRAIN_BAND)
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(merged), "--merge", files[0], str(oracle / "latitude.json")])
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(oracle), "--train-band", "30", "20"])
 
 
 def test_scene_targets_follow_the_object():
