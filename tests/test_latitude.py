@@ -316,7 +316,7 @@ def test_band_scores_by_hand():
     assert math.isnan(means[3])  # no scene in that band
 
 
-def test_benchmark_runs(tmp_path):
+def test_benchmark_runs(tmp_path, monkeypatch):
     bench.main(
         ["--out", str(tmp_path), "--sizes", "16x32", "--models", "sphereconv", "planar", "--seeds", "2", "--steps", "1"]
         + ["--batch", "2", "--n-test", "1", "--device", "cpu"]
@@ -351,9 +351,11 @@ def test_benchmark_runs(tmp_path):
     with pytest.raises(SystemExit):  # another setting (steps) for the same size
         bench.main(["--out", str(merged), "--merge", files[0], str(tmp_path / "other" / "latitude.json")])
     # an oracle run (trained in another latitude band) is recorded as such and never merged with the others
-    oracle = tmp_path / "oracle"
-    bench.main(["--out", str(oracle), "--sizes", "16x32", "--models", "planar", "--seed-list", "4", "--steps", "1"]
+    oracle, draw, bands = tmp_path / "oracle", bench.scene_parameters, []
+    monkeypatch.setattr(bench, "scene_parameters", lambda n, band, g: bands.append(band) or draw(n, band, g))
+    bench.main(["--out", str(oracle), "--sizes", "24x48", "--models", "planar", "--steps", "2", "--seeds", "1"]
                + ["--batch", "2", "--n-test", "1", "--device", "cpu", "--train-band", "0", "70"])  # fmt: skip
+    assert bands.count((0.0, 70.0)) == 2  # the two training batches; the test scenes are drawn per test band
     assert json.loads((oracle / "latitude.json").read_text())["train_band_deg"] == [0.0, 70.0]
     assert joined["train_band_deg"] == list(bench.TRAIN_BAND)
     with pytest.raises(SystemExit):
