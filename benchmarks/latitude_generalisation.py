@@ -400,19 +400,20 @@ def summarise(runs):
     return out
 
 
-SETTING_KEYS = ("steps", "batch", "lr", "n_test", "bf16", "train_band")
+SETTING_KEYS = ("steps", "batch", "lr", "n_test", "bf16")
 
 
-def setting_of(config, key):
-    """A run's ``config`` value of setting ``key``; results from before ``--train-band`` trained in TRAIN_BAND."""
-    return config.get(key, list(TRAIN_BAND)) if key == "train_band" else config.get(key)
+def train_band_of(result):
+    """The latitude band a result's runs were trained in; results from before ``--train-band`` used TRAIN_BAND."""
+    return tuple(result.get("config", {}).get("train_band", TRAIN_BAND))
 
 
 def merge_results(results, names):
     """One result from several runs of the same setting (e.g. a budget-cut run and the run of its missing seeds):
     the runs of all, the summary recomputed. Refused where a (size, model, seed) appears twice or a size was trained
-    with other steps, batch, learning rate, test set size or precision."""
-    bands = {tuple(setting_of(r.get("config", {}), "train_band")) for r in results if isinstance(r, dict)}
+    with other steps, batch, learning rate, test set size or precision, or runs trained in different latitude
+    bands."""
+    bands = {train_band_of(r) for r in results if isinstance(r, dict)}
     if len(bands) > 1:
         raise ValueError(f"--merge: the runs were trained in different latitude bands {sorted(bands)}")
     merged = {"merged_from": [], "runs": [], "bands_deg": TEST_BANDS}
@@ -428,7 +429,7 @@ def merge_results(results, names):
             if key in seen:
                 raise ValueError(f"--merge: {run['model']} {run['size']} seed {run['seed']} appears twice")
             seen.add(key)
-            setting = (run["steps"], run["batch"]) + tuple(setting_of(config, k) for k in SETTING_KEYS[2:])
+            setting = (run["steps"], run["batch"]) + tuple(config.get(k) for k in SETTING_KEYS[2:])
             if settings.setdefault(key[0], setting) != setting:
                 raise ValueError(
                     f"--merge: size {run['size']} was trained with different settings "
