@@ -13,10 +13,12 @@ Two measurements that need no training:
 2. ``meridian``: one untrained layer (3 -> 16 channels, three initialisations) applied to a structured tangent
    pattern carried along a meridian from the equator to 70 degrees; its response is read back in the pattern's own
    tangent coordinates and correlated with the response at the equator (1: the layer sees the pattern the same way).
-   With ``--trained``, the same for the first layer of networks trained by the latitude benchmark.
+   With ``--trained``, the same for the first layer of networks trained by the latitude benchmark, and with
+   ``--stages`` for every stage of those networks (``stage_meridian``): each convolution's output before and after
+   its BatchNorm + ReLU, down to the bottleneck and back up to the logits.
 
     python benchmarks/latitude_mechanism.py --out DIR [--sizes 32x64 64x128 128x256]
-    python benchmarks/latitude_mechanism.py --out DIR --trained RUN/models/*.pt
+    python benchmarks/latitude_mechanism.py --out DIR --trained RUN/models/*.pt [--stages]
 
 Writes ``DIR/mechanism.json`` and prints markdown tables.
 """
@@ -236,6 +238,66 @@ def trained_first_layers(paths):
     return layers
 
 
+def channel_correlation(base, moved):
+    """Per-channel correlation ``[C]`` of two read-backs ``[C, P]`` (NaN where either channel is constant)."""
+    a, b = base - base.mean(1, keepdim=True), moved - moved.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+# Each convolution of the U-Net, before its BatchNorm + ReLU (``convK``) and after (``reluK``); conv7 is the logits.
+UNET_STAGES = tuple(f"{kind}{k}" for k in range(1, 7) for kind in ("conv", "relu")) + ("conv7",)
+
+
+def unet_stages(model, pattern):
+    """``{stage: [1, C, h, w]}`` of a latitude-benchmark U-Net run on a 3-channel ``pattern`` (previous map zero),
+    captured by forward hooks so that the network's own forward pass runs."""
+    captured, hooks = {}, []
+    for k in range(1, 8):
+        hooks.append(
+            getattr(model, f"conv{k}").register_forward_hook(lambda m, i, o, k=k: captured.update({f"conv{k}": o}))
+        )
+        if k < 7:
+            hooks.append(
+                getattr(model, f"bn{k}").register_forward_hook(
+                    lambda m, i, o, k=k: captured.update({f"relu{k}": F.relu(o)})
+                )
+            )
+    try:
+        model(pattern, torch.zeros_like(pattern[:, :1]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+@torch.no_grad()
+def stage_meridian(stages, size, latitudes=(0.0, 22.5, 45.0, 67.5), half_width_deg=14.0):
+    """Correlation of every stage's response in the pattern's tangent frame with its response at the equator.
+
+    ``stages(pattern) -> {name: [1, C, h, w]}``. The latitudes are multiples of 22.5 degrees, so the pattern sits at
+    the same place relative to the pixel rows of every stage with at least 8 rows (the equator falls between two rows
+    of every even grid). A value is the mean over the channels that vary at the equator (a channel constant there, a
+    dead ReLU, has nothing to compare); one that varies there and is flat at ``lat`` counts as 0. Returns
+    ``{name: {str(lat): value, "live": channels used}}``, None values for a stage without such channels.
+    """
+    lon, half_width = math.pi, math.radians(half_width_deg)
+    responses = {lat: stages(tangent_pattern(size, math.radians(lat), lon, half_width)) for lat in latitudes}
+    out = {}
+    for name, base_map in responses[latitudes[0]].items():
+        base = read_back(base_map, math.radians(latitudes[0]), lon, half_width).flatten(2)[0]
+        spread = base.std(1)
+        varies = spread > 1e-6 * float(spread.max())
+        out[name] = {"live": int(varies.sum())}
+        for lat in latitudes:
+            if not varies.any():
+                out[name][str(lat)] = None
+                continue
+            moved = read_back(responses[lat][name], math.radians(lat), lon, half_width).flatten(2)[0][varies]
+            corr = channel_correlation(base[varies], moved)
+            out[name][str(lat)] = float(torch.where(moved.std(1) > 0, corr, torch.zeros_like(corr)).mean())
+    return out
+
+
 @torch.no_grad()
 def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, inits=3, layers=None, factories=None):
     """Correlation of each layer's response in the pattern's tangent frame with its response at the equator, per
@@ -261,8 +323,7 @@ def meridian(size, latitudes=(0, 10, 20, 30, 45, 60, 70), half_width_deg=14.0, i
             base = read_back(response(0), 0.0, lon, half_width).flatten(2)[0]
             for lat in latitudes:
                 moved = read_back(response(lat), math.radians(lat), lon, half_width).flatten(2)[0]
-                a, b = base - base.mean(1, keepdim=True), moved - moved.mean(1, keepdim=True)
-                values[lat].append(float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean()))
+                values[lat].append(float(channel_correlation(base, moved).mean()))
         out[name] = {str(lat): sum(v) / len(v) for lat, v in values.items()}
     return out
 
@@ -296,6 +357,15 @@ def markdown(result):
         lines.append("|---|" + "---|" * len(lats))
         for name, values in models.items():
             lines.append(f"| {name} | " + " | ".join(f"{values[lat]:.3f}" for lat in lats) + " |")
+    for size, networks in result.get("stages", {}).items():
+        lats = [lat for lat in next(iter(next(iter(networks.values())).values())) if lat != "live"]
+        lines.append(f"\n{size}: every stage of the trained networks, correlation with its equator response\n")
+        lines.append("| network | stage | live channels | " + " | ".join(f"{lat} deg" for lat in lats) + " |")
+        lines.append("|---|---|---|" + "---|" * len(lats))
+        for network, stages in networks.items():
+            for stage, values in stages.items():
+                cells = ["-" if values[lat] is None else f"{values[lat]:.3f}" for lat in lats]
+                lines.append(f"| {network} | {stage} | {values['live']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -310,6 +380,9 @@ def main(argv=None):
         "--trained", nargs="+", default=None, help="networks written by latitude_generalisation.py --save-models: "
         "the meridian of their first layers instead of the untrained ones (no coverage)"
     )  # fmt: skip
+    parser.add_argument(
+        "--stages", action="store_true", help="with --trained: the meridian of every stage of the networks too"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {
@@ -324,6 +397,15 @@ def main(argv=None):
             size = parse_size(key)
             result["meridian"][key] = meridian(size, inits=1, factories=factories)
         result["trained"] = sorted(args.trained)
+        if args.stages:
+            result["stages"] = {}
+            for path in args.trained:
+                model, saved = load_trained(path)
+                key = f"{saved['size'][0]}x{saved['size'][1]}"
+                name = f"{saved['model']} seed {saved['seed']}"
+                result["stages"].setdefault(key, {})[name] = stage_meridian(
+                    lambda pattern, model=model: unet_stages(model, pattern), tuple(saved["size"])
+                )
         atomic_write_bytes(os.path.join(args.out, "mechanism.json"), json.dumps(result, indent=1).encode())
         print(markdown(result))
         return

@@ -395,6 +395,64 @@ def test_meridian_instrument_sees_the_identity_as_consistent():
     assert float(a @ b / (a.norm() * b.norm())) > 0.9
 
 
+def test_stage_meridian_by_hand():
+    """Per stage: the mean over the channels that vary at the equator of each channel's correlation (numpy's
+    corrcoef on the read-backs); a sign flip changes nothing, a dead channel is left out, a dead stage has no value,
+    and a channel that goes flat away from the equator counts as 0."""
+    size, half_width, lats = (32, 64), math.radians(14), (0.0, 22.5, 67.5)
+
+    def stages(pattern):
+        zero = torch.zeros_like(pattern[:, :1])
+        flat_away = pattern[:, :1] if bool(pattern[0, 0, 16].any()) else zero  # only at the equator (row 16)
+        return {
+            "pattern": pattern,
+            "negated": -pattern,
+            "one_dead": torch.cat([pattern[:, 1:2], zero], 1),
+            "dead": zero,
+            "flat_away": torch.cat([flat_away, pattern[:, 2:]], 1),
+        }
+
+    measured = mechanism.stage_meridian(stages, size, latitudes=lats)
+    backs = {
+        lat: mechanism.read_back(
+            mechanism.tangent_pattern(size, math.radians(lat), math.pi, half_width),
+            math.radians(lat),
+            math.pi,
+            half_width,
+        )[0]
+        .flatten(1)
+        .numpy()
+        for lat in lats
+    }
+    for lat in lats:
+        per_channel = [np.corrcoef(backs[0.0][c], backs[lat][c])[0, 1] for c in range(3)]
+        key = str(lat)
+        assert measured["pattern"][key] == pytest.approx(np.mean(per_channel), abs=1e-5)
+        assert measured["negated"][key] == pytest.approx(np.mean(per_channel), abs=1e-5)
+        assert measured["one_dead"][key] == pytest.approx(per_channel[1], abs=1e-5)
+        assert measured["dead"][key] is None
+        expected_flat = per_channel[0] if lat == 0.0 else 0.0
+        assert measured["flat_away"][key] == pytest.approx((expected_flat + per_channel[2]) / 2, abs=1e-5)
+    assert [measured[n]["live"] for n in stages(torch.zeros(1, 3, *size))] == [3, 3, 1, 0, 2]
+    assert measured["pattern"]["67.5"] < 0.999  # the instrument's resampling is not exact at 32 x 64
+
+
+def test_unet_stages_are_the_network_own_activations():
+    """The hooks capture each convolution before and after its BatchNorm + ReLU; the last stage is the logits."""
+    torch.manual_seed(0)
+    model = SphericalUNet((16, 32), conv_type="sphereconv").eval()
+    pattern = torch.rand(1, 3, 16, 32)
+    stages = mechanism.unet_stages(model, pattern)
+    assert tuple(stages) == tuple(sorted(mechanism.UNET_STAGES, key=lambda n: (int(n[-1]), n.startswith("relu"))))
+    with torch.no_grad():
+        conv1 = model.conv1(torch.cat([pattern, torch.zeros_like(pattern[:, :1])], 1))
+        torch.testing.assert_close(stages["conv1"], conv1)
+        torch.testing.assert_close(stages["relu1"], torch.relu(model.bn1(conv1)))
+        torch.testing.assert_close(stages["conv7"], model(pattern, torch.zeros_like(pattern[:, :1])))
+    assert stages["relu4"].shape[-2:] == (2, 4)  # the bottleneck
+    assert not model._forward_hooks and not model.conv1._forward_hooks  # hooks removed
+
+
 def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path):
     """``--save-models`` writes the trained network: loaded again (weights only) it scores the run's CC on the same
     test set; the trained-layer meridian reads its first layer with the previous-map channel at zero."""
