@@ -155,9 +155,10 @@ def gnomonic(u, lat, lon):
     return (u * east).sum(-1) / safe, (u * north).sum(-1) / safe, front
 
 
-def render(params, size, bitmaps, device, supersample=2):
+def render(params, size, bitmaps, device, supersample=2, all_objects=False):
     """Render scenes: ``frame [B, 3, H, W]`` in ``[0, 1]`` and ``target [B, 1, H, W]`` (the salient object's
-    coverage of each pixel), on ``device`` (float32), anti-aliased by ``supersample``-fold sampling per axis."""
+    coverage of each pixel), on ``device`` (float32), anti-aliased by ``supersample``-fold sampling per axis.
+    ``all_objects``: ``target [B, 3, H, W]``, every object's coverage, the salient one first."""
     height, width = size[0] * supersample, size[1] * supersample
     p = {
         k: v.to(device=device, dtype=torch.float32) if v.is_floating_point() else v.to(device)
@@ -186,7 +187,7 @@ def render(params, size, bitmaps, device, supersample=2):
             + (1 - stripe[:, o, None]) * p["colours"][:, o, 1, :, None, None]
         )
         frame = frame * (1 - mask[:, o, None]) + colour * mask[:, o, None]
-    target = mask[:, :1]  # object 0 is the salient one
+    target = mask if all_objects else mask[:, :1]  # object 0 is the salient one
     frame = F.avg_pool2d(frame.clamp(0, 1), supersample)
     return frame, F.avg_pool2d(target, supersample)
 
@@ -213,13 +214,15 @@ def band_scores(pred, target, band_index, n_bands):
     return means, per_scene
 
 
-def test_set(size, n_test, bitmaps, device):
-    """The fixed test scenes of every band (same for every model and seed): frames, targets, band index."""
+def test_set(size, n_test, bitmaps, device, all_objects=False):
+    """The fixed test scenes of every band (same for every model and seed): frames, targets, band index.
+    ``all_objects``: targets hold every object's coverage (``render``), the salient one first."""
     generator = torch.Generator().manual_seed(EVAL_SEED)
     frames, targets, bands = [], [], []
     for b, band in enumerate(TEST_BANDS):
         for start in range(0, n_test, 32):
-            frame, target = render(scene_parameters(min(32, n_test - start), band, generator), size, bitmaps, device)
+            params = scene_parameters(min(32, n_test - start), band, generator)
+            frame, target = render(params, size, bitmaps, device, all_objects=all_objects)
             frames.append(frame)
             targets.append(target)
             bands.append(torch.full((len(frame),), b))
@@ -227,7 +230,8 @@ def test_set(size, n_test, bitmaps, device):
 
 
 @torch.no_grad()
-def evaluate(model, frames, targets, bands, autocast):
+def predict(model, frames, autocast):
+    """``sigmoid(logits) [N, H, W]`` of ``frames [N, 3, H, W]`` (zero previous map), in eval mode, 32 at a time."""
     model.eval()
     preds = []
     for start in range(0, len(frames), 32):
@@ -236,7 +240,30 @@ def evaluate(model, frames, targets, bands, autocast):
             logits = model(frame, torch.zeros_like(frame[:, :1]))
         preds.append(torch.sigmoid(logits.float())[:, 0])
     model.train()
-    return band_scores(torch.cat(preds), targets[:, 0], bands, len(TEST_BANDS))[0]
+    return torch.cat(preds)
+
+
+def evaluate(model, frames, targets, bands, autocast):
+    return band_scores(predict(model, frames, autocast), targets[:, 0], bands, len(TEST_BANDS))[0]
+
+
+def prediction_shares(pred, masks, band_index, n_bands):
+    """Where a prediction goes, per band (mean over the band's scenes): ``pred [N, H, W]``, ``masks [N, 3, H, W]``
+    (each object's coverage, the salient one first) -> ``{"salient", "distractors", "rest"}``: the shares of the
+    prediction's solid-angle-weighted mass on the salient object, on the distractors (where not salient) and
+    elsewhere; ``"salient_first"``: the share of scenes whose mean prediction over the salient object exceeds its mean
+    over each distractor."""
+    area = pixel_solid_angle(*pred.shape[-2:], dtype=pred.dtype, device=pred.device)[:, None]
+    salient = masks[:, 0]
+    distractors = (masks[:, 1] + masks[:, 2]).clamp(max=1) * (1 - salient)
+    mass = (pred * area).sum((-2, -1))
+    on_salient = (pred * salient * area).sum((-2, -1)) / mass
+    on_distractors = (pred * distractors * area).sum((-2, -1)) / mass
+    inside = (pred[:, None] * masks * area).sum((-2, -1)) / (masks * area).sum((-2, -1))  # [N, 3]
+    first = ((inside[:, 0] > inside[:, 1]) & (inside[:, 0] > inside[:, 2])).to(pred.dtype)
+    per_scene = {"salient": on_salient, "distractors": on_distractors, "rest": 1 - on_salient - on_distractors}
+    per_scene["salient_first"] = first
+    return {key: [float(values[band_index == b].mean()) for b in range(n_bands)] for key, values in per_scene.items()}
 
 
 def rotated_views(centre_lat=50.0, n_lon=12):
@@ -298,20 +325,26 @@ def evaluate_rotated(model, frames, targets, bands, autocast, views):
 
 
 def rescore(paths, n_test, device, views):
-    """Each network written by ``--save-models``, scored on the fixed test set plainly and with rotated views."""
+    """Each network written by ``--save-models``, scored on the fixed test set plainly and with rotated views, and
+    where its prediction goes (``prediction_shares``)."""
     bitmaps, tests, rows = shape_bitmaps(), {}, []
     for path in paths:
         model, saved = load_trained(path, device)
         size = tuple(saved["size"])
         if size not in tests:
-            tests[size] = test_set(size, n_test, bitmaps, device)
-        plain = evaluate(model, *tests[size], contextlib.nullcontext)
+            tests[size] = test_set(size, n_test, bitmaps, device, all_objects=True)
+        frames, masks, bands = tests[size]
+        pred = predict(model, frames, contextlib.nullcontext)
+        plain = band_scores(pred, masks[:, 0], bands, len(TEST_BANDS))[0]
+        shares = prediction_shares(pred, masks, bands, len(TEST_BANDS))
         rotated = evaluate_rotated(model, *tests[size], contextlib.nullcontext, views)
         rows.append(dict(path=os.path.basename(path), model=saved["model"], size=list(size), seed=saved["seed"],
-                         steps=saved["steps"], cc=plain, cc_rotated_views=rotated))  # fmt: skip
+                         steps=saved["steps"], cc=plain, cc_rotated_views=rotated, shares=shares))  # fmt: skip
         print(f"{saved['model']} seed {saved['seed']} {size[0]}x{size[1]}: CC by band "
               + " ".join(f"{v:.3f}" for v in plain) + "  with rotated views "
               + " ".join(f"{v:.3f}" for v in rotated), flush=True)  # fmt: skip
+        for key, values in shares.items():
+            print(f"  {key:>13} by band " + " ".join(f"{v:.3f}" for v in values), flush=True)
     return rows
 
 

@@ -395,6 +395,58 @@ def test_meridian_instrument_sees_the_identity_as_consistent():
     assert float(a @ b / (a.norm() * b.norm())) > 0.9
 
 
+def test_prediction_shares_by_hand():
+    """Shares of the solid-angle-weighted prediction on the salient object, the distractors and the rest, and whether
+    the salient object gets the highest mean, against a pixel-by-pixel sum with each row's area from its edges."""
+    h, w = 4, 8
+    masks = torch.zeros(3, 3, h, w, dtype=torch.float64)
+    masks[:, 0, 0, 0:2] = 1  # salient object: polar row
+    masks[:, 1, 1, 2:5] = 1
+    masks[:, 2, 2, 5:8] = 1
+    masks[:, 2, 2, 4] = 0.5  # a partly covered pixel
+    masks[:, 1, 0, 1] = 1  # a distractor under the salient object there: counted as salient only
+    pred = torch.zeros(3, h, w, dtype=torch.float64)
+    pred[0] = masks[0, 0]  # all on the salient object
+    pred[1] = 0.5  # uniform: the salient object is not strictly first
+    pred[2] = 0.2
+    pred[2, 1, 2:5] = 1.0  # a distractor lit
+    bands = torch.tensor([0, 1, 1])
+    shares = bench.prediction_shares(pred, masks, bands, 2)
+
+    row_area = [(math.cos(i * math.pi / h) - math.cos((i + 1) * math.pi / h)) * 2 * math.pi / w for i in range(h)]
+    expected = {"salient": [], "distractors": [], "rest": [], "first": []}
+    for n in range(3):
+        total = on_s = on_d = 0.0
+        inside = [[0.0, 0.0] for _ in range(3)]
+        for i in range(h):
+            for j in range(w):
+                p, a = float(pred[n, i, j]), row_area[i]
+                s_cov = float(masks[n, 0, i, j])
+                d_cov = min(1.0, float(masks[n, 1, i, j] + masks[n, 2, i, j])) * (1 - s_cov)
+                total += p * a
+                on_s += p * a * s_cov
+                on_d += p * a * d_cov
+                for o in range(3):
+                    inside[o][0] += p * a * float(masks[n, o, i, j])
+                    inside[o][1] += a * float(masks[n, o, i, j])
+        means = [num / den for num, den in inside]
+        expected["salient"].append(on_s / total)
+        expected["distractors"].append(on_d / total)
+        expected["rest"].append(1 - (on_s + on_d) / total)
+        expected["first"].append(float(means[0] > means[1] and means[0] > means[2]))
+    for key, name in (
+        ("salient", "salient"),
+        ("distractors", "distractors"),
+        ("rest", "rest"),
+        ("first", "salient_first"),
+    ):
+        by_band = [expected[key][0], (expected[key][1] + expected[key][2]) / 2]
+        torch.testing.assert_close(
+            torch.tensor(shares[name], dtype=torch.float64), torch.tensor(by_band, dtype=torch.float64)
+        )
+    assert shares["salient"][0] == pytest.approx(1.0) and shares["salient_first"] == [1.0, 0.0]
+
+
 def test_stage_meridian_by_hand():
     """Per stage: the mean over the channels that vary at the equator of each channel's correlation (numpy's
     corrcoef on the read-backs); a sign flip changes nothing, a dead channel is left out, a dead stage has no value,
@@ -473,6 +525,8 @@ def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path)
     rescored = json.loads((tmp_path / "rescore.json").read_text())["runs"][0]
     torch.testing.assert_close(torch.tensor(rescored["cc"]), torch.tensor(run["cc"]))
     torch.testing.assert_close(torch.tensor(rescored["cc_rotated_views"]), torch.tensor(run["cc_rotated_views"]))
+    parts = [torch.tensor(rescored["shares"][key], dtype=torch.float64) for key in ("salient", "distractors", "rest")]
+    torch.testing.assert_close(parts[0] + parts[1] + parts[2], torch.ones(3, dtype=torch.float64))
     with pytest.raises(SystemExit):
         bench.main(["--out", str(tmp_path), "--rescore", str(path), "--views", "50", "2.5"])
 
