@@ -231,7 +231,9 @@ def test_set(size, n_test, bitmaps, device, all_objects=False):
 
 @torch.no_grad()
 def predict(model, frames, autocast):
-    """``sigmoid(logits) [N, H, W]`` of ``frames [N, 3, H, W]`` (zero previous map), in eval mode, 32 at a time."""
+    """``sigmoid(logits) [N, H, W]`` of ``frames [N, 3, H, W]`` (zero previous map), in eval mode, 32 at a time;
+    the model's mode is restored afterwards."""
+    was_training = model.training
     model.eval()
     preds = []
     for start in range(0, len(frames), 32):
@@ -239,7 +241,7 @@ def predict(model, frames, autocast):
         with autocast():
             logits = model(frame, torch.zeros_like(frame[:, :1]))
         preds.append(torch.sigmoid(logits.float())[:, 0])
-    model.train()
+    model.train(was_training)
     return torch.cat(preds)
 
 
@@ -298,7 +300,8 @@ def view_choice(height, width, views, device):
 def predict_rotated(model, frames, autocast, views):
     """Saliency ``[N, H, W]`` of ``frames`` by rotated views, a deployment-time method that needs no labels: each frame
     is rotated by each view, predicted, and the prediction rotated back; each pixel takes the prediction of the view
-    that brought it nearest an upright equator position (``view_choice``)."""
+    that brought it nearest an upright equator position (``view_choice``). The model's mode is restored afterwards."""
+    was_training = model.training
     model.eval()
     height, width = frames.shape[-2:]
     choice = view_choice(height, width, views, frames.device)
@@ -315,7 +318,7 @@ def predict_rotated(model, frames, autocast, views):
                 pred = rotate_view(pred, view.transpose(0, 1))
             fused = torch.where(choice == k, pred[:, 0], fused)
         preds.append(fused)
-    model.train()
+    model.train(was_training)
     return torch.cat(preds)
 
 

@@ -384,6 +384,8 @@ def main(argv=None):
         "--stages", action="store_true", help="with --trained: the meridian of every stage of the networks too"
     )
     args = parser.parse_args(argv)
+    if args.stages and not args.trained:
+        parser.error("--stages measures trained networks: give them with --trained")
     torch.set_num_threads(args.threads)
     result = {
         "coverage": {},

@@ -530,8 +530,17 @@ def test_saved_network_scores_the_same_and_its_first_layer_is_measured(tmp_path)
     with pytest.raises(SystemExit):
         bench.main(["--out", str(tmp_path), "--rescore", str(path), "--views", "50", "2.5"])
 
-    mechanism.main(["--out", str(tmp_path / "mech"), "--trained", str(path)])
-    measured = json.loads((tmp_path / "mech" / "mechanism.json").read_text())["meridian"]["16x32"]["sphereconv seed 0"]
+    mechanism.main(["--out", str(tmp_path / "mech"), "--trained", str(path), "--stages"])
+    written = json.loads((tmp_path / "mech" / "mechanism.json").read_text())
+    stages = written["stages"]["16x32"]["sphereconv seed 0"]
+    expected_stages = mechanism.stage_meridian(lambda p: mechanism.unet_stages(model, p), (16, 32))
+    assert set(stages) == set(expected_stages) == set(mechanism.UNET_STAGES)
+    for name, values in expected_stages.items():
+        for lat, value in values.items():
+            assert stages[name][lat] == (None if value is None else pytest.approx(value, abs=1e-6)), (name, lat)
+    with pytest.raises(SystemExit):
+        mechanism.main(["--out", str(tmp_path / "mech"), "--stages"])
+    measured = written["meridian"]["16x32"]["sphereconv seed 0"]
     three = SphereConv(3, model.conv1.out_channels, 3)  # the same layer without the previous-map channel
     with torch.no_grad():
         three.weight.copy_(model.conv1.weight[:, :3])
