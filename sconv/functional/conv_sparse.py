@@ -150,12 +150,15 @@ def _chunks(batch, plan, mix_first, channels, out_channels):
 
 class _SparseCrownConv(torch.autograd.Function):
     """The sparse formulations as one op that keeps only ``x``, ``weight`` and the weight's reordered copy for the
-    backward pass: the padded channels-last copy of ``x`` and, for project_first, the node-expanded ``Z`` are rebuilt
-    there (one layout pass, one more crown sum), where keeping them would cost ``kh kw`` times the activations. Both
-    passes run over chunks of images (``_chunks``) to bound the node-expanded intermediate. The weight is cast to the
-    compute ``dtype`` in the copy that reorders it for the GEMM, and its gradient is returned in its own dtype and
-    layout: no separate cast in the graph. ``bias`` (or None) is added in float32 by the pass that lays the output
-    out as ``[B, C_out, H', W']``, so that the output stays in the compute dtype."""
+    backward pass: for project_first, the channels-last copy of ``x`` and the node-expanded ``Z`` are rebuilt there
+    (one layout pass, one more crown sum), where keeping them would cost ``kh kw`` times the activations. Both passes
+    run over chunks of images (``_chunks``) to bound the node-expanded intermediate, and every layout copy (of ``x``,
+    of the output's gradient, of the input's gradient) is made per chunk and freed before the next one exists; mix_first
+    reads ``x`` and writes the input's gradient as they lie (``[b, C, H W]``, batched GEMMs with a transposed operand),
+    copying ``x`` channels-last only for its weight's gradient. The weight is cast to the compute
+    ``dtype`` in the copy that reorders it for the GEMM, and its gradient is summed in float32 over the chunks and
+    returned in its own dtype and layout: no separate cast in the graph. ``bias`` (or None) is added in float32 by the
+    pass that lays the output out as ``[B, C_out, H', W']``, so that the output stays in the compute dtype."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, plan, out_size, mix_first, dtype):
@@ -164,12 +167,11 @@ class _SparseCrownConv(torch.autograd.Function):
         ctx.bias_dtype = None if bias is None else bias.dtype
         batch, channels = x.shape[:2]
         out_channels = weight.shape[0]
-        x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
         reordered = _mixing(weight, dtype) if mix_first else _projection(weight, dtype)
         ctx.reordered = reordered  # the weight's size: kept for the input's gradient rather than copied again
-        out = x_cl.new_empty(batch, out_size[0] * out_size[1], out_channels)  # [B, P, O]
+        out = x.new_empty(batch, out_size[0] * out_size[1], out_channels, dtype=dtype)  # [B, P, O]
         for part in _chunks(batch, plan, mix_first, channels, out_channels):
-            _forward_chunk(plan, x_cl[part], reordered, mix_first, out[part])
+            _forward_chunk(plan, x[part], reordered, mix_first, out[part], dtype)
         return wrap_fold(out.view(batch, *out_size, out_channels), 0, out_size[1], dtype, bias)
 
     @staticmethod
@@ -178,59 +180,81 @@ class _SparseCrownConv(torch.autograd.Function):
         plan, mix_first, dtype = ctx.plan, ctx.mix_first, ctx.dtype
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
-        x_cl = wrap_pad(x, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [B, Q, C]
-        grad_cl = wrap_pad(grad, 0, 0, dtype, channels_last=True).view(batch, -1, out_channels)  # [B, P, O]
-        grad_x_cl = torch.empty_like(x_cl) if ctx.needs_input_grad[0] else None
-        reordered_t = None if grad_x_cl is None else ctx.reordered.t()
-        grad_weight = None
-        for part in _chunks(batch, plan, mix_first, channels, out_channels):
-            grad_x_part = None if grad_x_cl is None else grad_x_cl[part]
-            grad_part = _backward_chunk(plan, x_cl[part], grad_cl[part], reordered_t, mix_first, grad_x_part)
-            grad_weight = grad_part if grad_weight is None else grad_weight + grad_part
+        chunks = _chunks(batch, plan, mix_first, channels, out_channels)
+        input_grad = ctx.needs_input_grad[0]
+        grad_x = torch.empty(x.shape, device=x.device, dtype=x.dtype) if input_grad and len(chunks) > 1 else None
+        grad_weight = 0
+        for part in chunks:
+            grad_cl = wrap_pad(grad[part], 0, 0, dtype, channels_last=True)  # [b, H', W', O]
+            grad_cl = grad_cl.view(grad_cl.shape[0], -1, out_channels)
+            grad_w_part, grad_x_part = _backward_chunk(plan, x[part], grad_cl, ctx.reordered, mix_first, input_grad)
+            del grad_cl
+            grad_weight = grad_weight + grad_w_part
+            if grad_x is not None:
+                grad_x[part] = grad_x_part
+            elif input_grad:
+                grad_x = grad_x_part.to(x.dtype)
         if mix_first:
             grad_weight = grad_weight.view(channels, kh, kw, out_channels).permute(3, 0, 1, 2)
         else:
             grad_weight = grad_weight.view(kh, kw, channels, out_channels).permute(3, 2, 0, 1)
         grad_weight = grad_weight.to(weight.dtype, memory_format=torch.contiguous_format)
-        grad_x = grad_bias = None
-        if grad_x_cl is not None:
-            grad_x = wrap_fold(grad_x_cl.view(batch, height, width, channels), 0, width, x.dtype)
+        grad_bias = None
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
-def _forward_chunk(plan, x_part, reordered, mix_first, out_part):
-    """The forward pass of a chunk of images ``x_part [b, Q, C]``, written into ``out_part [b, P, O]``. A function of
-    its own, so that its intermediate is freed before the next chunk's exists."""
-    channels, out_channels = x_part.shape[-1], out_part.shape[-1]
-    if mix_first:  # U[b, (q, k), o] = sum_c x[b, q, c] W[o, c, k], then the crown sum over (q, k)
-        expanded = x_part.reshape(-1, channels) @ reordered
-        csr_rows(plan.matrix, expanded.view(x_part.shape[0], -1, out_channels), out=out_part)
+def _pixels(x_part, dtype):
+    """A chunk of images ``[b, C, H, W]`` as ``[b, C, H W]`` in ``dtype``: a view where it can be one."""
+    return x_part.to(dtype).reshape(x_part.shape[0], x_part.shape[1], -1)
+
+
+def _forward_chunk(plan, x_part, reordered, mix_first, out_part, dtype):
+    """The forward pass of a chunk of images ``x_part [b, C, H, W]``, written into ``out_part [b, P, O]``. A function
+    of its own, so that its intermediates are freed before the next chunk's exist."""
+    batch, channels = x_part.shape[:2]
+    out_channels = out_part.shape[-1]
+    if mix_first:  # U[b, (q, k), o] = sum_c x[b, c, q] W[o, c, k], then the crown sum over (q, k)
+        expanded = torch.bmm(_pixels(x_part, dtype).transpose(1, 2), reordered.expand(batch, -1, -1))  # [b, Q, k O]
+        csr_rows(plan.matrix, expanded.view(batch, -1, out_channels), out=out_part)
     else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
-        projected = csr_rows(plan.matrix, x_part).view(-1, reordered.shape[0])
+        x_cl = wrap_pad(x_part, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [b, Q, C]
+        projected = csr_rows(plan.matrix, x_cl).view(-1, reordered.shape[0])
+        del x_cl
         torch.mm(projected, reordered, out=out_part.view(-1, out_channels))
 
 
-def _backward_chunk(plan, x_part, grad_part, reordered_t, mix_first, grad_x_part):
-    """The backward pass of a chunk of images: its share of the weight's gradient (``[C, (k, O)]`` for mix_first,
-    ``[(k, C), O]`` for project_first), and the input's gradient written into ``grad_x_part [b, Q, C]`` unless
-    None."""
-    channels, out_channels = x_part.shape[-1], grad_part.shape[-1]
+def _backward_chunk(plan, x_part, grad_part, reordered, mix_first, input_grad):
+    """The backward pass of a chunk of images ``x_part [b, C, H, W]`` given the output's gradient ``grad_part
+    [b, P, O]`` (in the compute dtype): its share of the weight's gradient in float32 (``[C, (k, O)]`` for mix_first,
+    ``[(k, C), O]`` for project_first), and with ``input_grad`` the input's gradient ``[b, C, H, W]`` (else None)."""
+    batch, channels, height, width = x_part.shape
+    out_channels, dtype = grad_part.shape[-1], grad_part.dtype
     if mix_first:
-        grad_expanded = csr_rows(plan.matrix_t, grad_part).view(x_part.shape[0] * x_part.shape[1], -1)  # [b Q, k O]
-        grad_weight = x_part.reshape(-1, channels).t() @ grad_expanded
-        if grad_x_part is not None:
-            torch.mm(grad_expanded, reordered_t, out=grad_x_part.view(-1, channels))
-        return grad_weight
-    projected = csr_rows(plan.matrix, x_part).view(grad_part.shape[0] * grad_part.shape[1], -1)  # Z: [b P, k C]
+        grad_expanded = csr_rows(plan.matrix_t, grad_part).view(batch, height * width, -1)  # [b, Q, k O]
+        # one GEMM over every (image, pixel) needs x channels-last: a copy, freed before the input's gradient exists
+        x_cl = wrap_pad(x_part, 0, 0, dtype, channels_last=True).view(-1, channels)  # [b Q, C]
+        grad_weight = torch.mm(x_cl.t(), grad_expanded.view(x_cl.shape[0], -1)).float()
+        del x_cl
+        grad_x = None
+        if input_grad:  # [b, C, Q] = W [C, k O] @ U's gradient transposed: as the input lies
+            grad_x = torch.bmm(reordered.expand(batch, -1, -1), grad_expanded.transpose(1, 2))
+            grad_x = grad_x.view(batch, channels, height, width)
+        return grad_weight, grad_x
+    x_cl = wrap_pad(x_part, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [b, Q, C]
+    projected = csr_rows(plan.matrix, x_cl).view(grad_part.shape[0] * grad_part.shape[1], -1)  # Z: [b P, k C]
+    del x_cl
     grad_flat = grad_part.reshape(-1, out_channels)
-    grad_weight = projected.t() @ grad_flat
+    grad_weight = torch.mm(projected.t(), grad_flat).float()
     del projected  # Z and its gradient need not exist at once
-    if grad_x_part is not None:
-        grad_projected = (grad_flat @ reordered_t).view(grad_part.shape[0], plan.matrix.shape[0], channels)
-        csr_rows(plan.matrix_t, grad_projected, out=grad_x_part)
-    return grad_weight
+    grad_x = None
+    if input_grad:
+        grad_projected = (grad_flat @ reordered.t()).view(batch, plan.matrix.shape[0], channels)
+        grad_x_cl = csr_rows(plan.matrix_t, grad_projected)  # [b, Q, C]
+        del grad_projected
+        grad_x = wrap_fold(grad_x_cl.view(batch, height, width, channels), 0, width, x_part.dtype)
+    return grad_weight, grad_x
 
 
 def _reordered(weight, order, dtype):
