@@ -226,12 +226,12 @@ class FirstLayer(torch.nn.Module):
         return self.conv(torch.cat([pattern, torch.zeros_like(pattern[:, :1])], dim=1))
 
 
-def trained_first_layers(paths):
-    """``{size: {"MODEL seed S": factory}}`` of the first layers of networks written by ``latitude_generalisation.py
-    --save-models`` (each factory returns the same trained layer)."""
+def trained_first_layers(networks):
+    """``{size: {"MODEL seed S": factory}}`` of the first layers of ``networks``, ``(model, saved)`` pairs as
+    ``load_trained`` returns them for files written by ``latitude_generalisation.py --save-models`` (each factory
+    returns the same trained layer)."""
     layers = {}
-    for path in paths:
-        model, saved = load_trained(path)
+    for model, saved in networks:
         key = f"{saved['size'][0]}x{saved['size'][1]}"
         layer = FirstLayer(model.conv1)
         layers.setdefault(key, {})[f"{saved['model']} seed {saved['seed']}"] = lambda layer=layer: layer
@@ -249,19 +249,18 @@ UNET_STAGES = tuple(f"{kind}{k}" for k in range(1, 7) for kind in ("conv", "relu
 
 
 def unet_stages(model, pattern):
-    """``{stage: [1, C, h, w]}`` of a latitude-benchmark U-Net run on a 3-channel ``pattern`` (previous map zero),
-    captured by forward hooks so that the network's own forward pass runs."""
-    captured, hooks = {}, []
-    for k in range(1, 8):
-        hooks.append(
-            getattr(model, f"conv{k}").register_forward_hook(lambda m, i, o, k=k: captured.update({f"conv{k}": o}))
-        )
-        if k < 7:
-            hooks.append(
-                getattr(model, f"bn{k}").register_forward_hook(
-                    lambda m, i, o, k=k: captured.update({f"relu{k}": F.relu(o)})
-                )
-            )
+    """``{stage: [1, C, h, w]}`` (``UNET_STAGES``, in forward order) of a latitude-benchmark U-Net run on a 3-channel
+    ``pattern`` (previous map zero), captured by forward hooks so that the network's own forward pass runs: ``convK``
+    on the convolution, ``reluK`` as the ReLU of the BatchNorm ``bnK``'s output."""
+    captured = {}
+
+    def capture(name):
+        def hook(module, inputs, output):
+            captured[name] = F.relu(output) if name.startswith("relu") else output
+
+        return hook
+
+    hooks = [getattr(model, name.replace("relu", "bn")).register_forward_hook(capture(name)) for name in UNET_STAGES]
     try:
         model(pattern, torch.zeros_like(pattern[:, :1]))
     finally:
@@ -288,10 +287,10 @@ def stage_meridian(stages, size, latitudes=(0.0, 22.5, 45.0, 67.5), half_width_d
         spread = base.std(1)
         varies = spread > 1e-6 * float(spread.max())
         out[name] = {"live": int(varies.sum())}
+        if not varies.any():
+            out[name].update({str(lat): None for lat in latitudes})
+            continue
         for lat in latitudes:
-            if not varies.any():
-                out[name][str(lat)] = None
-                continue
             moved = read_back(responses[lat][name], math.radians(lat), lon, half_width).flatten(2)[0][varies]
             corr = channel_correlation(base[varies], moved)
             out[name][str(lat)] = float(torch.where(moved.std(1) > 0, corr, torch.zeros_like(corr)).mean())
@@ -395,14 +394,14 @@ def main(argv=None):
         "torch": torch.__version__,
     }
     if args.trained:
-        for key, factories in trained_first_layers(args.trained).items():
+        networks = [load_trained(path) for path in args.trained]
+        for key, factories in trained_first_layers(networks).items():
             size = parse_size(key)
             result["meridian"][key] = meridian(size, inits=1, factories=factories)
         result["trained"] = sorted(args.trained)
         if args.stages:
             result["stages"] = {}
-            for path in args.trained:
-                model, saved = load_trained(path)
+            for model, saved in networks:
                 key = f"{saved['size'][0]}x{saved['size'][1]}"
                 name = f"{saved['model']} seed {saved['seed']}"
                 result["stages"].setdefault(key, {})[name] = stage_meridian(
