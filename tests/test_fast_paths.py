@@ -169,6 +169,21 @@ elif section == "sparse":
         for mix_first in (True, False):
             got = conv_sparse._triton_sparse_path(xf, wf, bias, stride, mode, r, mix_first, torch.float32)
             check_conv(f"sparse mix_first={mix_first} {config}", got, [xf, wf, bias], grad, expected)
+    # A float32 input in a 16-bit compute dtype (autocast): the op keeps the 16-bit copy and the weight for its
+    # backward pass, not the float32 input (as nn.Conv2d under autocast); its gradients come back in float32.
+    batch, c_in, c_out, h, w, stride, r, size, mode = CONFIGS[6]
+    xf, wf, bias, grad, expected = conv_case(CONFIGS[6])
+    for mix_first in (True, False):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.dtype) or t, lambda t: t):
+            got = conv_sparse._triton_sparse_path(xf, wf, bias, stride, mode, r, mix_first, torch.float16)
+        if saved != [torch.float16, torch.float32]:
+            failures.append(f"sparse float16 mix_first={mix_first}: saved {saved}, not [x float16, weight float32]")
+        got_grads = torch.autograd.grad(got, [xf, wf, bias], grad.half())
+        for name, a, b in zip(("y", "dx", "dweight", "dbias"), (got, *got_grads), expected):
+            check(f"sparse float16 mix_first={mix_first} {name}", a, b, 1e-2)
+            if name != "y" and a.dtype != torch.float32:
+                failures.append(f"sparse float16 mix_first={mix_first} {name}: {a.dtype}, not float32")
     # csr_rows alone against a dense product: few long rows, many short ones, narrow lanes.
     for rows, cols, density, batch, n in [(3, 700, 0.9, 2, 3), (40, 30, 0.2, 3, 8)]:
         dense_matrix = torch.rand(rows, cols) * (torch.rand(rows, cols) < density)

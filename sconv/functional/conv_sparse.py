@@ -40,7 +40,10 @@ def _triton_sparse_path(input, weight, bias, stride, padding_mode, kernel_rad, m
     size = tuple(weight.shape[2:])
     wrapped = padding_mode == "sphere"
     plan = sparse_plan(height, width, kernel_rad, stride, size, mix_first, wrapped, input.device, torch.float32)
-    x = input if wrapped else pad_width(input, plan.window.pad_left, plan.window.pad_right, padding_mode)
+    # Under autocast, cast before the op (as autocast does for nn.Conv2d), so that the op keeps the 16-bit copy, not
+    # the float32 input, for its backward pass.
+    x = input.to(dtype)
+    x = x if wrapped else pad_width(x, plan.window.pad_left, plan.window.pad_right, padding_mode)
     out_size = (height // stride[0], width // stride[1])
     with torch.autocast(input.device.type, enabled=False):
         return sparse_crown_conv(x, weight, bias, plan, out_size, mix_first, dtype)
