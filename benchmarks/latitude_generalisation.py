@@ -444,6 +444,16 @@ def train_band_of(result):
     return tuple(result.get("config", {}).get("train_band", TRAIN_BAND))
 
 
+def run_setting(result, run):
+    """A run's (steps, batch, lr, n_test, bf16): from a merged file's per-size ``settings``, else from its config."""
+    height, width = run["size"]
+    settings = result.get("settings", {}).get(f"{height}x{width}")
+    if settings is not None:
+        return tuple(settings[key] for key in SETTING_KEYS)
+    config = result.get("config", {})
+    return (run["steps"], run["batch"]) + tuple(config.get(key) for key in SETTING_KEYS[2:])
+
+
 def merge_results(results, names):
     """One result from several runs of the same setting (e.g. a budget-cut run and the run of its missing seeds):
     the runs of all, the summary recomputed. Refused where a (size, model, seed) appears twice or a size was trained
@@ -457,7 +467,6 @@ def merge_results(results, names):
     for result, name in zip(results, names):
         if not isinstance(result, dict) or not isinstance(result.get("runs"), list):
             raise ValueError(f"--merge: {name} is not a latitude.json (no 'runs' list)")
-        config = result.get("config", {})
         provenance = {key: result.get(key) for key in ("device", "torch", "started_utc", "elapsed_s", "skipped")}
         merged["merged_from"].append(provenance | {"file": name})
         for run in result["runs"]:
@@ -465,7 +474,7 @@ def merge_results(results, names):
             if key in seen:
                 raise ValueError(f"--merge: {run['model']} {run['size']} seed {run['seed']} appears twice")
             seen.add(key)
-            setting = (run["steps"], run["batch"]) + tuple(config.get(k) for k in SETTING_KEYS[2:])
+            setting = run_setting(result, run)
             if settings.setdefault(key[0], setting) != setting:
                 raise ValueError(
                     f"--merge: size {run['size']} was trained with different settings "
@@ -473,6 +482,7 @@ def merge_results(results, names):
                 )
             merged["runs"].append(run)
     merged["train_band_deg"] = next(iter(bands), TRAIN_BAND)
+    merged["settings"] = {f"{h}x{w}": dict(zip(SETTING_KEYS, setting)) for (h, w), setting in settings.items()}
     merged["summary"] = summarise(merged["runs"])
     return merged
 

@@ -346,10 +346,20 @@ def test_benchmark_runs(tmp_path, monkeypatch):
     torch.testing.assert_close(torch.tensor(planar["cc_mean"], dtype=torch.float64), ccs.mean(0))
     with pytest.raises(SystemExit):  # the same run twice
         bench.main(["--out", str(merged), "--merge", files[0], files[0]])
+    # a merged file keeps its settings, so a later seed of the same setting joins it
+    later, remerged = tmp_path / "later", tmp_path / "remerged"
+    bench.main(
+        ["--out", str(later), "--sizes", "16x32", "--models", "planar", "--seed-list", "3", "--steps", "1"]
+        + ["--batch", "2", "--n-test", "1", "--device", "cpu"]
+    )
+    bench.main(["--out", str(remerged), "--merge", str(merged / "latitude.json"), str(later / "latitude.json")])
+    assert json.loads((remerged / "latitude.json").read_text())["summary"]["16x32"]["planar"]["seeds"] == [0, 1, 2, 3]
     bench.main(["--out", str(tmp_path / "other"), "--sizes", "16x32", "--models", "planar", "--seed-list", "3"]
                + ["--steps", "2", "--batch", "2", "--n-test", "1", "--device", "cpu"])  # fmt: skip
-    with pytest.raises(SystemExit):  # another setting (steps) for the same size
-        bench.main(["--out", str(merged), "--merge", files[0], str(tmp_path / "other" / "latitude.json")])
+    other = str(tmp_path / "other" / "latitude.json")
+    for first in (files[0], str(merged / "latitude.json")):  # another setting (steps) for the same size
+        with pytest.raises(SystemExit):
+            bench.main(["--out", str(tmp_path / "refused"), "--merge", first, other])
     # an oracle run (trained in another latitude band) is recorded as such and never merged with the others
     oracle, draw, bands = tmp_path / "oracle", bench.scene_parameters, []
     monkeypatch.setattr(bench, "scene_parameters", lambda n, band, g: bands.append(band) or draw(n, band, g))
