@@ -636,8 +636,11 @@ def main(argv=None):
     if args.merge:
         results = []
         for path in args.merge:
-            with open(path) as f:
-                results.append(json.load(f))
+            try:
+                with open(path) as f:
+                    results.append(json.load(f))
+            except (OSError, ValueError) as error:
+                parser.error(f"--merge: cannot read {path} as a latitude.json ({error})")
         try:
             merged = merge_results(results, args.merge)
         except ValueError as error:

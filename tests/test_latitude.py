@@ -316,7 +316,7 @@ def test_band_scores_by_hand():
     assert math.isnan(means[3])  # no scene in that band
 
 
-def test_benchmark_runs(tmp_path, monkeypatch):
+def test_benchmark_runs(tmp_path, monkeypatch, capsys):
     bench.main(
         ["--out", str(tmp_path), "--sizes", "16x32", "--models", "sphereconv", "planar", "--seeds", "2", "--steps", "1"]
         + ["--batch", "2", "--n-test", "1", "--device", "cpu"]
@@ -346,6 +346,11 @@ def test_benchmark_runs(tmp_path, monkeypatch):
     torch.testing.assert_close(torch.tensor(planar["cc_mean"], dtype=torch.float64), ccs.mean(0))
     with pytest.raises(SystemExit):  # the same run twice
         bench.main(["--out", str(merged), "--merge", files[0], files[0]])
+    # a folder, a file that is not there, a file that is not JSON
+    for unreadable in (str(rest), str(rest / "nothing.json"), str(tmp_path / "latitude.png")):
+        with pytest.raises(SystemExit):
+            bench.main(["--out", str(tmp_path / "refused"), "--merge", files[0], unreadable])
+        assert "cannot read" in capsys.readouterr().err
     # a merged file keeps its settings, so a later seed of the same setting joins it
     later, remerged = tmp_path / "later", tmp_path / "remerged"
     bench.main(
