@@ -298,6 +298,12 @@ def _add_model_and_rotation_options(p):
         "within +-DEG degrees (SphereConv's frame_jitter; docs/latitude.md); not in the original (default: 0, off)",
     )  # fmt: skip
     p.add_argument(
+        "--own-previous", type=float, default=0.0, metavar="P",
+        help="U-Net training: each item's previous map is, with probability P, the model's own map of the earlier "
+        "frame (eval mode, no gradient; made as deployed) instead of its ground truth; not in the original "
+        "(default: 0, always the ground truth); docs/latitude.md",
+    )  # fmt: skip
+    p.add_argument(
         "--use-equirect-rotate",
         "--use_equirect_rotate",
         dest="use_equirect_rotate",
@@ -341,6 +347,11 @@ def _resolve_model_and_rotation_options(parser, opt, model):
             parser.error(f"--frame-jitter must be an angle in degrees in [0, 90], got {opt.frame_jitter}")
         if opt.cuda_graph:
             parser.error("--frame-jitter draws new turns every step, which a CUDA graph would replay frozen: drop one")
+    if opt.own_previous:
+        if model != "unet":
+            parser.error("--own-previous applies to the U-Net (train_unet.py) only")
+        if not 0 <= opt.own_previous <= 1:
+            parser.error(f"--own-previous must be a probability in [0, 1], got {opt.own_previous}")
     for name in ("rot_y", "rot_z"):
         value = getattr(opt, name)
         if not -360 <= value <= 360:

@@ -43,7 +43,7 @@ from engine.common import (
 )
 from engine.demo import run_demo
 from engine.distributed import capture_graphs, global_sum, setup_distributed, use_global_batch_norm
-from engine.evaluate import evaluate, format_metrics, run_test
+from engine.evaluate import evaluate, format_metrics, own_previous_maps, run_test
 from engine.experiment import claim_experiment
 from models import SphericalUNet
 from sconv.module.smse import SphereMSE
@@ -63,7 +63,8 @@ def build_model(opt):
 def train(opt, rank, world_size, device):
     is_main = rank == 0
     check_run(opt, world_size, device)
-    train_set, test_set = load_datasets(opt, rank, world_size, VRVideo)
+    earlier = dict(earlier=opt.own_previous > 0)  # --own-previous: training items carry the earlier frame
+    train_set, test_set = load_datasets(opt, rank, world_size, VRVideo, train_options=earlier)
     check_splits(opt, train_set, test_set)
 
     model = build_model(opt)
@@ -98,12 +99,18 @@ def train(opt, rank, world_size, device):
         started = time.time()
         totals = torch.zeros(2, dtype=torch.float64)  # sum of per-frame losses, frames
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{opt.epochs}", disable=not is_main or None)
-        for step, (frames, previous_maps, targets) in enumerate(bar):
+        for step, (frames, previous_maps, targets, *earlier) in enumerate(bar):
             if step == steps_per_epoch:
                 break
-            # The original's scaling: maps (on its scale) x 10 into the network and the loss.
             frames = frames.to(device, non_blocking=True)
-            previous_maps = previous_maps.to(device, non_blocking=True) * opt.target_scale
+            previous_maps = previous_maps.to(device, non_blocking=True)
+            if opt.own_previous:  # deployment's previous map, one step on, for a random share of the items
+                earlier_frames, earlier_maps, has_earlier = (t.to(device, non_blocking=True) for t in earlier)
+                own = own_previous_maps(raw_model, earlier_frames, earlier_maps, opt)
+                use = has_earlier & (torch.rand(len(frames)) < opt.own_previous).to(device)
+                previous_maps = torch.where(use[:, None, None, None], own, previous_maps)
+            # The original's scaling: maps (on its scale) x 10 into the network and the loss.
+            previous_maps = previous_maps * opt.target_scale
             targets = targets.to(device, non_blocking=True) * opt.target_scale
             forward = model
             if opt.cuda_graph:

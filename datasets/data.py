@@ -952,6 +952,12 @@ class VRVideo(_VRVideoBase):
     ``prev_map`` float32 ``[1, H, W]`` the normalised ground-truth map of the frame ``prev_offset`` earlier (the
     prior for the first frames of a video), ``target`` float32 ``[1, H, W]`` the frame's ground-truth map.
 
+    With ``earlier=True`` an item also carries what a deployed model's previous map is made from:
+    ``(..., earlier_frame, earlier_prev_map, has_earlier)``, the frame ``prev_offset`` earlier and its own previous
+    map (as above), and a bool tensor, False where the item's previous map is the prior or the earlier frame is not
+    an item (then the other two are zeros and the prior); training on the model's own previous maps
+    (``train_unet.py --own-previous``) uses them.
+
     Attributes:
         items: ``(video id, frame id)`` of each item, videos sorted, frames in order.
         videos: the video ids of this split (less any skipped whole video).
@@ -977,6 +983,7 @@ class VRVideo(_VRVideoBase):
         index_file=None,
         on_bad_data="raise",
         frame_decode="draft",
+        earlier=False,
     ):
         super().__init__(
             root,
@@ -995,7 +1002,11 @@ class VRVideo(_VRVideoBase):
             on_bad_data,
             frame_decode,
         )
+        if not isinstance(earlier, bool):
+            raise TypeError(f"earlier must be True or False, got {earlier!r}")
+        self.earlier = earlier
         self.items = [(vid, fid) for vid in self.videos for fid in self._frames[vid]]
+        self._is_item = set(self.items)
 
     def __len__(self):
         return len(self.items)
@@ -1005,8 +1016,16 @@ class VRVideo(_VRVideoBase):
 
     def sample(self, index, rotation=None):
         """Item ``index``, of the panorama rotated by ``rotation`` ``[3, 3]`` if given (frame, previous map and target
-        alike; ``datasets.augment``)."""
-        return self._sample(*self.items[index], rotation)
+        alike, and with ``earlier`` the earlier frame and its previous map too; ``datasets.augment``)."""
+        vid, fid = self.items[index]
+        item = self._sample(vid, fid, rotation)
+        if not self.earlier:
+            return item
+        prev = self.previous_key(vid, fid)
+        if prev is None or (vid, prev) not in self._is_item:
+            earlier_frame = torch.zeros_like(item[0])
+            return (*item, earlier_frame, self.prior.clone(), torch.tensor(False))
+        return (*item, self.frame(vid, prev, rotation), self.previous_map(vid, prev, rotation), torch.tensor(True))
 
     def fixations(self, index):
         """Gaze point counts of item ``index``, int64 numpy ``[H, W]`` (see :func:`fixation_map`)."""

@@ -223,8 +223,9 @@ def gt_cache_dir(opt):
     return opt.gt_cache or os.path.join(opt.save_dir, "gt_cache")
 
 
-def load_datasets(opt, rank, world_size, dataset_class, **options):
-    """The train and test splits of ``dataset_class`` (``VRVideo`` or ``VRVideoLSTM``, ``options`` passed on); the
+def load_datasets(opt, rank, world_size, dataset_class, train_options=None, **options):
+    """The train and test splits of ``dataset_class`` (``VRVideo`` or ``VRVideoLSTM``, ``options`` passed on to both,
+    ``train_options`` to the training split only); the
     default synthetic set is generated first when absent (by rank 0). Skipped bad data (``--on-bad-data skip``) is
     reported by rank 0. With ``--use-equirect-rotate`` and a ``--rot-y`` or ``--rot-z``, the test split is seen rotated
     (``datasets.augment.FixedRotation``)."""
@@ -249,7 +250,10 @@ def load_datasets(opt, rank, world_size, dataset_class, **options):
     for train in (True, False):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "skipped .* with bad data")  # reported below, once, by rank 0
-            dataset = dataset_class(opt.data_dir, opt.frame_h, opt.frame_w, opt.video_train, train=train, **common)
+            extra = (train_options or {}) if train else {}
+            dataset = dataset_class(
+                opt.data_dir, opt.frame_h, opt.frame_w, opt.video_train, train=train, **common, **extra
+            )
         if rank == 0 and dataset.skipped:
             file, reason = dataset.skipped[0]
             split = "train" if train else "test"

@@ -20,6 +20,7 @@ __all__ = [
     "METRICS",
     "ORACLE_NOTE",
     "predict_video",
+    "own_previous_maps",
     "test_keys",
     "evaluate",
     "format_metrics",
@@ -68,6 +69,23 @@ def predict_video(model, steps, opt, device):
             raise ValueError(f"the model's prediction for frame {key!r} is not finite: its weights have diverged")
         predictions[key] = normalise(prediction)
         yield key, prediction, previous_map
+
+
+@torch.no_grad()
+def own_previous_maps(model, earlier_frames, earlier_previous_maps, opt):
+    """The previous maps a deployed model would get one step on: its own predictions for ``earlier_frames``
+    ``[B, 3, H, W]`` (given ``earlier_previous_maps`` ``[B, 1, H, W]``, on the ground truth's scale), in eval mode,
+    normalised as :func:`predict_video` does. Returns ``[B, 1, H, W]`` on the ground truth's scale, on the frames'
+    device; ``model`` is left in the mode it was in. Training's ``--own-previous``."""
+    _, normalise = previous_map_tools(opt.frame_h, opt.frame_w)
+    training = model.training
+    model.eval()
+    try:
+        with torch.autocast(earlier_frames.device.type, dtype=torch.bfloat16, enabled=opt.bf16):
+            out = model(earlier_frames, earlier_previous_maps * opt.target_scale)
+    finally:
+        model.train(training)
+    return normalise(out.float() / opt.target_scale)
 
 
 def score(pred, gt, fixations, other_fixations, generator):

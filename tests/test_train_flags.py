@@ -16,7 +16,7 @@ import train_unet
 from datasets.augment import EpochSampler, FixedRotation, RandomlyRotated, rotation_of
 from datasets.data import VRVideo, VRVideoLSTM, normalise_previous, reference_mass, saliency_map
 from engine.common import LATEST, architecture_of, load_datasets
-from engine.evaluate import evaluate, load_trained
+from engine.evaluate import evaluate, load_trained, own_previous_maps, predict_video
 from engine.evaluate import test_keys as evaluated_keys  # not named test_*: pytest would collect it
 from models import SphericalUNet
 from sconv.functional.rotate import rotate_equirect, rotate_points
@@ -60,6 +60,9 @@ def test_conv_type_and_its_older_spelling(capsys):
         (["--frame-jitter", "-5", "--conv-type", "sphereconv"], "unet", "--frame-jitter must be an angle"),
         (["--frame-jitter", "nan", "--conv-type", "sphereconv"], "unet", "--frame-jitter must be an angle"),
         (["--frame-jitter", "9", "--conv-type", "sphereconv", "--cuda-graph"], "unet", "CUDA graph would replay"),
+        (["--own-previous", "1.5"], "unet", "--own-previous must be a probability in [0, 1]"),
+        (["--own-previous", "nan"], "unet", "--own-previous must be a probability in [0, 1]"),
+        (["--own-previous", "0.5"], "convlstm", "--own-previous applies to the U-Net"),
     ):
         with pytest.raises(SystemExit):
             opts.parse(argv + ["-expID", "x"], model=model)
@@ -310,4 +313,79 @@ def test_rotation_augmented_convlstm_with_sphereconv_trains(dirs):
     train_lstm.main(args + ["--sequence-len", "2", "--batch-size", "1", "--conv-type", "sphereconv"])
     saved = torch.load(os.path.join(dirs[1], "rot_lstm", LATEST), weights_only=True)
     assert saved["opts"]["conv_type"] == "sphereconv" and saved["opts"]["use_equirect_rotate"]
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+# --- --own-previous: training on the model's own previous maps, one step of deployment --------------------------------
+
+
+def test_earlier_items_carry_the_frame_and_map_their_previous_map_comes_from(dirs, train_set):
+    earlier_set = VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze", earlier=True)
+    assert earlier_set.items == train_set.items
+    rotation = rotation_of(60, 30)  # the earlier frame turns with the item
+    has = []
+    for index, (vid, fid) in enumerate(train_set.items):
+        item = earlier_set.sample(index, rotation)
+        for got, expected in zip(item[:3], train_set.sample(index, rotation)):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        prev = train_set.previous_key(vid, fid)
+        has.append(bool(item[5]))
+        if prev is None:
+            assert not item[5]
+            torch.testing.assert_close(item[4], train_set.prior, rtol=0, atol=0)
+            continue
+        # The earlier frame and its previous map are the frame and previous map of the item shown prev_offset earlier.
+        earlier_frame, earlier_previous, _ = train_set.sample(train_set.items.index((vid, prev)), rotation)
+        assert item[5]
+        torch.testing.assert_close(item[3], earlier_frame, rtol=0, atol=0)
+        torch.testing.assert_close(item[4], earlier_previous, rtol=0, atol=0)
+    assert any(has) and not all(has)
+    with pytest.raises(TypeError, match="earlier must be True or False"):
+        VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze", earlier=1)
+
+
+def test_own_previous_maps_are_what_deployment_feeds_the_next_frame():
+    torch.manual_seed(0)
+    model = SphericalUNet((H, W), conv_type="sphereconv", frame_jitter=0.5)  # jitter and BN differ in train mode
+    opt = opts.parse(["-expID", "x", "--frame-h", str(H), "--frame-w", str(W), "--target-scale", "1000"])
+    frames = torch.rand(2, 3, H, W)
+    first_previous = normalise_previous(torch.rand(1, 1, H, W), reference_mass(H, W))
+    model.eval()
+    steps = [("a", frames[0], first_previous[0]), ("b", frames[1], "a")]  # b's previous map: the prediction for a
+    deployed = list(predict_video(model, steps, opt, torch.device("cpu")))
+    model.train()
+    own = own_previous_maps(model, frames[:1], first_previous, opt)
+    assert model.training
+    torch.testing.assert_close(own[0], deployed[1][2], rtol=1e-5, atol=1e-7)
+
+
+def test_own_previous_training_feeds_the_models_own_maps(dirs, monkeypatch):
+    seen, made = [], []
+
+    def build_model(opt):
+        model = train_unet.SphericalUNet((opt.frame_h, opt.frame_w), conv_type=opt.conv_type)
+        model.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()) if m.training else None)
+        return model
+
+    def own_maps(*args):
+        made.append(own_previous_maps(*args))
+        return made[-1]
+
+    monkeypatch.setattr(train_unet, "build_model", build_model)
+    monkeypatch.setattr(train_unet, "own_previous_maps", own_maps)
+    args = common_args(dirs) + ["-expID", "own", "-epochs", "1", "--max-steps", "2", "--own-previous", "1"]
+    train_unet.main(args + ["--conv-type", "sphereconv"])
+    assert len(seen) == len(made) == 2
+    saved = torch.load(os.path.join(dirs[1], "own", LATEST), weights_only=True)
+    scale = saved["opts"]["target_scale"]
+    train_set = VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze")
+    rows = 0
+    for fed, own in zip(seen, made):
+        for row in range(len(fed)):  # each item: its own earlier map, or the prior where it has no earlier frame
+            if torch.equal(fed[row], own[row] * scale):
+                rows += 1
+            else:
+                torch.testing.assert_close(fed[row], train_set.prior * scale, rtol=0, atol=0)
+    assert rows > 0
+    assert saved["opts"]["own_previous"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
