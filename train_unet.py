@@ -43,7 +43,7 @@ from engine.common import (
 )
 from engine.demo import run_demo
 from engine.distributed import capture_graphs, global_sum, setup_distributed, use_global_batch_norm
-from engine.evaluate import evaluate, format_metrics, own_previous_maps, run_test
+from engine.evaluate import evaluate, format_metrics, own_previous_maps, previous_map_tools, run_test
 from engine.experiment import claim_experiment
 from models import SphericalUNet
 from sconv.module.smse import SphereMSE
@@ -92,6 +92,7 @@ def train(opt, rank, world_size, device):
         )
 
     steps_per_epoch = len(loader) if not opt.max_steps else min(len(loader), opt.max_steps)
+    normalise_own = previous_map_tools(opt.frame_h, opt.frame_w)[1]  # --own-previous: as -test makes previous maps
     graphed_shape = eager_forward = None  # --cuda-graph: the captured batch shape, and the model's own forward
     for epoch in range(start_epoch, opt.epochs):
         sampler.set_epoch(epoch)
@@ -106,7 +107,7 @@ def train(opt, rank, world_size, device):
             previous_maps = previous_maps.to(device, non_blocking=True)
             if opt.own_previous:  # deployment's previous map, one step on, for a random share of the items
                 earlier_frames, earlier_maps, has_earlier = (t.to(device, non_blocking=True) for t in earlier)
-                own = own_previous_maps(raw_model, earlier_frames, earlier_maps, opt)
+                own = own_previous_maps(raw_model, earlier_frames, earlier_maps, opt, normalise_own)
                 use = has_earlier & (torch.rand(len(frames)) < opt.own_previous).to(device)
                 previous_maps = torch.where(use[:, None, None, None], own, previous_maps)
             # The original's scaling: maps (on its scale) x 10 into the network and the loss.

@@ -20,6 +20,7 @@ __all__ = [
     "METRICS",
     "ORACLE_NOTE",
     "predict_video",
+    "previous_map_tools",
     "own_previous_maps",
     "test_keys",
     "evaluate",
@@ -72,12 +73,12 @@ def predict_video(model, steps, opt, device):
 
 
 @torch.no_grad()
-def own_previous_maps(model, earlier_frames, earlier_previous_maps, opt):
+def own_previous_maps(model, earlier_frames, earlier_previous_maps, opt, normalise):
     """The previous maps a deployed model would get one step on: its own predictions for ``earlier_frames``
     ``[B, 3, H, W]`` (given ``earlier_previous_maps`` ``[B, 1, H, W]``, on the ground truth's scale), in eval mode,
-    normalised as :func:`predict_video` does. Returns ``[B, 1, H, W]`` on the ground truth's scale, on the frames'
-    device; ``model`` is left in the mode it was in. Training's ``--own-previous``."""
-    _, normalise = previous_map_tools(opt.frame_h, opt.frame_w)
+    normalised by ``normalise`` (``previous_map_tools(H, W)[1]``, made once by the caller), as :func:`predict_video`
+    does. Returns ``[B, 1, H, W]`` on the ground truth's scale, on the frames' device; ``model`` is left in the mode
+    it was in. Training's ``--own-previous``."""
     training = model.training
     model.eval()
     try:

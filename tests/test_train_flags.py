@@ -16,7 +16,7 @@ import train_unet
 from datasets.augment import EpochSampler, FixedRotation, RandomlyRotated, rotation_of
 from datasets.data import VRVideo, VRVideoLSTM, normalise_previous, reference_mass, saliency_map
 from engine.common import LATEST, architecture_of, load_datasets
-from engine.evaluate import evaluate, load_trained, own_previous_maps, predict_video
+from engine.evaluate import evaluate, load_trained, own_previous_maps, predict_video, previous_map_tools
 from engine.evaluate import test_keys as evaluated_keys  # not named test_*: pytest would collect it
 from models import SphericalUNet
 from sconv.functional.rotate import rotate_equirect, rotate_points
@@ -354,7 +354,7 @@ def test_own_previous_maps_are_what_deployment_feeds_the_next_frame():
     steps = [("a", frames[0], first_previous[0]), ("b", frames[1], "a")]  # b's previous map: the prediction for a
     deployed = list(predict_video(model, steps, opt, torch.device("cpu")))
     model.train()
-    own = own_previous_maps(model, frames[:1], first_previous, opt)
+    own = own_previous_maps(model, frames[:1], first_previous, opt, previous_map_tools(H, W)[1])
     assert model.training
     torch.testing.assert_close(own[0], deployed[1][2], rtol=1e-5, atol=1e-7)
 
