@@ -160,15 +160,18 @@ if section == "gather":
         check_conv(f"gather k_major={k_major} {config}", got, [xf, wf, bias], grad, expected)
 elif section == "sparse":
     # The sparse formulations' CUDA version: csr_rows and the layout kernels, by chunks of one image for the last
-    # configurations (the interpreter runs csr_rows slowly: a cheaper subset of the configurations).
-    for config in CONFIGS[4:]:
+    # configurations (the interpreter runs csr_rows slowly: a cheaper subset of the configurations), mix_first's
+    # per-image GEMMs and its channels-last one in turn.
+    for i, config in enumerate(CONFIGS[4:]):
         batch, c_in, c_out, h, w, stride, r, size, mode = config
         xf, wf, bias, grad, expected = conv_case(config)
         conv_sparse.CHUNK_ELEMENTS, conv_sparse.MIN_CHUNK_LANES = (1, 1) if config in CONFIGS[7:] else (2**27, 1024)
+        conv_sparse.PER_IMAGE_GEMM_MIN_PIXELS = 0 if i % 2 else 2**30
         mode = S.check_padding_mode(mode)
         for mix_first in (True, False):
             got = conv_sparse._triton_sparse_path(xf, wf, bias, stride, mode, r, mix_first, torch.float32)
-            check_conv(f"sparse mix_first={mix_first} {config}", got, [xf, wf, bias], grad, expected)
+            case = f"sparse mix_first={mix_first} per-image GEMMs={i % 2 == 1} {config}"
+            check_conv(case, got, [xf, wf, bias], grad, expected)
     # A float32 input in a 16-bit compute dtype (autocast): the op keeps the 16-bit copy and the weight for its
     # backward pass, not the float32 input (as nn.Conv2d under autocast); its gradients come back in float32.
     batch, c_in, c_out, h, w, stride, r, size, mode = CONFIGS[6]

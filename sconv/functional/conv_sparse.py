@@ -141,6 +141,10 @@ def _csr_parts(matrix):
 # Images per chunk: at most this many elements of the node-expanded intermediate exist at once (a whole batch's worth
 # is kh kw times its activations), unless a chunk would give the CSR kernel fewer than MIN_CHUNK_LANES lanes.
 CHUNK_ELEMENTS, MIN_CHUNK_LANES = 2**27, 1024
+# mix_first multiplies x as it lies, one GEMM per image, for images of at least this many pixels; smaller images
+# (the U-Net's deep layers) take a channels-last copy and one GEMM over every (image, pixel): per-image GEMMs with so
+# few columns are slower, and the copy is small (benchmarks/RESULTS.md, 2026-12-07).
+PER_IMAGE_GEMM_MIN_PIXELS = 1024
 
 
 def _chunks(batch, plan, mix_first, channels, out_channels):
@@ -219,7 +223,12 @@ def _forward_chunk(plan, x_part, reordered, mix_first, out_part, dtype):
     batch, channels = x_part.shape[:2]
     out_channels = out_part.shape[-1]
     if mix_first:  # U[b, (q, k), o] = sum_c x[b, c, q] W[o, c, k], then the crown sum over (q, k)
-        expanded = torch.bmm(_pixels(x_part, dtype).transpose(1, 2), reordered.expand(batch, -1, -1))  # [b, Q, k O]
+        if x_part.shape[2] * x_part.shape[3] < PER_IMAGE_GEMM_MIN_PIXELS:
+            x_cl = wrap_pad(x_part, 0, 0, dtype, channels_last=True).view(-1, channels)  # [b Q, C]
+            expanded = torch.mm(x_cl, reordered)  # [b Q, k O]
+            del x_cl
+        else:
+            expanded = torch.bmm(_pixels(x_part, dtype).transpose(1, 2), reordered.expand(batch, -1, -1))  # [b, Q, k O]
         csr_rows(plan.matrix, expanded.view(batch, -1, out_channels), out=out_part)
     else:  # Z[b, (p, k), c] = sum_q S[(p, k), q] x[b, q, c], then y[b, p, o] = sum_(k, c) Z W
         x_cl = wrap_pad(x_part, 0, 0, dtype, channels_last=True).view(batch, -1, channels)  # [b, Q, C]
@@ -241,7 +250,10 @@ def _backward_chunk(plan, x_part, grad_part, reordered, mix_first, input_grad):
         grad_weight = torch.mm(x_cl.t(), grad_expanded.view(x_cl.shape[0], -1)).float()
         del x_cl
         grad_x = None
-        if input_grad:  # [b, C, Q] = W [C, k O] @ U's gradient transposed: as the input lies
+        if input_grad and height * width < PER_IMAGE_GEMM_MIN_PIXELS:  # channels-last, laid out as x after
+            grad_x_cl = torch.mm(grad_expanded.view(-1, grad_expanded.shape[-1]), reordered.t())  # [b Q, C]
+            grad_x = wrap_fold(grad_x_cl.view(batch, height, width, channels), 0, width, x_part.dtype)
+        elif input_grad:  # [b, C, Q] = W [C, k O] @ U's gradient transposed: as the input lies
             grad_x = torch.bmm(reordered.expand(batch, -1, -1), grad_expanded.transpose(1, 2))
             grad_x = grad_x.view(batch, channels, height, width)
         return grad_weight, grad_x
