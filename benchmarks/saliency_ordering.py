@@ -6,11 +6,13 @@ with one optimiser setting for all (Adam, ``--lr``, ``--target-scale``: docs/lat
 each seed, and scores each as deployed (its own previous maps, sphere-weighted metrics) on the test videos every
 ``--eval-interval`` epochs. Runs ``--parallel`` trainings at once (several fit one GPU). Writes
 ``saliency_ordering.json`` (every run's log) and ``saliency_ordering.md`` (CC at each evaluation, mean ± sample std over
-seeds) into ``--out``.
+seeds) into ``--out``. ``--resume`` continues the runs already in ``--out`` to ``--epochs`` (``train_unet.py -resume``;
+give the flags they were started with).
 
 Usage (from the repository root):
     python benchmarks/saliency_ordering.py --out /tmp/order --size 64 128 --parallel 3     # GPU machine
     python benchmarks/saliency_ordering.py --out /tmp/order --quick                        # CPU smoke run
+    python benchmarks/saliency_ordering.py --out /tmp/order --size 64 128 --epochs 60 --resume   # on to 60 epochs
 """
 
 import argparse
@@ -56,7 +58,7 @@ def command(args, data_dir, conv_type, seed):
         "--save-interval", str(args.epochs),
         "--num-workers", str(args.num_workers),
         "--seed", str(seed),
-        "--overwrite",
+        "-resume" if args.resume else "--overwrite",
         *args.extra,
     ]  # fmt: skip
 
@@ -117,6 +119,9 @@ def main(argv=None):
     parser.add_argument("--target-scale", type=float, default=1000.0)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=1, help="trainings at once")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the runs in --out to --epochs (started with the same flags)"
+    )
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more train_unet.py flags for every run")
     args = parser.parse_args(argv)
     args.extra = [a for a in args.extra if a != "--"]

@@ -35,3 +35,14 @@ def test_table_gives_mean_and_std_over_seeds_per_evaluated_epoch():
         ]
         assert line == f"| {conv_type} | " + " | ".join(cells) + " |"
     assert len(lines) == 4
+
+
+def test_resume_continues_the_runs_instead_of_replacing_them():
+    base = dict(out="/o", size=[32, 64], lr=1e-3, target_scale=1000.0, batch=8, epochs=60, eval_interval=10)
+    base |= dict(num_workers=0, extra=["--own-previous", "0.5"])
+    fresh = saliency_ordering.command(argparse.Namespace(resume=False, **base), "/d", "sconv", 2)
+    resumed = saliency_ordering.command(argparse.Namespace(resume=True, **base), "/d", "sconv", 2)
+    assert "--overwrite" in fresh and "-resume" not in fresh
+    assert "-resume" in resumed and "--overwrite" not in resumed
+    assert [a for a in resumed if a != "-resume"] == [a for a in fresh if a != "--overwrite"]
+    assert resumed[resumed.index("-expID") + 1] == "sconv_seed2" and resumed[-2:] == ["--own-previous", "0.5"]
