@@ -1,10 +1,13 @@
-"""benchmarks/saliency_ordering.py: its table on hand-made run logs (the runs themselves are a GPU benchmark)."""
+"""benchmarks/saliency_ordering.py: its table on hand-made run logs (the runs themselves are a GPU benchmark), its
+--resume command; saliency_output_blur.py's blur against a direct sum."""
 
 import argparse
 
 import numpy as np
+import torch
 
 from benchmarks import saliency_ordering
+from benchmarks.saliency_output_blur import gaussian_blur
 
 
 def test_table_gives_mean_and_std_over_seeds_per_evaluated_epoch():
@@ -46,3 +49,19 @@ def test_resume_continues_the_runs_instead_of_replacing_them():
     assert "-resume" in resumed and "--overwrite" not in resumed
     assert [a for a in resumed if a != "-resume"] == [a for a in fresh if a != "--overwrite"]
     assert resumed[resumed.index("-expID") + 1] == "sconv_seed2" and resumed[-2:] == ["--own-previous", "0.5"]
+
+
+def test_output_blur_matches_a_direct_sum_with_wrapped_longitude_and_clamped_latitude():
+    maps = torch.rand(2, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(gaussian_blur(maps, 0.0), maps)
+    sigma = 0.8
+    radius = int(3 * sigma + 0.5)
+    weights = {d: np.exp(-0.5 * (d / sigma) ** 2) for d in range(-radius, radius + 1)}
+    norm = sum(weights.values())
+    expected = torch.zeros_like(maps)
+    for i in range(5):
+        for j in range(8):
+            for di, wi in weights.items():
+                for dj, wj in weights.items():
+                    expected[:, i, j] += wi * wj / norm**2 * maps[:, min(max(i + di, 0), 4), (j + dj) % 8]
+    torch.testing.assert_close(gaussian_blur(maps, sigma), expected)
