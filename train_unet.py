@@ -106,10 +106,17 @@ def train(opt, rank, world_size, device):
             frames = frames.to(device, non_blocking=True)
             previous_maps = previous_maps.to(device, non_blocking=True)
             if opt.own_previous:  # deployment's previous map, one step on, for a random share of the items
-                earlier_frames, earlier_maps, has_earlier = (t.to(device, non_blocking=True) for t in earlier)
-                own = own_previous_maps(raw_model, earlier_frames, earlier_maps, opt, normalise_own)
-                use = has_earlier & (torch.rand(len(frames)) < opt.own_previous).to(device)
-                previous_maps = torch.where(use[:, None, None, None], own, previous_maps)
+                earlier_frames, earlier_maps, has_earlier = earlier
+                rows = (has_earlier & (torch.rand(len(frames)) < opt.own_previous)).nonzero()[:, 0]  # host: no sync
+                if len(rows):  # only the chosen items' own maps are made
+                    own = own_previous_maps(
+                        raw_model,
+                        earlier_frames[rows].to(device, non_blocking=True),
+                        earlier_maps[rows].to(device, non_blocking=True),
+                        opt,
+                        normalise_own,
+                    )
+                    previous_maps = previous_maps.index_copy(0, rows.to(device), own)
             # The original's scaling: maps (on its scale) x 10 into the network and the loss.
             previous_maps = previous_maps * opt.target_scale
             targets = targets.to(device, non_blocking=True) * opt.target_scale

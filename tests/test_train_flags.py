@@ -381,11 +381,14 @@ def test_own_previous_training_feeds_the_models_own_maps(dirs, monkeypatch):
     train_set = VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze")
     rows = 0
     for fed, own in zip(seen, made):
-        for row in range(len(fed)):  # each item: its own earlier map, or the prior where it has no earlier frame
-            if torch.equal(fed[row], own[row] * scale):
+        pending = list(own)  # made only for the items that have an earlier frame, in batch order
+        for row in fed:  # each item: its own earlier map, or the prior where it has no earlier frame
+            if pending and torch.equal(row, pending[0] * scale):
+                pending.pop(0)
                 rows += 1
             else:
-                torch.testing.assert_close(fed[row], train_set.prior * scale, rtol=0, atol=0)
+                torch.testing.assert_close(row, train_set.prior * scale, rtol=0, atol=0)
+        assert not pending  # every map made was fed
     assert rows > 0
     assert saved["opts"]["own_previous"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
