@@ -304,6 +304,11 @@ def _add_model_and_rotation_options(p):
         "(default: 0, always the ground truth); docs/latitude.md",
     )  # fmt: skip
     p.add_argument(
+        "--own-previous-steps", type=int, default=1, metavar="K",
+        help="with --own-previous: the model's own map is made as deployed over up to K earlier frames (each from "
+        "its own map of the one before; the oldest from its ground-truth previous map) instead of one (default: 1)",
+    )  # fmt: skip
+    p.add_argument(
         "--use-equirect-rotate",
         "--use_equirect_rotate",
         dest="use_equirect_rotate",
@@ -352,6 +357,10 @@ def _resolve_model_and_rotation_options(parser, opt, model):
             parser.error("--own-previous applies to the U-Net (train_unet.py) only")
         if not 0 <= opt.own_previous <= 1:
             parser.error(f"--own-previous must be a probability in [0, 1], got {opt.own_previous}")
+    if opt.own_previous_steps < 1:
+        parser.error(f"--own-previous-steps must be >= 1, got {opt.own_previous_steps}")
+    if opt.own_previous_steps > 1 and not opt.own_previous:
+        parser.error("--own-previous-steps needs --own-previous P > 0")
     for name in ("rot_y", "rot_z"):
         value = getattr(opt, name)
         if not -360 <= value <= 360:

@@ -63,7 +63,8 @@ def build_model(opt):
 def train(opt, rank, world_size, device):
     is_main = rank == 0
     check_run(opt, world_size, device)
-    earlier = dict(earlier=opt.own_previous > 0)  # --own-previous: training items carry the earlier frame
+    # --own-previous: training items carry the earlier frames their previous map is made from
+    earlier = dict(earlier=opt.own_previous > 0, earlier_steps=opt.own_previous_steps)
     train_set, test_set = load_datasets(opt, rank, world_size, VRVideo, train_options=earlier)
     check_splits(opt, train_set, test_set)
 
@@ -105,14 +106,15 @@ def train(opt, rank, world_size, device):
                 break
             frames = frames.to(device, non_blocking=True)
             previous_maps = previous_maps.to(device, non_blocking=True)
-            if opt.own_previous:  # deployment's previous map, one step on, for a random share of the items
-                earlier_frames, earlier_maps, has_earlier = earlier
-                rows = (has_earlier & (torch.rand(len(frames)) < opt.own_previous)).nonzero()[:, 0]  # host: no sync
+            if opt.own_previous:  # deployment's previous map, made over up to K earlier frames, for a random share
+                earlier_frames, start_maps, counts = earlier
+                rows = ((counts > 0) & (torch.rand(len(frames)) < opt.own_previous)).nonzero()[:, 0]  # host: no sync
                 if len(rows):  # only the chosen items' own maps are made
                     own = own_previous_maps(
                         raw_model,
                         earlier_frames[rows].to(device, non_blocking=True),
-                        earlier_maps[rows].to(device, non_blocking=True),
+                        start_maps[rows].to(device, non_blocking=True),
+                        counts[rows],
                         opt,
                         normalise_own,
                     )

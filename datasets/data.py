@@ -952,11 +952,14 @@ class VRVideo(_VRVideoBase):
     ``prev_map`` float32 ``[1, H, W]`` the normalised ground-truth map of the frame ``prev_offset`` earlier (the
     prior for the first frames of a video), ``target`` float32 ``[1, H, W]`` the frame's ground-truth map.
 
-    With ``earlier=True`` an item also carries what a deployed model's previous map is made from:
-    ``(..., earlier_frame, earlier_prev_map, has_earlier)``, the frame ``prev_offset`` earlier and its own previous
-    map (as above), and a bool tensor, False where the item's previous map is the prior or the earlier frame is not
-    an item (then the other two are zeros and the prior); training on the model's own previous maps
-    (``train_unet.py --own-previous``) uses them.
+    With ``earlier=True`` an item also carries what a deployed model's previous map is made from, up to
+    ``earlier_steps = K`` steps back: ``(..., earlier_frames, start_map, earlier_count)``. ``earlier_frames``
+    float32 ``[K, 3, H, W]`` holds the frames ``n * prev_offset`` earlier, ``n = count, ..., 1``, oldest first and
+    right-aligned (the first ``K - count`` rows are zeros); ``start_map`` ``[1, H, W]`` is the previous map (as
+    above) of the oldest of them; ``earlier_count`` an int64 tensor, the number of frames in the chain: it stops at
+    ``K``, at the start of the video, or at a frame that is not an item (then ``start_map`` is that frame's
+    ground-truth previous map; with no earlier frame at all, the item's own previous map). Training on the model's
+    own previous maps (``train_unet.py --own-previous``, ``--own-previous-steps``) rolls the model over the chain.
 
     Attributes:
         items: ``(video id, frame id)`` of each item, videos sorted, frames in order.
@@ -984,6 +987,7 @@ class VRVideo(_VRVideoBase):
         on_bad_data="raise",
         frame_decode="draft",
         earlier=False,
+        earlier_steps=1,
     ):
         super().__init__(
             root,
@@ -1004,7 +1008,10 @@ class VRVideo(_VRVideoBase):
         )
         if not isinstance(earlier, bool):
             raise TypeError(f"earlier must be True or False, got {earlier!r}")
+        if isinstance(earlier_steps, bool) or not isinstance(earlier_steps, int) or earlier_steps < 1:
+            raise ValueError(f"earlier_steps must be an int >= 1, got {earlier_steps!r}")
         self.earlier = earlier
+        self.earlier_steps = earlier_steps
         self.items = [(vid, fid) for vid in self.videos for fid in self._frames[vid]]
         self._is_item = set(self.items)
 
@@ -1016,16 +1023,22 @@ class VRVideo(_VRVideoBase):
 
     def sample(self, index, rotation=None):
         """Item ``index``, of the panorama rotated by ``rotation`` ``[3, 3]`` if given (frame, previous map and target
-        alike, and with ``earlier`` the earlier frame and its previous map too; ``datasets.augment``)."""
+        alike, and with ``earlier`` the earlier frames and their start map too; ``datasets.augment``)."""
         vid, fid = self.items[index]
         item = self._sample(vid, fid, rotation)
         if not self.earlier:
             return item
-        prev = self.previous_key(vid, fid)
-        if prev is None or (vid, prev) not in self._is_item:
-            earlier_frame = torch.zeros_like(item[0])
-            return (*item, earlier_frame, self.prior.clone(), torch.tensor(False))
-        return (*item, self.frame(vid, prev, rotation), self.previous_map(vid, prev, rotation), torch.tensor(True))
+        chain = []  # the earlier items, newest first
+        while len(chain) < self.earlier_steps:
+            prev = self.previous_key(vid, chain[-1] if chain else fid)
+            if prev is None or (vid, prev) not in self._is_item:
+                break
+            chain.append(prev)
+        frames = torch.zeros((self.earlier_steps, *item[0].shape), dtype=item[0].dtype)
+        for row, prev in enumerate(reversed(chain), start=self.earlier_steps - len(chain)):
+            frames[row] = self.frame(vid, prev, rotation)
+        start_map = self.previous_map(vid, chain[-1], rotation) if chain else item[1].clone()
+        return (*item, frames, start_map, torch.tensor(len(chain)))
 
     def fixations(self, index):
         """Gaze point counts of item ``index``, int64 numpy ``[H, W]`` (see :func:`fixation_map`)."""

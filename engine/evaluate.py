@@ -73,20 +73,30 @@ def predict_video(model, steps, opt, device):
 
 
 @torch.no_grad()
-def own_previous_maps(model, earlier_frames, earlier_previous_maps, opt, normalise):
-    """The previous maps a deployed model would get one step on: its own predictions for ``earlier_frames``
-    ``[B, 3, H, W]`` (given ``earlier_previous_maps`` ``[B, 1, H, W]``, on the ground truth's scale), in eval mode,
-    normalised by ``normalise`` (``previous_map_tools(H, W)[1]``, made once by the caller), as :func:`predict_video`
-    does. Returns ``[B, 1, H, W]`` on the ground truth's scale, on the frames' device; ``model`` is left in the mode
-    it was in. Training's ``--own-previous``."""
+def own_previous_maps(model, earlier_frames, start_maps, counts, opt, normalise):
+    """The previous maps a deployed model would get, made by rolling it over the earlier frames as deployment does.
+
+    ``earlier_frames`` ``[B, K, 3, H, W]``: row ``b`` holds its chain of ``counts[b]`` (1 to K, a CPU tensor) earlier
+    frames, oldest first, in the last ``counts[b]`` slots; ``start_maps`` ``[B, 1, H, W]`` (ground truth's scale) is
+    the previous map of each chain's oldest frame. The model, in eval mode, predicts each frame of the chain from the
+    previous map made for it (the start map, then its own prediction normalised by ``normalise``,
+    ``previous_map_tools(H, W)[1]``, as :func:`predict_video` does). Returns the normalised prediction for each
+    chain's newest frame ``[B, 1, H, W]``, on the ground truth's scale; ``model`` is left in the mode it was in.
+    Training's ``--own-previous`` (K = ``--own-previous-steps``)."""
+    steps = earlier_frames.shape[1]
+    first_step = steps - counts  # the slot where each row's chain begins
+    maps = start_maps
     training = model.training
     model.eval()
     try:
-        with torch.autocast(earlier_frames.device.type, dtype=torch.bfloat16, enabled=opt.bf16):
-            out = model(earlier_frames, earlier_previous_maps * opt.target_scale)
+        for step in range(steps - int(counts.max()), steps):
+            rows = (first_step <= step).nonzero()[:, 0].to(maps.device)  # the chains running at this slot
+            with torch.autocast(earlier_frames.device.type, dtype=torch.bfloat16, enabled=opt.bf16):
+                out = model(earlier_frames[rows, step], maps[rows] * opt.target_scale)
+            maps = maps.index_copy(0, rows, normalise(out.float() / opt.target_scale))
     finally:
         model.train(training)
-    return normalise(out.float() / opt.target_scale)
+    return maps
 
 
 def score(pred, gt, fixations, other_fixations, generator):

@@ -63,6 +63,8 @@ def test_conv_type_and_its_older_spelling(capsys):
         (["--own-previous", "1.5"], "unet", "--own-previous must be a probability in [0, 1]"),
         (["--own-previous", "nan"], "unet", "--own-previous must be a probability in [0, 1]"),
         (["--own-previous", "0.5"], "convlstm", "--own-previous applies to the U-Net"),
+        (["--own-previous", "0.5", "--own-previous-steps", "0"], "unet", "--own-previous-steps must be >= 1"),
+        (["--own-previous-steps", "3"], "unet", "--own-previous-steps needs --own-previous"),
     ):
         with pytest.raises(SystemExit):
             opts.parse(argv + ["-expID", "x"], model=model)
@@ -319,47 +321,64 @@ def test_rotation_augmented_convlstm_with_sphereconv_trains(dirs):
 # --- --own-previous: training on the model's own previous maps, one step of deployment --------------------------------
 
 
-def test_earlier_items_carry_the_frame_and_map_their_previous_map_comes_from(dirs, train_set):
-    earlier_set = VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze", earlier=True)
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_earlier_items_carry_the_frames_and_map_their_previous_map_is_made_from(dirs, train_set, steps):
+    earlier_set = VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze", earlier=True, earlier_steps=steps)
     assert earlier_set.items == train_set.items
-    rotation = rotation_of(60, 30)  # the earlier frame turns with the item
-    has = []
+    rotation = rotation_of(60, 30)  # the earlier frames turn with the item
+    counts = []
     for index, (vid, fid) in enumerate(train_set.items):
         item = earlier_set.sample(index, rotation)
-        for got, expected in zip(item[:3], train_set.sample(index, rotation)):
+        plain = train_set.sample(index, rotation)
+        for got, expected in zip(item[:3], plain):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
-        prev = train_set.previous_key(vid, fid)
-        has.append(bool(item[5]))
-        if prev is None:
-            assert not item[5]
-            torch.testing.assert_close(item[4], train_set.prior, rtol=0, atol=0)
-            continue
-        # The earlier frame and its previous map are the frame and previous map of the item shown prev_offset earlier.
-        earlier_frame, earlier_previous, _ = train_set.sample(train_set.items.index((vid, prev)), rotation)
-        assert item[5]
-        torch.testing.assert_close(item[3], earlier_frame, rtol=0, atol=0)
-        torch.testing.assert_close(item[4], earlier_previous, rtol=0, atol=0)
-    assert any(has) and not all(has)
+        frames, start_map, count = item[3:]
+        assert frames.shape == (steps, 3, H, W) and count.dtype == torch.int64
+        chain = [fid]  # walked back independently: each frame's previous frame, while it is an item, up to K
+        while len(chain) <= steps and train_set.previous_key(vid, chain[-1]) is not None:
+            chain.append(train_set.previous_key(vid, chain[-1]))
+        chain = chain[1:]
+        assert count == len(chain)
+        counts.append(len(chain))
+        for n, prev in enumerate(chain, start=1):  # slot K - n holds the frame n steps back
+            earlier_frame, earlier_previous, _ = train_set.sample(train_set.items.index((vid, prev)), rotation)
+            torch.testing.assert_close(frames[steps - n], earlier_frame, rtol=0, atol=0)
+            if n == len(chain):
+                torch.testing.assert_close(start_map, earlier_previous, rtol=0, atol=0)
+        torch.testing.assert_close(frames[: steps - len(chain)], torch.zeros(steps - len(chain), 3, H, W))
+        if not chain:
+            torch.testing.assert_close(start_map, plain[1], rtol=0, atol=0)
+    assert min(counts) == 0 and max(counts) == min(steps, 2)  # 6 frames 2 apart: chains of 0, 1 and 2
     with pytest.raises(TypeError, match="earlier must be True or False"):
         VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze", earlier=1)
+    with pytest.raises(ValueError, match="earlier_steps must be an int >= 1"):
+        VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze", earlier=True, earlier_steps=0)
 
 
 def test_own_previous_maps_are_what_deployment_feeds_the_next_frame():
     torch.manual_seed(0)
     model = SphericalUNet((H, W), conv_type="sphereconv", frame_jitter=0.5)  # jitter and BN differ in train mode
     opt = opts.parse(["-expID", "x", "--frame-h", str(H), "--frame-w", str(W), "--target-scale", "1000"])
-    frames = torch.rand(2, 3, H, W)
+    frames = torch.rand(4, 3, H, W)
     first_previous = normalise_previous(torch.rand(1, 1, H, W), reference_mass(H, W))
     model.eval()
-    steps = [("a", frames[0], first_previous[0]), ("b", frames[1], "a")]  # b's previous map: the prediction for a
+    # A video of four frames, each one's previous map the prediction for the one before, as deployed.
+    steps = [("a", frames[0], first_previous[0]), ("b", frames[1], "a"), ("c", frames[2], "b"), ("d", frames[3], "c")]
     deployed = list(predict_video(model, steps, opt, torch.device("cpu")))
     model.train()
-    own = own_previous_maps(model, frames[:1], first_previous, opt, previous_map_tools(H, W)[1])
+    # Rows: the chains a -> (b's map), a, b -> (c's map), a, b, c -> (d's map); K = 3, right-aligned, garbage before.
+    chains = torch.rand(3, 3, 3, H, W)
+    chains[0, 2], chains[1, 1:], chains[2] = frames[0], frames[:2], frames[:3]
+    counts = torch.tensor([1, 2, 3])
+    starts = first_previous.expand(3, -1, -1, -1)
+    own = own_previous_maps(model, chains, starts, counts, opt, previous_map_tools(H, W)[1])
     assert model.training
-    torch.testing.assert_close(own[0], deployed[1][2], rtol=1e-5, atol=1e-7)
+    for row in range(3):
+        torch.testing.assert_close(own[row], deployed[row + 1][2], rtol=1e-5, atol=1e-7)
 
 
-def test_own_previous_training_feeds_the_models_own_maps(dirs, monkeypatch):
+@pytest.mark.parametrize("steps", [1, 3])
+def test_own_previous_training_feeds_the_models_own_maps(dirs, monkeypatch, steps):
     seen, made = [], []
 
     def build_model(opt):
@@ -368,15 +387,20 @@ def test_own_previous_training_feeds_the_models_own_maps(dirs, monkeypatch):
         return model
 
     def own_maps(*args):
+        frames, counts = args[1], args[3]
+        for chain, count in zip(frames, counts):  # each chain's frames fill its last `count` slots, as in the item
+            assert 1 <= count <= steps and chain[steps - count :].abs().sum((1, 2, 3)).min() > 0
+            assert not chain[: steps - count].any()
         made.append(own_previous_maps(*args))
         return made[-1]
 
     monkeypatch.setattr(train_unet, "build_model", build_model)
     monkeypatch.setattr(train_unet, "own_previous_maps", own_maps)
-    args = common_args(dirs) + ["-expID", "own", "-epochs", "1", "--max-steps", "2", "--own-previous", "1"]
+    args = common_args(dirs) + ["-expID", f"own{steps}", "-epochs", "1", "--max-steps", "2", "--own-previous", "1"]
+    args += ["--own-previous-steps", str(steps)]
     train_unet.main(args + ["--conv-type", "sphereconv"])
     assert len(seen) == len(made) == 2
-    saved = torch.load(os.path.join(dirs[1], "own", LATEST), weights_only=True)
+    saved = torch.load(os.path.join(dirs[1], f"own{steps}", LATEST), weights_only=True)
     scale = saved["opts"]["target_scale"]
     train_set = VRVideo(dirs[0], H, W, 2, prev_offset=2, gt_source="gaze")
     rows = 0
@@ -390,5 +414,5 @@ def test_own_previous_training_feeds_the_models_own_maps(dirs, monkeypatch):
                 torch.testing.assert_close(row, train_set.prior * scale, rtol=0, atol=0)
         assert not pending  # every map made was fed
     assert rows > 0
-    assert saved["opts"]["own_previous"] == 1
+    assert saved["opts"]["own_previous"] == 1 and saved["opts"]["own_previous_steps"] == steps
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
