@@ -490,8 +490,8 @@ def test_baseline_scripts_launch(tmp_path, script, entry, gpus):
     command = log.read_text().split()
     if script == "baseline_unet_sphereconv.sh":  # the recommended configuration (docs/latitude.md)
         original = ["--conv-type", "sphereconv", "--frame-jitter", "20", "--use-equirect-rotate", "--own-previous",
-                    "0.5", "--own-previous-steps", "3", "--optimizer", "adam", "--target-scale", "1000", "--batch-size", "32",
-                    "-lr", "1e-3"]  # fmt: skip
+                    "0.5", "--own-previous-steps", "3", "--optimizer", "adam", "--target-scale", "1000",
+                    "--batch-size", "32", "-lr", "1e-3"]  # fmt: skip
     elif entry == "train_unet.py":
         original = ["--batch-size", "32", "-lr", "3e-1"]
     else:
