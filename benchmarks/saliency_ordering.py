@@ -7,7 +7,9 @@ each seed, and scores each as deployed (its own previous maps, sphere-weighted m
 ``--eval-interval`` epochs. Runs ``--parallel`` trainings at once (several fit one GPU). Writes
 ``saliency_ordering.json`` (every run's log) and ``saliency_ordering.md`` (CC at each evaluation, mean ± sample std over
 seeds) into ``--out``. ``--resume`` continues the runs already in ``--out`` to ``--epochs`` (``train_unet.py -resume``;
-give the flags they were started with).
+give the flags they were started with). ``--oracle`` also scores each final checkpoint teacher-forced
+(``train_unet.py -test --oracle``: the ground-truth previous maps, an oracle figure no deployed system has), into the
+JSON's ``"oracle"`` and a second table.
 
 Usage (from the repository root):
     python benchmarks/saliency_ordering.py --out /tmp/order --size 64 128 --parallel 3     # GPU machine
@@ -63,6 +65,45 @@ def command(args, data_dir, conv_type, seed):
     ]  # fmt: skip
 
 
+def oracle_command(args, data_dir, conv_type, seed):
+    """The ``train_unet.py -test --oracle`` command scoring one run's latest checkpoint, with the run's own flags."""
+    flags = [a for a in command(args, data_dir, conv_type, seed) if a not in ("--overwrite", "-resume")]
+    return flags + ["-test", "--oracle"]
+
+
+def score_oracle(args, data_dir):
+    """Each run's latest checkpoint scored as deployed and teacher-forced: run name -> {epoch, deployed, oracle}."""
+    scores = {}
+    for seed in args.seeds:
+        for conv_type in args.conv_types:
+            run = f"{conv_type}_seed{seed}"
+            with open(os.path.join(args.out, f"{run}_oracle.log"), "w") as log:
+                subprocess.run(
+                    oracle_command(args, data_dir, conv_type, seed), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                    check=True,
+                )  # fmt: skip
+            with open(os.path.join(args.out, "exp", run, "test_metrics.json")) as f:
+                report = json.load(f)
+            scores[run] = {"epoch": report["epoch"], "deployed": report["model"], "oracle": report["oracle"]["model"]}
+    return scores
+
+
+def oracle_markdown(args, scores):
+    """CC as deployed and teacher-forced (ORACLE), mean ± sample std over seeds, and their difference."""
+    lines = [
+        "| conv type | epoch | CC as deployed | ORACLE: CC teacher-forced | deployed - oracle |",
+        "|---|---|---|---|---|",
+    ]
+    for conv_type in args.conv_types:
+        runs = [scores[f"{conv_type}_seed{seed}"] for seed in args.seeds]
+        deployed = np.array([r["deployed"]["CC"] for r in runs])
+        oracle = np.array([r["oracle"]["CC"] for r in runs])
+        cells = [mean_std(deployed), mean_std(oracle)]
+        epochs = "/".join(str(e) for e in sorted({r["epoch"] for r in runs}))
+        lines.append(f"| {conv_type} | {epochs} | " + " | ".join(cells) + f" | {(deployed - oracle).mean():+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_all(args, data_dir):
     """Every (conv type, seed) run, ``--parallel`` at a time; each one's log records."""
     pending = [(conv_type, seed) for seed in args.seeds for conv_type in args.conv_types]
@@ -88,6 +129,12 @@ def run_all(args, data_dir):
     return logs
 
 
+def mean_std(values):
+    """``mean ± sample std`` (as the latitude benchmark; 0 for one value), three decimals."""
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} ± {spread:.3f}"
+
+
 def markdown(args, logs):
     """CC (mean ± sample std over seeds) of each conv type at each evaluated epoch, and the final training loss."""
     epochs = sorted({r["epoch"] for log in logs.values() for r in log if "test" in r})
@@ -95,11 +142,8 @@ def markdown(args, logs):
     lines.append("|---" * (len(epochs) + 2) + "|")
     for conv_type in args.conv_types:
         runs = [logs[conv_type, seed] for seed in args.seeds]
-        cells = []
-        for epoch in epochs:
-            values = np.array([next(r["test"]["CC"] for r in log if r["epoch"] == epoch) for log in runs])
-            spread = values.std(ddof=1) if len(values) > 1 else 0.0  # sample std, as the latitude benchmark
-            cells.append(f"{values.mean():.3f} ± {spread:.3f}")
+        cc = {e: np.array([next(r["test"]["CC"] for r in log if r["epoch"] == e) for log in runs]) for e in epochs}
+        cells = [mean_std(cc[epoch]) for epoch in epochs]
         losses = [log[-1]["train_loss"] for log in runs]
         lines.append(f"| {conv_type} | " + " | ".join(cells) + f" | {min(losses):.2e}-{max(losses):.2e} |")
     return "\n".join(lines) + "\n"
@@ -122,6 +166,9 @@ def main(argv=None):
     parser.add_argument(
         "--resume", action="store_true", help="continue the runs in --out to --epochs (started with the same flags)"
     )
+    parser.add_argument(
+        "--oracle", action="store_true", help="also score each final checkpoint teacher-forced (an oracle figure)"
+    )
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more train_unet.py flags for every run")
     args = parser.parse_args(argv)
     args.extra = [a for a in args.extra if a != "--"]
@@ -136,6 +183,9 @@ def main(argv=None):
     started = time.perf_counter()
     logs = run_all(args, data_dir)
     table = markdown(args, logs)
+    oracle = score_oracle(args, data_dir) if args.oracle else None
+    if oracle:
+        table += "\nThe final checkpoints, as deployed and teacher-forced (ORACLE):\n\n" + oracle_markdown(args, oracle)
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -144,6 +194,8 @@ def main(argv=None):
         "seconds": round(time.perf_counter() - started, 1),
         "runs": {f"{conv_type}_seed{seed}": log for (conv_type, seed), log in logs.items()},
     }
+    if oracle:
+        result["oracle"] = oracle
     atomic_write_bytes(os.path.join(args.out, "saliency_ordering.json"), json.dumps(result, indent=1).encode())
     atomic_write_bytes(os.path.join(args.out, "saliency_ordering.md"), table.encode())
     print(table)

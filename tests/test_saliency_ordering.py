@@ -1,5 +1,5 @@
 """benchmarks/saliency_ordering.py: its table on hand-made run logs (the runs themselves are a GPU benchmark), its
---resume command; saliency_output_blur.py's blur against a direct sum."""
+--resume and --oracle commands and the oracle table; saliency_output_blur.py's blur against a direct sum."""
 
 import argparse
 
@@ -49,6 +49,34 @@ def test_resume_continues_the_runs_instead_of_replacing_them():
     assert "-resume" in resumed and "--overwrite" not in resumed
     assert [a for a in resumed if a != "-resume"] == [a for a in fresh if a != "--overwrite"]
     assert resumed[resumed.index("-expID") + 1] == "sconv_seed2" and resumed[-2:] == ["--own-previous", "0.5"]
+
+
+def test_oracle_scores_each_run_with_its_own_flags_and_never_overwrites_it():
+    base = dict(out="/o", size=[32, 64], lr=1e-3, target_scale=1000.0, batch=8, epochs=30, eval_interval=10)
+    base |= dict(num_workers=0, extra=["--frame-jitter", "20"])
+    for resume in (False, True):
+        args = argparse.Namespace(resume=resume, **base)
+        run = saliency_ordering.command(args, "/d", "sphereconv", 3)
+        scored = saliency_ordering.oracle_command(args, "/d", "sphereconv", 3)
+        assert scored[-2:] == ["-test", "--oracle"] and "--overwrite" not in scored and "-resume" not in scored
+        assert scored[:-2] == [a for a in run if a not in ("--overwrite", "-resume")]
+
+
+def test_oracle_table_gives_both_scores_and_their_gap_per_conv_type():
+    args = argparse.Namespace(conv_types=["sconv", "sphereconv"], seeds=[1, 2, 3])
+    deployed = {"sconv": [0.80, 0.82, 0.84], "sphereconv": [0.70, 0.75, 0.77]}
+    oracle = {"sconv": [0.85, 0.85, 0.86], "sphereconv": [0.86, 0.87, 0.88]}
+    scores = {
+        f"{c}_seed{s}": {"epoch": 30, "deployed": {"CC": deployed[c][i]}, "oracle": {"CC": oracle[c][i]}}
+        for c in args.conv_types
+        for i, s in enumerate(args.seeds)
+    }
+    lines = saliency_ordering.oracle_markdown(args, scores).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| conv type | epoch | CC as deployed | ORACLE")
+    for line, c in zip(lines[2:], args.conv_types):
+        d, o = np.array(deployed[c]), np.array(oracle[c])
+        cells = [f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" for v in (d, o)] + [f"{(d - o).mean():+.3f}"]
+        assert line == f"| {c} | 30 | " + " | ".join(cells) + " |"
 
 
 def test_output_blur_matches_a_direct_sum_with_wrapped_longitude_and_clamped_latitude():
