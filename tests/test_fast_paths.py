@@ -159,13 +159,15 @@ if section == "gather":
         got = crown_gather(padded, wf, bias, plan, w // stride[1], stride[1], pad)
         check_conv(f"gather k_major={k_major} {config}", got, [xf, wf, bias], grad, expected)
 elif section == "sparse":
-    # The sparse formulations' CUDA version: csr_rows and the layout kernels, by chunks of one image for the last
-    # configurations (the interpreter runs csr_rows slowly: a cheaper subset of the configurations), mix_first's
-    # per-image GEMMs and its channels-last one in turn.
+    # The sparse formulations' CUDA version: csr_rows and the layout kernels, in one chunk, or in chunks of 2-3 images
+    # with a partial last one (CONFIGS[8], 5 images) or of one image (CONFIGS[9]); mix_first's per-image GEMMs and its
+    # channels-last one in turn. (The interpreter runs csr_rows slowly, and its cost grows with the chunks: a cheaper
+    # subset of the configurations.)
+    chunking = {CONFIGS[8]: (1, 8), CONFIGS[9]: (1, 1)}
     for i, config in enumerate(CONFIGS[4:]):
         batch, c_in, c_out, h, w, stride, r, size, mode = config
         xf, wf, bias, grad, expected = conv_case(config)
-        conv_sparse.CHUNK_ELEMENTS, conv_sparse.MIN_CHUNK_LANES = (1, 1) if config in CONFIGS[7:] else (2**27, 1024)
+        conv_sparse.CHUNK_ELEMENTS, conv_sparse.MIN_CHUNK_LANES = chunking.get(config, (2**27, 1024))
         conv_sparse.PER_IMAGE_GEMM_MIN_PIXELS = 0 if i % 2 else 2**30
         mode = S.check_padding_mode(mode)
         for mix_first in (True, False):
