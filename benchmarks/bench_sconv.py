@@ -238,11 +238,15 @@ def run_layer_case(case, device, dtype, timer, args):
         row["graph_ratio_vs_conv2d"] = row["ours_graph_ms"] / row["conv2d_graph_ms"]
     if args.paths:
         row["paths_ms"] = {}
+        if device.type == "cuda":
+            row["paths_graph_ms"] = {}
         for forced in PATHS:
             if forced != "gather" and sparse_nonzeros(case) > SPARSE_NONZERO_LIMIT:
                 continue
             with forced_path(forced):
                 row["paths_ms"][forced] = timer(layer_step(ours, x, device, dtype))[0]
+                if device.type == "cuda":  # captured with the path forced: the GPU time of each formulation
+                    row["paths_graph_ms"][forced] = timer(graphed(layer_step(ours, x, device, dtype)))[0]
     if dtype == "fp32" and case.get("disco"):
         layer, row["disco_note"] = disco_layer(case, device)
         if layer is not None:

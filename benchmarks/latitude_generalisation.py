@@ -48,9 +48,11 @@ MODELS = {
     "sphereconv": dict(conv_type="sphereconv"),  # 3 x 3 SphereNet-style convolutions
     "sphereconv_aa": dict(conv_type="sphereconv", antialias=True),  # sphereconv, input rows low-passed (issue 22)
     "sphereconv_d4": dict(conv_type="sphereconv", symmetric=True),  # sphereconv, D4-symmetric kernels (issue 22)
-    # sphereconv, each layer's taps turned per sample within +-40 (+-20) degrees while training (issue 22)
+    # sphereconv, each layer's taps turned per sample within +-40 (+-30, +-20, +-10) degrees while training (issue 22)
     "sphereconv_jitter": dict(conv_type="sphereconv", frame_jitter=math.radians(40)),
+    "sphereconv_jitter30": dict(conv_type="sphereconv", frame_jitter=math.radians(30)),
     "sphereconv_jitter20": dict(conv_type="sphereconv", frame_jitter=math.radians(20)),
+    "sphereconv_jitter10": dict(conv_type="sphereconv", frame_jitter=math.radians(10)),
     "paper_up": dict(upsample="spherical"),  # paper's, bilinear upsampling on the sphere in the decoder
     "smooth_up": dict(kernel_basis="smooth", upsample="spherical"),  # smooth kernels + spherical upsampling
 }

@@ -34,13 +34,14 @@ GRID = dict(
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def load_rows(path):
-    """The measured rows with at least one timed path, as dicts with ``family`` and ``times`` ({path: ms})."""
+def load_rows(path, graphed=False):
+    """The measured rows with at least one timed path, as dicts with ``family`` and ``times`` ({path: ms}): the eager
+    times, or with ``graphed`` the CUDA-graph replays (``paths_graph_ms``, in runs since 2026-12-07)."""
     with open(path, encoding="utf-8") as file:
         layers = json.load(file)["layers"]
     rows = []
     for layer in layers:
-        times = layer.get("paths_ms") or {}
+        times = layer.get("paths_graph_ms" if graphed else "paths_ms") or {}
         if not times:
             continue
         dtype = DTYPES[layer["dtype"]]
@@ -113,10 +114,13 @@ def main(argv=None):
     parser.add_argument("--costs", default=conv_cost.COSTS_FILE, help="the weights file to check (default: shipped)")
     parser.add_argument("--slack", type=float, default=0.10, help="allowed excess time of the picked path")
     parser.add_argument("--out", help="write the weights file with the refit CUDA weights here (a new file)")
+    parser.add_argument("--graphed", action="store_true", help="judge by the CUDA-graph replays, not the eager times")
     args = parser.parse_args(argv)
     with open(args.costs, encoding="utf-8") as file:
         costs = json.load(file)
-    rows = load_rows(args.measurement)
+    rows = load_rows(args.measurement, args.graphed)
+    if not rows:
+        parser.error(f"{args.measurement} has no forced-path {'graphed ' if args.graphed else ''}times")
     weights = costs["cuda"]
     results, failures = check(rows, weights, args.slack)
     for row, path, ratio in results:

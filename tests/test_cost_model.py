@@ -47,6 +47,15 @@ def test_check_fails_for_weights_that_pick_slow_paths(refit, rows):
     assert {row["name"].split()[0] for row, _, _ in failures} >= {"conv1", "conv2"}
 
 
+def test_load_rows_reads_the_eager_or_the_graphed_times(refit, tmp_path):
+    layer = dict(name="conv2 64x128", dtype="bf16", paths_ms=dict(gather=2.0, mix_first=1.0))
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(dict(layers=[dict(layer, paths_graph_ms=dict(gather=0.5, mix_first=0.9)), layer])))
+    assert [row["times"] for row in refit.load_rows(path)] == [dict(gather=2.0, mix_first=1.0)] * 2
+    graphed = refit.load_rows(path, graphed=True)  # the second row has no graphed times: left out
+    assert [(row["times"], row["family"]) for row in graphed] == [(dict(gather=0.5, mix_first=0.9), "16bit")]
+
+
 def test_regression_check_flags_ratios_that_grew_past_the_tolerance(tmp_path, capsys):
     """benchmarks/check_regression.py on hand-made reports: +12% fails, +5% and faster pass, a NaN ratio fails, a
     case in one report only is listed, not failed; the shipped reference reads."""
