@@ -482,6 +482,10 @@ def main():
                         help="DISCO cases: none, the reduced 64->64 ones (64x128), or every case")  # fmt: skip
     parser.add_argument("--disco-reps", type=int, default=2)
     parser.add_argument("--filter", default="", help="only the layer cases whose name contains this")
+    parser.add_argument(
+        "--cpu-fit", action="store_true",
+        help="the layer cases the cost model's CPU weights are fitted to: the U-Net's layers at 64x128, batch 1 and 2",
+    )  # fmt: skip
     parser.add_argument("--out", default=None, help="folder for bench.json and bench.md")
     args = parser.parse_args()
 
@@ -508,7 +512,11 @@ def main():
     sections = set(
         args.only or (("kernels", "layers", "unet", "geometry") if device.type == "cuda" else ("layers", "unet"))
     )
-    if args.quick:
+    if args.cpu_fit:
+        reps, warmup = args.reps, args.warmup
+        layer_cases = unet_layer_cases(64, 128, 1) + unet_layer_cases(64, 128, 2)
+        unet_sizes = []
+    elif args.quick:
         reps, warmup = 2, 1
         layer_cases = [dict(c, batch=2) for c in unet_layer_cases(32, 64, 2)[:3]] + wide_layer_cases(16, 32, 2, (3,))
         unet_sizes = [(32, 64, 2)]

@@ -1,16 +1,18 @@
-"""Check, and refit, the CUDA weights of spherical_conv's cost model against a forced-path measurement.
+"""Check, and refit, the weights of spherical_conv's cost model against a forced-path measurement.
 
-The measurement is a JSON written by ``bench_sconv.py --only layers --paths`` on a GPU (default:
-``benchmarks/results_h100_paths.json``): per layer and dtype, the fwd+bwd time of every formulation forced in turn
+The measurement is a JSON written by ``bench_sconv.py --only layers --paths``: on a GPU (the CUDA weights; default
+``benchmarks/results_h100_paths.json``) or on the CPU with ``--device cpu --cpu-fit`` on one thread (the CPU weights;
+``benchmarks/results_cpu_paths.json``): per layer and dtype, the fwd+bwd time of every formulation forced in turn
 (``paths_ms``). The cost model (``sconv/functional/conv_cost.py``) is linear in its weights, so each row's cost of each
-formulation is computed once per weight and the weights can be searched on a grid, on the CPU, in a second.
+formulation is computed once per weight and the weights can be searched on a grid, on the CPU, in seconds.
 
     python benchmarks/refit_cost_model.py                 # check the shipped weights, refit, print both; exit 1 if
                                                           # a shipped weight picks a path > 10% slower than the best
-    python benchmarks/refit_cost_model.py --out new.json  # also write the weights file with the refit CUDA weights
+    python benchmarks/refit_cost_model.py --measurement benchmarks/results_cpu_paths.json   # the CPU weights
+    python benchmarks/refit_cost_model.py --out new.json  # also write the weights file with the refit weights
 
 A row passes when the path the weights pick takes at most ``--slack`` (10%) more time than the fastest measured one.
-The refit keeps ``min_lanes`` and the CPU weights (no CPU timing JSON is kept) as shipped, and picks, among the grid
+The refit changes only the weights of the measured device (keeping CUDA's ``min_lanes``), and picks, among the grid
 points that pass the most rows, the one whose picks take the least total time, nearest to the shipped weights on a tie.
 """
 
@@ -27,10 +29,17 @@ sys.path.insert(0, ROOT)
 
 from sconv.functional import conv_cost  # noqa: E402
 
-WEIGHTS = ("triton", "sparse", "expanded")
+# The weights of each family and the grid the refit searches (CUDA: float32 and 16-bit; "cpu": the PyTorch paths).
+WEIGHTS = {
+    "cuda": ("triton", "sparse", "expanded"),
+    "cpu": ("gathered", "kernel", "sparse", "expanded"),
+}
 GRID = dict(
-    triton=np.arange(1.0, 4.001, 0.05), sparse=np.arange(5.0, 100.1, 5.0), expanded=np.arange(25.0, 400.1, 25.0)
-)
+    cuda=dict(triton=np.arange(1.0, 4.001, 0.05), sparse=np.arange(5.0, 100.1, 5.0),
+              expanded=np.arange(25.0, 400.1, 25.0)),
+    cpu=dict(gathered=np.arange(50.0, 1000.1, 50.0), kernel=np.arange(40.0, 800.1, 40.0),
+             sparse=np.arange(1.0, 20.1, 1.0), expanded=np.arange(10.0, 400.1, 10.0)),
+)  # fmt: skip
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -38,15 +47,21 @@ def load_rows(path, graphed=False):
     """The measured rows with at least one timed path, as dicts with ``family`` and ``times`` ({path: ms}): the eager
     times, or with ``graphed`` the CUDA-graph replays (``paths_graph_ms``, in runs since 2026-12-07)."""
     with open(path, encoding="utf-8") as file:
-        layers = json.load(file)["layers"]
+        measurement = json.load(file)
+    cpu = measurement.get("environment", {}).get("device", "").startswith("CPU")
     rows = []
-    for layer in layers:
+    for layer in measurement["layers"]:
         times = layer.get("paths_graph_ms" if graphed else "paths_ms") or {}
         if not times:
             continue
-        dtype = DTYPES[layer["dtype"]]
-        rows.append(dict(layer, torch_dtype=dtype, family=conv_cost.dtype_family(dtype), times=times))
+        dtype = None if cpu else DTYPES[layer["dtype"]]  # the Triton compute dtype, None for the PyTorch paths
+        family = "cpu" if cpu else conv_cost.dtype_family(dtype)
+        rows.append(dict(layer, torch_dtype=dtype, family=family, times=times))
     return rows
+
+
+def weight_names(family):
+    return WEIGHTS["cpu" if family == "cpu" else "cuda"]
 
 
 def _costs(row, weights):
@@ -60,13 +75,14 @@ def _costs(row, weights):
 def cost_terms(row):
     """``{path: (constant, per-weight coefficients)}``: the row's cost of each formulation the model may pick, as a
     linear function of the weights (a path priced at infinity is left out)."""
-    zero = dict.fromkeys(WEIGHTS, 0.0)
+    names = weight_names(row["family"])
+    zero = dict.fromkeys(names, 0.0)
     base = _costs(row, zero)
     terms = {}
     for path, value in base.items():
         if value == float("inf"):
             continue
-        terms[path] = (value, [_costs(row, dict(zero, **{w: 1.0}))[path] - value for w in WEIGHTS])
+        terms[path] = (value, [_costs(row, dict(zero, **{w: 1.0}))[path] - value for w in names])
     return terms
 
 
@@ -88,9 +104,12 @@ def check(rows, weights_by_family, slack=0.10):
 
 
 def refit(rows, shipped, slack=0.10):
-    """The grid point with the most passing rows, then the least total picked time, then nearest ``shipped``."""
+    """The grid point with the most passing rows, then the least total picked time, then nearest ``shipped``. ``rows``
+    of one family."""
     paths = list(conv_cost.PATHS)
-    grid = np.stack(np.meshgrid(*(GRID[w] for w in WEIGHTS), indexing="ij"), -1).reshape(-1, len(WEIGHTS))
+    kind = "cpu" if rows[0]["family"] == "cpu" else "cuda"
+    names = WEIGHTS[kind]
+    grid = np.stack(np.meshgrid(*(GRID[kind][w] for w in names), indexing="ij"), -1).reshape(-1, len(names))
     passing = np.zeros(len(grid))
     total = np.zeros(len(grid))
     for row in rows:
@@ -103,9 +122,9 @@ def refit(rows, shipped, slack=0.10):
         time = np.array([row["times"].get(p, np.inf) for p in paths])[picked] / best
         passing += time <= 1 + slack
         total += np.minimum(time, 1e3)
-    distance = np.abs(np.log(grid / np.array([shipped[w] for w in WEIGHTS]))).sum(1)
+    distance = np.abs(np.log(grid / np.array([shipped[w] for w in names]))).sum(1)
     order = np.lexsort((distance, np.round(total, 9), -passing))
-    return dict(zip(WEIGHTS, (round(float(v), 4) for v in grid[order[0]]))), int(passing[order[0]])
+    return dict(zip(names, (round(float(v), 4) for v in grid[order[0]]))), int(passing[order[0]])
 
 
 def main(argv=None):
@@ -121,23 +140,29 @@ def main(argv=None):
     rows = load_rows(args.measurement, args.graphed)
     if not rows:
         parser.error(f"{args.measurement} has no forced-path {'graphed ' if args.graphed else ''}times")
-    weights = costs["cuda"]
+    weights = dict(costs["cuda"], cpu=costs["cpu"])  # by family
     results, failures = check(rows, weights, args.slack)
     for row, path, ratio in results:
         mark = "ok" if ratio <= 1 + args.slack else "SLOWER"
         print(f"{row['name']:<40} {row['dtype']:<5} picks {path:<14} {ratio:5.2f}x the fastest  {mark}")
     print(f"shipped weights: {len(results) - len(failures)}/{len(results)} rows within {args.slack:.0%}")
     refitted = {}
-    for family in ("float32", "16bit"):
+    for family in ("float32", "16bit", "cpu"):
         family_rows = [r for r in rows if r["family"] == family]
-        refitted[family], passing = refit(family_rows, weights[family], args.slack)
+        if not family_rows:
+            continue
+        shipped = {w: weights[family][w] for w in weight_names(family)}
+        refitted[family], passing = refit(family_rows, shipped, args.slack)
         print(f"refit {family}: {refitted[family]} ({passing}/{len(family_rows)} rows within {args.slack:.0%}); "
-              f"shipped {weights[family]}")  # fmt: skip
+              f"shipped {shipped}")  # fmt: skip
     if args.out:
         if os.path.abspath(args.out) in (os.path.abspath(args.costs), os.path.abspath(args.measurement)):
             parser.error("--out must name a new file, not one of the inputs")
-        costs["cuda"].update(refitted)
-        costs["cuda"]["source"] = f"{os.path.relpath(args.measurement, ROOT)} (refit by benchmarks/refit_cost_model.py)"
+        source = f"{os.path.relpath(args.measurement, ROOT)} (refit by benchmarks/refit_cost_model.py)"
+        for family, refit_weights in refitted.items():
+            section = costs["cpu"] if family == "cpu" else costs["cuda"][family]
+            section.update(refit_weights)
+            (costs["cpu"] if family == "cpu" else costs["cuda"])["source"] = source
         tmp = args.out + ".tmp"
         with open(tmp, "w", encoding="utf-8") as file:
             json.dump(costs, file, indent=2)

@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import sys
 
@@ -54,6 +55,42 @@ def test_load_rows_reads_the_eager_or_the_graphed_times(refit, tmp_path):
     assert [row["times"] for row in refit.load_rows(path)] == [dict(gather=2.0, mix_first=1.0)] * 2
     graphed = refit.load_rows(path, graphed=True)  # the second row has no graphed times: left out
     assert [(row["times"], row["family"]) for row in graphed] == [(dict(gather=0.5, mix_first=0.9), "16bit")]
+
+
+def test_cpu_measurement_is_checked_and_refit_with_the_cpu_weights(refit, tmp_path):
+    """A CPU forced-path JSON (``bench_sconv.py --device cpu --cpu-fit --paths``) is priced as the CPU dispatch
+    prices it: rows made so that the shipped CPU weights' pick is 2x faster than the others pass; made so that another
+    path is 2x faster, they fail, and the refit finds CPU weights that pick those."""
+    layers = [dict(name=f"{name} 16x32", batch=1, c_in=c_in, c_out=c_out, height=16 // scale, width=32 // scale,
+                   kernel_rad=r, kernel_size=list(size), dtype="fp32")
+              for name, c_in, c_out, r, size, scale in [("conv1", 4, 16, math.pi / 32, (8, 16), 1),
+                                                        ("conv4", 32, 32, math.pi, (8, 16), 4)]]  # fmt: skip
+    picks = [conv_cost.choose_path(layer["batch"], layer["c_in"], layer["c_out"], layer["height"], layer["width"],
+                                   layer["kernel_rad"], (1, 1), tuple(layer["kernel_size"]))
+             for layer in layers]  # fmt: skip
+    # The sparse picks of the shipped CPU weights at this size; gather is within the refit grid's reach on both.
+    others = ["gather", "gather"]
+    assert len(set(picks)) == 2 and all(pick != other for pick, other in zip(picks, others))
+
+    def measurement(fastest):
+        rows = [dict(layer, paths_ms={p: 1.0 if p == f else 2.0 for p in conv_cost.PATHS})
+                for layer, f in zip(layers, fastest)]
+        path = tmp_path / f"cpu_{'_'.join(fastest)}.json"
+        path.write_text(json.dumps(dict(environment=dict(device="CPU (x86_64)"), layers=rows)))
+        return refit.load_rows(path)
+
+    weights = dict(conv_cost.COSTS["cuda"], cpu=conv_cost.COSTS["cpu"])
+    rows = measurement(picks)
+    assert [(row["family"], row["torch_dtype"]) for row in rows] == [("cpu", None)] * 2
+    results, failures = refit.check(rows, weights)
+    assert [path for _, path, _ in results] == picks and not failures
+    rows = measurement(others)
+    _, failures = refit.check(rows, weights)
+    assert len(failures) == 2
+    fitted, passing = refit.refit(rows, dict(conv_cost.COSTS["cpu"]))
+    assert set(fitted) == {"gathered", "kernel", "sparse", "expanded"} and passing == 2
+    results, failures = refit.check(rows, dict(weights, cpu=fitted))
+    assert [path for _, path, _ in results] == others and not failures
 
 
 def test_regression_check_flags_ratios_that_grew_past_the_tolerance(tmp_path, capsys):
