@@ -41,6 +41,19 @@ def test_shipped_weights_pick_a_path_within_10_percent_of_the_fastest(refit, row
         assert conv_cost.choose_path(*args, tuple(row["kernel_size"]), row["torch_dtype"]) == path
 
 
+def test_shipped_cpu_weights_pick_within_10_percent_except_where_the_model_ties(refit):
+    """The CPU weights against the CPU forced-path measurement (one thread, the U-Net's layers at 64x128, batch 1 and
+    2): every row within 10% of its fastest path, except rows where the model prices mix_first and project_first the
+    same (C_in = C_out on a wrapped grid: conv4), which no weights can separate."""
+    rows = refit.load_rows(os.path.join(ROOT, "benchmarks", "results_cpu_paths.json"))
+    assert len(rows) == 14 and {row["family"] for row in rows} == {"cpu"}
+    results, failures = refit.check(rows, dict(conv_cost.COSTS["cuda"], cpu=conv_cost.COSTS["cpu"]))
+    for row, path, ratio in failures:
+        costs = refit._costs(row, conv_cost.COSTS["cpu"])
+        assert costs["mix_first"] == costs["project_first"], (row["name"], row["batch"], path, round(ratio, 2))
+    assert len(failures) <= 2
+
+
 def test_check_fails_for_weights_that_pick_slow_paths(refit, rows):
     # A gather path priced 20x too high sends conv1 and conv2 (gather 2-10x faster there) to a sparse formulation.
     weights = {family: dict(conv_cost.COSTS["cuda"][family], triton=40.0) for family in ("float32", "16bit")}
