@@ -56,13 +56,21 @@ def sphere_conv_reference(x, weight, stride, turn=0.0):
     return out
 
 
+# (C_in, C_out): sampled first, then mixed; and (fewer out than in, per output pixel) mixed first, then sampled.
+CHANNELS = [(3, 4), (9, 2)]
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_sphere_conv_matches_direct_evaluation(stride):
+def test_sphere_conv_matches_direct_evaluation(stride, channels):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 8, 16, generator=g, dtype=torch.float64)
-    weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(2, channels[0], 8, 16, generator=g, dtype=torch.float64)
+    weight = torch.randn(channels[1], channels[0], 3, 3, generator=g, dtype=torch.float64)
+    bias = torch.randn(channels[1], generator=g, dtype=torch.float64)
     expected = torch.from_numpy(sphere_conv_reference(x.numpy(), weight.numpy(), stride))
     torch.testing.assert_close(sphere_conv(x, weight, None, stride), expected, rtol=1e-9, atol=1e-9)
+    with_bias = sphere_conv(x, weight, bias, stride)
+    torch.testing.assert_close(with_bias, expected + bias[:, None, None], rtol=1e-9, atol=1e-9)
 
 
 def longitude_prefilter_reference(x):
@@ -115,13 +123,14 @@ def test_sphere_conv_antialias_is_the_sampling_of_the_prefiltered_input(stride):
         SphericalUNet((16, 32), antialias=True)
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_sphere_conv_turned_taps_match_direct_evaluation(stride):
+def test_sphere_conv_turned_taps_match_direct_evaluation(stride, channels):
     """``turn`` against the direct evaluation with the tangent-plane taps turned: one turn for the batch, one per
     sample; a half turn reads the kernel flipped both ways."""
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 3, 8, 16, generator=g, dtype=torch.float64)
-    weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(2, channels[0], 8, 16, generator=g, dtype=torch.float64)
+    weight = torch.randn(channels[1], channels[0], 3, 3, generator=g, dtype=torch.float64)
     for turns in ([0.7, 0.7], [0.3, -1.1]):
         expected = torch.cat(
             [torch.from_numpy(sphere_conv_reference(x[i : i + 1].numpy(), weight.numpy(), stride, t)) for i, t in

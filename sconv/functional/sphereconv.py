@@ -7,8 +7,9 @@ but from the points of the sphere that the gnomonic (tangent-plane) projection a
 
 (``dlambda = 2 pi / W``, ``dphi = pi / H``; x east, y north), taken back to the sphere by the inverse gnomonic
 projection and sampled bilinearly (wrapping in longitude; within half a pixel of a pole, the pole row's value). The
-sampled taps are laid out as a ``[k H', k W']`` image and one ``conv2d`` with stride ``k`` applies the kernel. At the
-equator of a fine grid the taps are the pixel neighbours: the operator is the planar ``k x k`` cross-correlation.
+sampled taps are laid out tap-major as ``C k^2`` channels of ``H' x W'`` and one 1x1 ``conv2d`` (a GEMM) applies the
+kernel. At the equator of a fine grid the taps are the pixel neighbours: the operator is the planar ``k x k``
+cross-correlation.
 
 What differs from the original's ``models/SphereConv.py``: the longitude offset uses ``atan2`` (the original's
 ``arctan`` folds points past 90 degrees of longitude from p, which happens next to the poles), pixel centres follow
@@ -82,11 +83,13 @@ def sphere_sampling_points(height, width, stride, kernel_size, turn=0.0):
 
 def tap_grid(row, col, height, width):
     """Tap coordinates ``row``, ``col`` ``[H', k, W', k]`` (fractional pixels of an ``H x W`` input, laid out as
-    ``sphere_sampling_points``) as a ``grid_sample`` grid ``[1, k H', k W', 2]`` (``align_corners=False``) into the
-    input with one column of circular padding on each side (``convolve_taps``)."""
-    out_h, out_w = row.shape[0] * row.shape[1], row.shape[2] * row.shape[3]
-    x = (col.reshape(out_h, out_w) + 1.5) * (2 / (width + 2)) - 1  # padded column col + 1
-    y = (row.reshape(out_h, out_w) + 0.5) * (2 / height) - 1  # border padding clamps to the pole rows
+    ``sphere_sampling_points``) as a ``grid_sample`` grid ``[1, k^2 H', W', 2]`` (``align_corners=False``) into the
+    input with one column of circular padding on each side (``convolve_taps``): row ``(b k + a) H' + i``, column
+    ``j`` holds tap ``(b, a)`` of output pixel ``(i, j)``."""
+    out_h, k, out_w = row.shape[:3]
+    row, col = (t.permute(1, 3, 0, 2).reshape(k * k * out_h, out_w) for t in (row, col))  # tap-major
+    x = (col + 1.5) * (2 / (width + 2)) - 1  # padded column col + 1
+    y = (row + 0.5) * (2 / height) - 1  # border padding clamps to the pole rows
     return torch.stack([x, y], dim=-1)[None]
 
 
@@ -99,13 +102,31 @@ def sphere_sampling_grid(height, width, stride, kernel_size, device, dtype, turn
 
 def convolve_taps(input, grid, weight, bias=None, antialias=False):
     """``input [B, C, H, W]`` sampled bilinearly at the taps of ``grid`` (``tap_grid``, one for every sample or one
-    per sample; with ``antialias``, after ``longitude_prefilter``) into a ``[B, C, k H', k W']`` image of taps,
-    convolved with ``weight [O, C, k, k]`` at stride k: ``[B, O, H', W']``."""
+    per sample; with ``antialias``, after ``longitude_prefilter``) into ``[B, C, k^2 H', W']``, viewed as ``C k^2``
+    channels (c, b, a) of ``H' x W'`` and mixed by ``weight [O, C, k, k]`` as a 1x1 convolution: ``[B, O, H', W']``
+    (one GEMM: on the CPU faster than a stride-k convolution of a ``[k H', k W']`` image of taps). Where the layer has
+    fewer output than input channels (per output pixel), the input is mixed into ``O k^2`` channels first and those
+    are sampled, the same sum in another order."""
     if antialias:
         input = longitude_prefilter(input)
+    batch, channels, height, width = input.shape
+    out_channels, taps = weight.shape[0], weight.shape[-1] ** 2
+    out_h, out_w = grid.shape[1] // taps, grid.shape[2]
+    if out_channels * (height // out_h) * (width // out_w) < channels:
+        # Fewer channels out than in: mix first (sampling is linear and per channel, so it commutes with the 1x1
+        # mixing), then sample each tap's O channels at that tap's points: O k^2 channels sampled instead of C k^2.
+        mixing = weight.permute(2, 3, 0, 1).reshape(taps * out_channels, channels, 1, 1)  # (b, a, o)
+        mixed = F.pad(F.conv2d(input, mixing), (1, 1, 0, 0), mode="circular")
+        grids = grid.expand(batch, -1, -1, -1).reshape(batch * taps, out_h, out_w, 2)
+        per_tap = mixed.view(batch * taps, out_channels, height, width + 2)
+        sampled = F.grid_sample(per_tap, grids, "bilinear", "border", align_corners=False)
+        out = sampled.view(batch, taps, out_channels, out_h, out_w).sum(1)
+        out = out if bias is None else out + bias.view(-1, 1, 1)
+        return out.to(mixed.dtype)  # under autocast, the compute dtype, as the other order's conv2d returns
     padded = F.pad(input, (1, 1, 0, 0), mode="circular")
-    sampled = F.grid_sample(padded, grid.expand(len(input), -1, -1, -1), "bilinear", "border", align_corners=False)
-    return F.conv2d(sampled, weight, bias, stride=weight.shape[-1])
+    sampled = F.grid_sample(padded, grid.expand(batch, -1, -1, -1), "bilinear", "border", align_corners=False)
+    taps_as_channels = sampled.view(batch, channels * taps, out_h, out_w)
+    return F.conv2d(taps_as_channels, weight.reshape(out_channels, channels * taps, 1, 1), bias)
 
 
 def longitude_prefilter_widths(height, width):
