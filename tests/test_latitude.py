@@ -73,6 +73,17 @@ def test_sphere_conv_matches_direct_evaluation(stride, channels):
     torch.testing.assert_close(with_bias, expected + bias[:, None, None], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_sphere_conv_gradcheck(channels):
+    """Input, weight and bias gradients of both orders (sample then mix; mix then sample), per-sample turns."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, channels[0], 4, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(channels[1], channels[0], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(channels[1], generator=g, dtype=torch.float64, requires_grad=True)
+    turns = torch.tensor([0.2, -0.9], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda *args: sphere_conv(*args, turn=turns), (x, weight, bias))
+
+
 def longitude_prefilter_reference(x):
     """Direct evaluation: each pixel ``j`` of row ``i`` is the mean, over ``[j - w/2, j + w/2]`` with ``w = min(W,
     1 / sin(theta_i))`` pixels, of the row drawn as constant over each pixel's ``[k - 1/2, k + 1/2]`` (circularly),
