@@ -132,7 +132,7 @@ def main(argv=None):
     parser.add_argument("--measurement", default=os.path.join(ROOT, "benchmarks", "results_h100_paths.json"))
     parser.add_argument("--costs", default=conv_cost.COSTS_FILE, help="the weights file to check (default: shipped)")
     parser.add_argument("--slack", type=float, default=0.10, help="allowed excess time of the picked path")
-    parser.add_argument("--out", help="write the weights file with the refit CUDA weights here (a new file)")
+    parser.add_argument("--out", help="write the weights file with the refit weights here (a new file)")
     parser.add_argument("--graphed", action="store_true", help="judge by the CUDA-graph replays, not the eager times")
     args = parser.parse_args(argv)
     with open(args.costs, encoding="utf-8") as file:
