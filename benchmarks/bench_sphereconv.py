@@ -3,7 +3,8 @@ with circular padding in longitude (the same taps, counted), on the Spherical U-
 (input gradient included), in the same process; and the whole U-Net's training step with ``conv_type='sphereconv'``
 against its planar twin (``conv_type='standard'``, circular padding).
 
-Times: median over ``--reps`` repetitions after ``--warmup`` (CUDA events on a GPU, perf_counter on the CPU).
+Times: median over ``--reps`` repetitions after ``--warmup`` (``bench_sconv.Timer``: CUDA events on a GPU, perf_counter
+on the CPU).
 
 Usage (from the repository root):
     python benchmarks/bench_sphereconv.py --out /tmp/sc --size 32 64 --batch 32 --threads 1   # CPU
@@ -17,14 +18,15 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_sconv import Timer  # noqa: E402
 
 from datasets.data import atomic_write_bytes  # noqa: E402
 from models.baseline_unet import DECODER, ENCODER, SphericalUNet  # noqa: E402
@@ -32,23 +34,8 @@ from sconv.functional.sphereconv import sphere_conv  # noqa: E402
 
 
 def timed(step, device, warmup, reps):
-    """Median milliseconds of ``step()``."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(times)
+    """Median milliseconds of ``step()`` (``bench_sconv.Timer``)."""
+    return Timer(device, warmup, reps)(step)[0]
 
 
 def layer_rows(height, width, batch, device, warmup, reps):
