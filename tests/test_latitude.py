@@ -84,6 +84,35 @@ def test_sphere_conv_gradcheck(channels):
     assert torch.autograd.gradcheck(lambda *args: sphere_conv(*args, turn=turns), (x, weight, bias))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sphere_conv_on_cuda_matches_float64(stride, channels, monkeypatch):
+    """Both orders on CUDA against the CPU float64 result (itself checked against the direct evaluation above):
+    float32 with TF32 off, values and gradients; under bf16 autocast, a bf16 output at bf16's precision."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, channels[0], 8, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(channels[1], channels[0], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(channels[1], generator=g, dtype=torch.float64, requires_grad=True)
+    turns = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    expected = sphere_conv(x, weight, bias, stride, turn=turns)
+    grad = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    expected_grads = torch.autograd.grad(expected, (x, weight, bias), grad)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    leaves = [t.detach().float().cuda().requires_grad_() for t in (x, weight, bias)]
+    got = sphere_conv(*leaves, stride, turn=turns)
+    got_grads = torch.autograd.grad(got, leaves, grad.float().cuda())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.cpu().double(), expected.detach(), rtol=1e-4, atol=1e-4)
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad.cpu().double(), expected_grad, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cuda", torch.bfloat16):
+        low = sphere_conv(*leaves, stride, turn=turns)
+    assert low.dtype == torch.bfloat16
+    scale = expected.detach().std().item()
+    torch.testing.assert_close(low.cpu().double(), expected.detach(), rtol=3e-2, atol=3e-2 * scale)
+
+
 def longitude_prefilter_reference(x):
     """Direct evaluation: each pixel ``j`` of row ``i`` is the mean, over ``[j - w/2, j + w/2]`` with ``w = min(W,
     1 / sin(theta_i))`` pixels, of the row drawn as constant over each pixel's ``[k - 1/2, k + 1/2]`` (circularly),
