@@ -33,13 +33,8 @@ from models.baseline_unet import DECODER, ENCODER, SphericalUNet  # noqa: E402
 from sconv.functional.sphereconv import sphere_conv  # noqa: E402
 
 
-def timed(step, device, warmup, reps):
-    """Median milliseconds of ``step()`` (``bench_sconv.Timer``)."""
-    return Timer(device, warmup, reps)(step)[0]
-
-
 def layer_rows(height, width, batch, device, warmup, reps):
-    rows = []
+    rows, timer = [], Timer(device, warmup, reps)
     for name, c_in, c_out, _, _, scale in ENCODER + DECODER:
         h, w = height // scale, width // scale
         x = torch.randn(batch, c_in, h, w, device=device, requires_grad=True)
@@ -52,8 +47,8 @@ def layer_rows(height, width, batch, device, warmup, reps):
             F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), weight).sum().backward()
 
         row = dict(name=f"{name} {h}x{w}", batch=batch, c_in=c_in, c_out=c_out)
-        row["sphereconv_ms"] = timed(ours, device, warmup, reps)
-        row["conv2d_ms"] = timed(planar, device, warmup, reps)
+        row["sphereconv_ms"] = timer(ours)[0]
+        row["conv2d_ms"] = timer(planar)[0]
         row["ratio"] = row["sphereconv_ms"] / row["conv2d_ms"]
         print(f"{row['name']:<16} B={batch}: sphere_conv {row['sphereconv_ms']:8.2f} ms, conv2d 3x3 "
               f"{row['conv2d_ms']:8.2f} ms, ratio {row['ratio']:.2f}", flush=True)  # fmt: skip
@@ -64,11 +59,11 @@ def layer_rows(height, width, batch, device, warmup, reps):
 def unet_row(height, width, batch, device, warmup, reps):
     frames = torch.randn(batch, 3, height, width, device=device)
     previous = torch.rand(batch, 1, height, width, device=device)
-    row = dict(name=f"U-Net {height}x{width}", batch=batch)
+    row, timer = dict(name=f"U-Net {height}x{width}", batch=batch), Timer(device, warmup, reps)
     for key, kwargs in (("sphereconv_ms", dict(conv_type="sphereconv")),
                         ("planar_ms", dict(conv_type="standard", planar_padding="circular"))):  # fmt: skip
         model = SphericalUNet((height, width), **kwargs).to(device)
-        row[key] = timed(lambda model=model: model(frames, previous).sum().backward(), device, warmup, reps)
+        row[key] = timer(lambda model=model: model(frames, previous).sum().backward())[0]
     row["ratio"] = row["sphereconv_ms"] / row["planar_ms"]
     print(f"{row['name']} B={batch} training step (fwd+bwd): sphereconv {row['sphereconv_ms']:.1f} ms, planar twin "
           f"{row['planar_ms']:.1f} ms, ratio {row['ratio']:.2f}", flush=True)  # fmt: skip

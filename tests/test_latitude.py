@@ -60,13 +60,17 @@ def sphere_conv_reference(x, weight, stride, turn=0.0):
 CHANNELS = [(3, 4), (9, 2)]
 
 
+def random_layer(channels, size, seed, requires_grad=False):
+    """float64 input ``[2, C_in, *size]``, 3x3 weight and bias of a ``channels = (C_in, C_out)`` layer."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(2, channels[0], *size), (channels[1], channels[0], 3, 3), (channels[1],)]
+    return [torch.randn(s, generator=g, dtype=torch.float64, requires_grad=requires_grad) for s in shapes]
+
+
 @pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_sphere_conv_matches_direct_evaluation(stride, channels):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, channels[0], 8, 16, generator=g, dtype=torch.float64)
-    weight = torch.randn(channels[1], channels[0], 3, 3, generator=g, dtype=torch.float64)
-    bias = torch.randn(channels[1], generator=g, dtype=torch.float64)
+    x, weight, bias = random_layer(channels, (8, 16), 0)
     expected = torch.from_numpy(sphere_conv_reference(x.numpy(), weight.numpy(), stride))
     torch.testing.assert_close(sphere_conv(x, weight, None, stride), expected, rtol=1e-9, atol=1e-9)
     with_bias = sphere_conv(x, weight, bias, stride)
@@ -76,10 +80,7 @@ def test_sphere_conv_matches_direct_evaluation(stride, channels):
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_sphere_conv_gradcheck(channels):
     """Input, weight and bias gradients of both orders (sample then mix; mix then sample), per-sample turns."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, channels[0], 4, 8, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(channels[1], channels[0], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(channels[1], generator=g, dtype=torch.float64, requires_grad=True)
+    x, weight, bias = random_layer(channels, (4, 8), 1, requires_grad=True)
     turns = torch.tensor([0.2, -0.9], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda *args: sphere_conv(*args, turn=turns), (x, weight, bias))
 
@@ -90,13 +91,10 @@ def test_sphere_conv_gradcheck(channels):
 def test_sphere_conv_on_cuda_matches_float64(stride, channels, monkeypatch):
     """Both orders on CUDA against the CPU float64 result (itself checked against the direct evaluation above):
     float32 with TF32 off, values and gradients; under bf16 autocast, a bf16 output at bf16's precision."""
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, channels[0], 8, 16, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(channels[1], channels[0], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(channels[1], generator=g, dtype=torch.float64, requires_grad=True)
+    x, weight, bias = random_layer(channels, (8, 16), 2, requires_grad=True)
     turns = torch.tensor([0.3, -0.7], dtype=torch.float64)
     expected = sphere_conv(x, weight, bias, stride, turn=turns)
-    grad = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    grad = torch.randn(expected.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     expected_grads = torch.autograd.grad(expected, (x, weight, bias), grad)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     leaves = [t.detach().float().cuda().requires_grad_() for t in (x, weight, bias)]
